@@ -1,0 +1,538 @@
+//! Apply: carry out a plan's actions with AWS write calls, in order.
+//!
+//! What this run creates is remembered, and if a later action fails it is removed again (newest
+//! first), so a failed Create leaves nothing half-created. Waits (a service draining, a security
+//! group whose network interfaces are still being released) are bounded by the deadline.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
+use aws_sdk_ecs::types as ecs;
+use tokio::time::Instant;
+
+use crate::observe::{sdk_message, AwsvpcConfig};
+use crate::plan::{Action, Plan};
+use crate::spec::{DelegateSpec, LaunchType};
+use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+
+/// An AWS write that failed, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} failed: {message}")]
+pub struct ApplyError {
+    pub action: String,
+    pub message: String,
+}
+
+fn fail(action: impl Into<String>, message: impl Into<String>) -> ApplyError {
+    ApplyError {
+        action: action.into(),
+        message: message.into(),
+    }
+}
+
+/// What the delegate looks like after a successful apply: the response `Data`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Applied {
+    #[serde(rename = "ServiceArn")]
+    pub service_arn: String,
+    #[serde(rename = "ServiceName")]
+    pub service_name: String,
+    #[serde(rename = "ClusterArn")]
+    pub cluster_arn: String,
+    #[serde(rename = "TaskDefinitionArn")]
+    pub task_definition_arn: String,
+    #[serde(rename = "VpcId")]
+    pub vpc_id: String,
+    #[serde(rename = "SubnetIds")]
+    pub subnet_ids: String,
+    #[serde(rename = "SecurityGroupIds")]
+    pub security_group_ids: String,
+    #[serde(rename = "AssignPublicIp")]
+    pub assign_public_ip: String,
+}
+
+/// Something this run created, to remove again if a later step fails.
+#[derive(Debug)]
+enum Created {
+    SecurityGroup(String),
+    TaskDefinition(String),
+    Service { cluster: String, name: String },
+}
+
+/// The tags put on everything the function creates: the user's plus its own markers.
+pub fn tags_for(spec: &DelegateSpec) -> Vec<(String, String)> {
+    let mut t: Vec<(String, String)> = spec
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.push((MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into()));
+    t.push((RESOURCE_TAG.into(), spec.resource_key()));
+    t
+}
+
+fn ecs_tags(spec: &DelegateSpec) -> Vec<ecs::Tag> {
+    tags_for(spec)
+        .into_iter()
+        .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+pub struct Applier<'a> {
+    pub clients: &'a Clients,
+    pub deadline: Instant,
+    created: Vec<Created>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(clients: &'a Clients, deadline: Instant) -> Self {
+        Applier {
+            clients,
+            deadline,
+            created: Vec::new(),
+        }
+    }
+
+    /// Apply a reconcile plan. `cluster_arn` is the observed cluster's ARN.
+    pub async fn reconcile(
+        &mut self,
+        spec: &DelegateSpec,
+        plan: &Plan,
+        cluster_arn: &str,
+        current_service_arn: Option<&str>,
+    ) -> Result<Applied, ApplyError> {
+        match self.run(spec, plan, cluster_arn, current_service_arn).await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.undo().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        spec: &DelegateSpec,
+        plan: &Plan,
+        cluster_arn: &str,
+        current_service_arn: Option<&str>,
+    ) -> Result<Applied, ApplyError> {
+        let c = self.clients;
+        let mut created_group: Option<String> = None;
+        let mut td_arn = plan.desired.task_definition_arn.clone();
+        let mut service_arn = current_service_arn.map(String::from);
+
+        for action in &plan.actions {
+            tracing::info!(action = ?action, "applying");
+            match action {
+                Action::CreateSecurityGroup { name, vpc_id, .. } => {
+                    let id = self.create_security_group(spec, name, vpc_id).await?;
+                    created_group = Some(id);
+                }
+                Action::RegisterTaskDefinition { family, .. } => {
+                    let req = task_definition::register_request(
+                        &c.ecs,
+                        &plan.desired.task_definition,
+                        &tags_for(spec),
+                    )
+                    .map_err(|e| fail(format!("registering a revision of {family}"), e))?;
+                    let out = req.send().await.map_err(|e| {
+                        fail(
+                            format!("registering a revision of {family}"),
+                            sdk_message(&e),
+                        )
+                    })?;
+                    let arn = out
+                        .task_definition()
+                        .and_then(|t| t.task_definition_arn())
+                        .unwrap_or_default()
+                        .to_string();
+                    self.created.push(Created::TaskDefinition(arn.clone()));
+                    td_arn = Some(arn);
+                }
+                Action::CreateService { .. } => {
+                    let network = plan
+                        .desired
+                        .network
+                        .as_ref()
+                        .map(|n| n.resolved(created_group.as_deref()));
+                    let td = td_arn.clone().unwrap_or_default();
+                    service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
+                }
+                Action::WaitForServiceDrain { .. } => {
+                    self.wait_until_gone(&spec.cluster, &spec.service_name)
+                        .await?;
+                }
+                Action::RecreateService { .. } => {
+                    self.delete_service(&spec.cluster, &spec.service_name)
+                        .await?;
+                    self.wait_until_gone(&spec.cluster, &spec.service_name)
+                        .await?;
+                    let network = plan
+                        .desired
+                        .network
+                        .as_ref()
+                        .map(|n| n.resolved(created_group.as_deref()));
+                    let td = td_arn.clone().unwrap_or_default();
+                    service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
+                }
+                Action::UpdateService {
+                    desired_count,
+                    task_definition,
+                    network,
+                    ..
+                } => {
+                    let mut u = c
+                        .ecs
+                        .update_service()
+                        .cluster(&spec.cluster)
+                        .service(&spec.service_name)
+                        .set_desired_count(*desired_count);
+                    if *task_definition {
+                        u = u.task_definition(td_arn.clone().unwrap_or_default());
+                    }
+                    if *network {
+                        if let Some(n) = &plan.desired.network {
+                            u = u.network_configuration(network_configuration(
+                                &n.resolved(created_group.as_deref()),
+                            ));
+                        }
+                    }
+                    let out = u.send().await.map_err(|e| {
+                        fail(
+                            format!("updating service {}", spec.service_name),
+                            sdk_message(&e),
+                        )
+                    })?;
+                    if let Some(arn) = out.service().and_then(|s| s.service_arn()) {
+                        service_arn = Some(arn.to_string());
+                    }
+                }
+                Action::DeleteService { .. }
+                | Action::DeregisterTaskDefinition { .. }
+                | Action::DeleteSecurityGroup { .. } => {
+                    unreachable!("delete actions are applied by Applier::delete")
+                }
+            }
+        }
+
+        let network = plan
+            .desired
+            .network
+            .as_ref()
+            .map(|n| n.resolved(created_group.as_deref()));
+        let td = match td_arn {
+            Some(t) => t,
+            None => return Err(fail("reconcile", "no task definition revision was chosen")),
+        };
+        let service_arn = match service_arn {
+            Some(a) => a,
+            None => return Err(fail("reconcile", "the service ARN is unknown")),
+        };
+        Ok(Applied {
+            service_arn,
+            service_name: spec.service_name.clone(),
+            cluster_arn: cluster_arn.to_string(),
+            task_definition_arn: td,
+            vpc_id: plan.desired.vpc_id.clone().unwrap_or_default(),
+            subnet_ids: network
+                .as_ref()
+                .map(|n| n.subnets.iter().cloned().collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            security_group_ids: network
+                .as_ref()
+                .map(|n| {
+                    n.security_groups
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            assign_public_ip: network
+                .as_ref()
+                .map(|n| n.assign_public_ip.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn create_security_group(
+        &mut self,
+        spec: &DelegateSpec,
+        name: &str,
+        vpc_id: &str,
+    ) -> Result<String, ApplyError> {
+        let tags: Vec<Ec2Tag> = tags_for(spec)
+            .into_iter()
+            .chain([("Name".to_string(), name.to_string())])
+            .map(|(k, v)| Ec2Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .clients
+            .ec2
+            .create_security_group()
+            .group_name(name)
+            .vpc_id(vpc_id)
+            .description(format!(
+                "Harness delegate {}: outbound only (created by harness-ecs-delegate-bootstrap)",
+                spec.resource_key()
+            ))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                let msg = match e.as_service_error() {
+                    Some(se) if se.meta().code() == Some("InvalidGroup.Duplicate") => format!(
+                        "a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group"
+                    ),
+                    _ => sdk_message(&e),
+                };
+                fail(format!("creating security group {name}"), msg)
+            })?;
+        let id = out.group_id().unwrap_or_default().to_string();
+        self.created.push(Created::SecurityGroup(id.clone()));
+        // A new group allows all outbound traffic and no inbound: exactly what a delegate needs.
+        Ok(id)
+    }
+
+    async fn create_service(
+        &mut self,
+        spec: &DelegateSpec,
+        task_definition_arn: &str,
+        network: Option<&AwsvpcConfig>,
+    ) -> Result<String, ApplyError> {
+        let mut req = self
+            .clients
+            .ecs
+            .create_service()
+            .cluster(&spec.cluster)
+            .service_name(&spec.service_name)
+            .task_definition(task_definition_arn)
+            .desired_count(spec.desired_count)
+            .launch_type(ecs::LaunchType::from(spec.launch_type.as_str()))
+            .scheduling_strategy(ecs::SchedulingStrategy::Replica)
+            .deployment_configuration(
+                ecs::DeploymentConfiguration::builder()
+                    .deployment_circuit_breaker(
+                        ecs::DeploymentCircuitBreaker::builder()
+                            .enable(true)
+                            .rollback(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .enable_ecs_managed_tags(true)
+            .propagate_tags(ecs::PropagateTags::Service)
+            .set_tags(Some(ecs_tags(spec)));
+        match spec.launch_type {
+            LaunchType::Fargate => req = req.platform_version("LATEST"),
+            LaunchType::Ec2 => {
+                for field in ["attribute:ecs.availability-zone", "instanceId"] {
+                    req = req.placement_strategy(
+                        ecs::PlacementStrategy::builder()
+                            .r#type(ecs::PlacementStrategyType::Spread)
+                            .field(field)
+                            .build(),
+                    );
+                }
+            }
+        }
+        if let Some(n) = network {
+            req = req.network_configuration(network_configuration(n));
+        }
+        let out = req.send().await.map_err(|e| {
+            fail(
+                format!("creating service {}", spec.service_name),
+                sdk_message(&e),
+            )
+        })?;
+        self.created.push(Created::Service {
+            cluster: spec.cluster.clone(),
+            name: spec.service_name.clone(),
+        });
+        Ok(out
+            .service()
+            .and_then(|s| s.service_arn())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Scale to 0 and delete with force.
+    pub async fn delete_service(&self, cluster: &str, name: &str) -> Result<(), ApplyError> {
+        let what = || format!("deleting service {name}");
+        let scaled = self
+            .clients
+            .ecs
+            .update_service()
+            .cluster(cluster)
+            .service(name)
+            .desired_count(0)
+            .send()
+            .await;
+        if let Err(e) = scaled {
+            let gone = e.as_service_error().is_some_and(|se| {
+                se.is_service_not_found_exception() || se.is_service_not_active_exception()
+            });
+            if gone {
+                return Ok(());
+            }
+            return Err(fail(what(), sdk_message(&e)));
+        }
+        match self
+            .clients
+            .ecs
+            .delete_service()
+            .cluster(cluster)
+            .service(name)
+            .force(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_service_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail(what(), sdk_message(&e))),
+        }
+    }
+
+    /// Wait until the service is INACTIVE or gone, within the deadline.
+    async fn wait_until_gone(&self, cluster: &str, name: &str) -> Result<(), ApplyError> {
+        loop {
+            let s = crate::observe::service(self.clients, cluster, name)
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("waiting for service {name} to drain"),
+                        e.to_string(),
+                    )
+                })?;
+            if s.as_ref().is_none_or(|s| s.status == "INACTIVE") {
+                return Ok(());
+            }
+            if Instant::now() + Duration::from_secs(5) >= self.deadline {
+                return Err(fail(
+                    format!("waiting for service {name} to drain"),
+                    "it is still DRAINING: run the update again in a few minutes",
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+
+    /// Apply a delete plan. Failures are reported; there is nothing to undo.
+    pub async fn delete(&mut self, cluster: &str, actions: &[Action]) -> Result<(), ApplyError> {
+        for action in actions {
+            tracing::info!(action = ?action, "applying");
+            match action {
+                Action::DeleteService { service, .. } => {
+                    self.delete_service(cluster, service).await?;
+                }
+                Action::DeregisterTaskDefinition { arn, .. } => {
+                    self.deregister(arn).await?;
+                }
+                Action::DeleteSecurityGroup { id, .. } => {
+                    self.delete_security_group(id).await?;
+                }
+                other => unreachable!("not a delete action: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(&self, arn: &str) -> Result<(), ApplyError> {
+        match self
+            .clients
+            .ecs
+            .deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already deregistered (by a person, or by an earlier try of this request).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_client_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail(format!("deregistering {arn}"), sdk_message(&e))),
+        }
+    }
+
+    /// Delete a security group, retrying while ENIs of stopped tasks still hold it.
+    async fn delete_security_group(&self, id: &str) -> Result<(), ApplyError> {
+        loop {
+            match self
+                .clients
+                .ec2
+                .delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let code = e
+                        .as_service_error()
+                        .and_then(|se| se.meta().code())
+                        .unwrap_or_default()
+                        .to_string();
+                    if code == "InvalidGroup.NotFound" {
+                        return Ok(());
+                    }
+                    let in_use = code == "DependencyViolation";
+                    if !in_use || Instant::now() + Duration::from_secs(15) >= self.deadline {
+                        let msg = if in_use {
+                            format!("{id} is still in use by network interfaces of stopped tasks: delete it once they are released")
+                        } else {
+                            sdk_message(&e)
+                        };
+                        return Err(fail(format!("deleting security group {id}"), msg));
+                    }
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Remove what this run created, newest first. Best effort: each failure is logged.
+    async fn undo(&mut self) {
+        while let Some(c) = self.created.pop() {
+            tracing::warn!(created = ?c, "removing what this failed run created");
+            let r = match &c {
+                Created::Service { cluster, name } => self.delete_service(cluster, name).await,
+                Created::TaskDefinition(arn) => self.deregister(arn).await,
+                Created::SecurityGroup(id) => {
+                    // A service just deleted may still hold the group; wait for it first.
+                    self.delete_security_group(id).await
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!(created = ?c, error = %e, "could not remove it: remove it by hand");
+            }
+        }
+    }
+}
+
+fn network_configuration(n: &AwsvpcConfig) -> ecs::NetworkConfiguration {
+    ecs::NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            ecs::AwsVpcConfiguration::builder()
+                .set_subnets(Some(n.subnets.iter().cloned().collect()))
+                .set_security_groups(Some(n.security_groups.iter().cloned().collect()))
+                .assign_public_ip(ecs::AssignPublicIp::from(n.assign_public_ip.as_str()))
+                .build()
+                .expect("subnets are set"),
+        )
+        .build()
+}

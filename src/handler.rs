@@ -1,0 +1,407 @@
+//! The handler: runs one event through classify → spec → observe → preflight → plan → apply, and
+//! turns the outcome into a CloudFormation response or an invocation result.
+//!
+//! For CloudFormation the duty is to answer exactly once: the work runs in its own task so that a
+//! panic becomes a FAILED response, and under a timeout so that FAILED is sent a few seconds
+//! before the Lambda deadline rather than never.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::apply::{Applied, Applier};
+use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, RequestType, Trigger};
+use crate::plan::Plan;
+use crate::respond::{self, CfnResponse, RespondError, RetryPolicy, Status};
+use crate::spec::{self, DelegateSpec, Problems};
+use crate::{observe, plan, preflight, Clients};
+
+/// Physical id of a resource whose Create failed: deterministic, and recognised by Delete as
+/// "nothing was created".
+pub const NOT_CREATED_PREFIX: &str = "not-created:";
+
+/// How long before the invocation deadline CloudFormation is answered FAILED if work is not done.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Invalid(#[from] Problems),
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+    #[error(transparent)]
+    Respond(#[from] RespondError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+}
+
+pub struct Handler {
+    pub clients: Clients,
+    pub http: reqwest::Client,
+    /// `RESPONSE_URL_ALLOW_LOOPBACK=true`: accept http ResponseURLs to loopback (tests, local runs).
+    pub allow_loopback: bool,
+    pub retry: RetryPolicy,
+}
+
+impl Handler {
+    pub fn new(clients: Clients) -> Self {
+        let allow_loopback =
+            std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true");
+        Handler {
+            clients,
+            http: reqwest::Client::new(),
+            allow_loopback,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Handle one event. `deadline` is when the invocation is cut off.
+    pub async fn handle(&self, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
+        match classify(&event)? {
+            Trigger::CloudFormation(req) => self.cloudformation(*req, deadline).await,
+            Trigger::Direct { action, properties } => {
+                Ok(self.direct(action, &properties, deadline).await?)
+            }
+            Trigger::Schedule | Trigger::EcsEvent { .. } => Err(ReconcileError::Unsupported(
+                "EventBridge events (scheduled self-healing, ECS events) are not handled by this version yet; nothing was changed".into(),
+            )
+            .into()),
+        }
+    }
+
+    async fn direct(
+        &self,
+        action: DirectAction,
+        props: &Value,
+        deadline: Instant,
+    ) -> Result<Value, ReconcileError> {
+        let spec = spec::parse(props)?;
+        match action {
+            DirectAction::Plan => {
+                let (plan, _) = prepare(&self.clients, &spec).await?;
+                Ok(plan_json(&plan))
+            }
+            DirectAction::Reconcile => {
+                let (plan, applied) = reconcile(&self.clients, &spec, deadline).await?;
+                log_outcome("Reconcile", &spec.resource_key(), &plan, "SUCCESS");
+                Ok(json!({"Status": "SUCCESS", "Actions": plan.actions, "Data": applied}))
+            }
+            DirectAction::Delete => {
+                let actions = delete(
+                    &self.clients,
+                    &spec.cluster,
+                    &spec.service_name,
+                    &spec.family,
+                    deadline,
+                )
+                .await?;
+                Ok(json!({"Status": "SUCCESS", "Actions": actions}))
+            }
+        }
+    }
+
+    async fn cloudformation(
+        &self,
+        req: CfnRequest,
+        deadline: Instant,
+    ) -> Result<Value, HandlerError> {
+        // Without a usable URL there is no one to answer; say so in the invocation error.
+        let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
+        let respond_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+
+        let clients = self.clients.clone();
+        let work_req = req.clone();
+        // Apply stops its own waits a little earlier, so it can still undo what it created.
+        let apply_deadline = respond_by
+            .checked_sub(Duration::from_secs(5))
+            .unwrap_or(respond_by);
+        let task =
+            tokio::spawn(
+                async move { cloudformation_work(&clients, &work_req, apply_deadline).await },
+            );
+        let abort = task.abort_handle();
+        let outcome = match tokio::time::timeout_at(respond_by, task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(join)) => {
+                let why = if join.is_panic() {
+                    "the function panicked (a bug: see the function's logs)"
+                } else {
+                    "the work was cancelled"
+                };
+                tracing::error!(error = %join, "reconcile task failed");
+                failed(
+                    &req,
+                    format!("internal error: {why}; nothing more was changed"),
+                )
+            }
+            Err(_) => {
+                abort.abort();
+                failed(
+                    &req,
+                    "timed out: the function was about to reach its Lambda timeout; check the stack's resources and retry (raise the function's Timeout if this repeats)".into(),
+                )
+            }
+        };
+        let resp = CfnResponse {
+            status: outcome.status,
+            reason: outcome.reason.clone(),
+            physical_resource_id: outcome.physical_resource_id.clone(),
+            stack_id: req.stack_id.clone(),
+            request_id: req.request_id.clone(),
+            logical_resource_id: req.logical_resource_id.clone(),
+            data: outcome.data.clone(),
+        };
+        tracing::info!(
+            trigger = "CloudFormation",
+            request_type = ?req.request_type,
+            logical_resource_id = %req.logical_resource_id,
+            status = ?resp.status,
+            physical_resource_id = %resp.physical_resource_id,
+            reason = %resp.reason,
+            "custom resource request handled"
+        );
+        respond::send(&self.http, &url, &resp, self.retry).await?;
+        Ok(json!({
+            "Status": resp.status,
+            "PhysicalResourceId": resp.physical_resource_id,
+            "Reason": resp.reason,
+            "Data": resp.data,
+        }))
+    }
+}
+
+/// What a CloudFormation request came to.
+#[derive(Debug, Clone)]
+struct Outcome {
+    status: Status,
+    reason: String,
+    physical_resource_id: String,
+    data: BTreeMap<String, String>,
+}
+
+fn not_created_id(req: &CfnRequest) -> String {
+    format!("{NOT_CREATED_PREFIX}{}", req.logical_resource_id)
+}
+
+/// A FAILED outcome with the physical id CloudFormation should keep: the existing one on Update
+/// and Delete, the not-created marker on Create.
+fn failed(req: &CfnRequest, reason: String) -> Outcome {
+    Outcome {
+        status: Status::Failed,
+        reason,
+        physical_resource_id: req
+            .physical_resource_id
+            .clone()
+            .unwrap_or_else(|| not_created_id(req)),
+        data: BTreeMap::new(),
+    }
+}
+
+async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -> Outcome {
+    let request_type = match &req.request_type {
+        Ok(t) => *t,
+        Err(raw) => {
+            return failed(
+                req,
+                format!("RequestType \"{raw}\" is not one of Create, Update, Delete"),
+            )
+        }
+    };
+    match request_type {
+        RequestType::Create | RequestType::Update => {
+            let spec = match spec::parse(&req.properties) {
+                Ok(s) => s,
+                Err(p) => return failed(req, p.to_string()),
+            };
+            match reconcile(c, &spec, deadline).await {
+                Ok((plan, applied)) => {
+                    log_outcome("CloudFormation", &spec.resource_key(), &plan, "SUCCESS");
+                    Outcome {
+                        status: Status::Success,
+                        reason: String::new(),
+                        physical_resource_id: applied.service_arn.clone(),
+                        data: data_of(&applied),
+                    }
+                }
+                Err(e) => failed(req, e.to_string()),
+            }
+        }
+        RequestType::Delete => {
+            let physical = req.physical_resource_id.clone().unwrap_or_default();
+            let ok = Outcome {
+                status: Status::Success,
+                reason: String::new(),
+                physical_resource_id: if physical.is_empty() {
+                    not_created_id(req)
+                } else {
+                    physical.clone()
+                },
+                data: BTreeMap::new(),
+            };
+            // Only a service ARN names something we may have created; anything else (a failed
+            // Create's marker, an id from another tool) means there is nothing of ours to remove.
+            let Some((cluster, service)) = parse_service_arn(&physical, &req.properties) else {
+                tracing::info!(physical_resource_id = %physical, "Delete of a resource that was never created: nothing to do");
+                return ok;
+            };
+            let family = req
+                .properties
+                .get("TaskDefinitionFamily")
+                .and_then(Value::as_str)
+                .filter(|f| !f.is_empty())
+                .unwrap_or(spec::DEFAULT_FAMILY)
+                .to_string();
+            match delete(c, &cluster, &service, &family, deadline).await {
+                Ok(_) => ok,
+                Err(e) => failed(req, e.to_string()),
+            }
+        }
+    }
+}
+
+/// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>` → (cluster, service). The old
+/// ARN format without the cluster takes the cluster from the properties.
+pub fn parse_service_arn(id: &str, props: &Value) -> Option<(String, String)> {
+    let rest = id.strip_prefix("arn:")?;
+    let parts: Vec<&str> = rest.splitn(5, ':').collect();
+    if parts.len() != 5 || parts[1] != "ecs" {
+        return None;
+    }
+    let path: Vec<&str> = parts[4].strip_prefix("service/")?.split('/').collect();
+    match path.as_slice() {
+        [cluster, service] if !cluster.is_empty() && !service.is_empty() => {
+            Some((cluster.to_string(), service.to_string()))
+        }
+        [service] if !service.is_empty() => {
+            let cluster = props.get("ClusterName")?.as_str()?;
+            Some((cluster.to_string(), service.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn data_of(a: &Applied) -> BTreeMap<String, String> {
+    match serde_json::to_value(a) {
+        Ok(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// observe → preflight → plan, without writing anything.
+pub async fn prepare(
+    c: &Clients,
+    spec: &DelegateSpec,
+) -> Result<(Plan, observe::Observed), ReconcileError> {
+    let observed = observe::observe(c, spec).await?;
+    preflight::check(spec, &observed)?;
+    let plan = plan::plan(spec, &observed);
+    Ok((plan, observed))
+}
+
+/// Converge the delegate to `spec`: prepare, then apply.
+pub async fn reconcile(
+    c: &Clients,
+    spec: &DelegateSpec,
+    deadline: Instant,
+) -> Result<(Plan, Applied), ReconcileError> {
+    let (plan, observed) = prepare(c, spec).await?;
+    let cluster_arn = observed
+        .cluster
+        .as_ref()
+        .map(|cl| cl.arn.clone())
+        .unwrap_or_default();
+    let current = observed
+        .service
+        .as_ref()
+        .filter(|s| s.status == "ACTIVE")
+        .map(|s| s.arn.clone());
+    let applied = Applier::new(c, deadline)
+        .reconcile(spec, &plan, &cluster_arn, current.as_deref())
+        .await?;
+    Ok((plan, applied))
+}
+
+/// Remove the delegate `cluster`/`service`: only what carries its tags.
+pub async fn delete(
+    c: &Clients,
+    cluster: &str,
+    service: &str,
+    family: &str,
+    deadline: Instant,
+) -> Result<Vec<plan::Action>, ReconcileError> {
+    // A cluster that is gone takes its services with it; the rest may still need removing.
+    let observed = observe::observe_for_delete(c, cluster, service, family).await?;
+    let actions = plan::plan_delete(service, &observed);
+    Applier::new(c, deadline).delete(cluster, &actions).await?;
+    tracing::info!(
+        delegate = %format!("{}/{service}", spec::cluster_short_name(cluster)),
+        actions = %serde_json::to_string(&actions).unwrap_or_default(),
+        "delegate deleted"
+    );
+    Ok(actions)
+}
+
+/// The plan as shown to a person: actions with reasons, the desired state, and the rendered task
+/// definition with secrets redacted.
+pub fn plan_json(plan: &Plan) -> Value {
+    json!({
+        "Actions": plan.actions,
+        "Desired": plan.desired,
+        "TaskDefinition": crate::task_definition::redacted(&plan.desired.task_definition),
+    })
+}
+
+fn log_outcome(trigger: &str, key: &str, plan: &Plan, status: &str) {
+    tracing::info!(
+        trigger,
+        delegate = key,
+        status,
+        actions = %serde_json::to_string(&plan.actions).unwrap_or_default(),
+        "delegate reconciled"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_arns() {
+        let props = json!({"ClusterName": "prod"});
+        assert_eq!(
+            parse_service_arn(
+                "arn:aws:ecs:us-east-1:123:service/prod/harness-delegate",
+                &props
+            ),
+            Some(("prod".into(), "harness-delegate".into()))
+        );
+        assert_eq!(
+            parse_service_arn("arn:aws:ecs:us-east-1:123:service/harness-delegate", &props),
+            Some(("prod".into(), "harness-delegate".into()))
+        );
+        for id in [
+            "not-created:Delegate",
+            "",
+            "arn:aws:s3:::bucket",
+            "arn:aws:ecs:us-east-1:1:cluster/prod",
+            "2024/05/01/[$LATEST]abc",
+        ] {
+            assert_eq!(parse_service_arn(id, &props), None, "{id}");
+        }
+    }
+}

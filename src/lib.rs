@@ -1,0 +1,49 @@
+//! harness-ecs-delegate-bootstrap: installs the Harness ECS Delegate into an ECS cluster and keeps
+//! it installed, driven by CloudFormation custom-resource events or direct invocations.
+//!
+//! The flow, one module per step: [`classify`] the event → parse the [`spec`] → [`observe`] AWS →
+//! [`preflight`] checks → [`plan`] (pure) → [`apply`] → [`respond`]. [`handler`] wires the steps
+//! together for each kind of trigger; [`task_definition`] renders and compares the delegate's task
+//! definition.
+
+pub mod apply;
+pub mod classify;
+pub mod handler;
+pub mod observe;
+pub mod plan;
+pub mod preflight;
+pub mod respond;
+pub mod spec;
+pub mod task_definition;
+
+/// Tag keys this function owns start with this prefix.
+pub const MANAGED_TAG_PREFIX: &str = "harness-delegate:";
+/// Marks a resource as created and managed by this function.
+pub const MANAGED_BY_TAG: &str = "harness-delegate:managed-by";
+pub const MANAGED_BY_VALUE: &str = "harness-ecs-delegate-bootstrap";
+/// Which delegate (`<cluster>/<service>`) a resource belongs to.
+pub const RESOURCE_TAG: &str = "harness-delegate:resource";
+
+/// The AWS clients, built once per process and shared by every invocation.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub ecs: aws_sdk_ecs::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+}
+
+impl Clients {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Clients {
+            ecs: aws_sdk_ecs::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+        }
+    }
+
+    /// Clients configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
+    pub async fn from_env() -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&config)
+    }
+}

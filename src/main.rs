@@ -1,0 +1,123 @@
+//! Entry point: wires the Lambda runtime (or a local command) to the handler. The AWS clients are
+//! built once per process, outside the handler.
+//!
+//! Usage:
+//!   harness-ecs-delegate-bootstrap                  run under the Lambda Runtime API
+//!   harness-ecs-delegate-bootstrap invoke EVENT     run one event (a JSON file) and print the result
+//!   harness-ecs-delegate-bootstrap plan EVENT       print what the event would change, change nothing
+
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::classify::{classify, DirectAction, Trigger};
+use harness_ecs_delegate_bootstrap::handler::Handler;
+use harness_ecs_delegate_bootstrap::Clients;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const USAGE: &str = "usage: harness-ecs-delegate-bootstrap [invoke EVENT.json | plan EVENT.json]\n\
+without arguments it runs under the AWS Lambda Runtime API";
+
+/// A local run has no Lambda deadline; allow as long as the longest Lambda timeout.
+const LOCAL_DEADLINE: Duration = Duration::from_secs(900);
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // At TRACE the runtime logs raw events, whose ResponseURL must never reach a log.
+    for d in ["lambda_runtime=info", "lambda_runtime_api_client=info"] {
+        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok() {
+        builder
+            .json()
+            .with_current_span(false)
+            .without_time()
+            .init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let clients = Clients::from_env().await;
+    let handler = Handler::new(clients);
+
+    match args.as_slice() {
+        [] => {
+            let handler = &handler;
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+                let remaining = event
+                    .context
+                    .deadline()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                handler
+                    .handle(event.payload, Instant::now() + remaining)
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            }))
+            .await
+        }
+        [cmd, path] if cmd == "invoke" || cmd == "plan" => {
+            let event = read_event(path)?;
+            let event = if cmd == "plan" {
+                as_plan(&event)?
+            } else {
+                event
+            };
+            match handler.handle(event, Instant::now() + LOCAL_DEADLINE).await {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        [flag] if flag == "-h" || flag == "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn read_event(path: &str) -> Result<Value, lambda_runtime::Error> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read event file {path}: {e}"))?;
+    Ok(serde_json::from_str(&text).map_err(|e| format!("event file {path} is not JSON: {e}"))?)
+}
+
+/// Any event that carries delegate properties, turned into a dry-run Plan request.
+fn as_plan(event: &Value) -> Result<Value, lambda_runtime::Error> {
+    let props = match classify(event)? {
+        Trigger::CloudFormation(req) => req.properties,
+        Trigger::Direct {
+            action: DirectAction::Delete,
+            ..
+        } => {
+            return Err(
+                "plan shows what a Reconcile would change; a Delete event has no plan to show"
+                    .into(),
+            )
+        }
+        Trigger::Direct { properties, .. } => properties,
+        Trigger::Schedule | Trigger::EcsEvent { .. } => {
+            return Err("EventBridge events carry no delegate properties to plan".into())
+        }
+    };
+    Ok(json!({"Action": "Plan", "ResourceProperties": props}))
+}

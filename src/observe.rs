@@ -1,0 +1,852 @@
+//! Reads the AWS state a plan depends on: the cluster, its VPC, subnets and security groups, the
+//! IAM roles, container instance capacity, the latest task definition revision and the service.
+//!
+//! Only reads happen here. Everything is gathered into plain structs ([`Observed`],
+//! [`ObservedForDelete`]) so that `preflight` and `plan` stay pure and testable without AWS.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::Filter;
+use aws_sdk_ecs::types as ecs;
+use serde_json::Value;
+
+use crate::spec::{DelegateSpec, LaunchType, NetworkMode};
+use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+
+/// An AWS read that failed for a reason other than "not found".
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what} failed: {message}")]
+pub struct ObserveError {
+    pub what: String,
+    pub message: String,
+}
+
+fn err(what: impl Into<String>, e: impl std::fmt::Display) -> ObserveError {
+    ObserveError {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// The SDK's error display is terse; the service's code and message are what a person needs.
+pub fn sdk_message<E, R>(e: &aws_sdk_ecs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("no message")
+        ),
+        None => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            msg
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedCluster {
+    pub arn: String,
+    pub name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedSubnet {
+    pub id: String,
+    pub vpc_id: String,
+    pub availability_zone: String,
+    /// Routed to an internet gateway (through its own or the VPC's main route table).
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedSecurityGroup {
+    pub id: String,
+    pub vpc_id: String,
+    pub name: String,
+}
+
+/// Where the VPC the delegate runs in came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum VpcSource {
+    Property,
+    ContainerInstances,
+    AwsvpcServices,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedNetwork {
+    pub vpc_id: Option<String>,
+    pub vpc_source: Option<VpcSource>,
+    /// Whether the VPC (given or found) exists.
+    pub vpc_exists: bool,
+    /// The given `SubnetIds` that exist, or every subnet of the VPC when none were given.
+    pub subnets: Vec<ObservedSubnet>,
+    pub missing_subnets: Vec<String>,
+    /// The given `SecurityGroupIds` that exist.
+    pub security_groups: Vec<ObservedSecurityGroup>,
+    pub missing_security_groups: Vec<String>,
+    /// The group this function created for this delegate, if any.
+    pub managed_security_group: Option<ObservedSecurityGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedRole {
+    pub property: &'static str,
+    pub arn: String,
+    /// `None`: the role does not exist.
+    pub trusts_ecs_tasks: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedInstance {
+    pub arn: String,
+    pub ec2_instance_id: String,
+    pub remaining_memory: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedTaskDefinition {
+    pub arn: String,
+    pub revision: i32,
+    /// The supported fields, as `task_definition::from_sdk` reads them.
+    pub doc: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsvpcConfig {
+    pub subnets: BTreeSet<String>,
+    pub security_groups: BTreeSet<String>,
+    pub assign_public_ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedService {
+    pub arn: String,
+    pub name: String,
+    /// ACTIVE, DRAINING or INACTIVE.
+    pub status: String,
+    pub desired_count: i32,
+    pub task_definition: String,
+    pub launch_type: Option<String>,
+    pub network: Option<AwsvpcConfig>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ObservedService {
+    pub fn managed_by_us(&self) -> bool {
+        self.tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    }
+}
+
+/// Everything a reconcile plan needs to know.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// `None`: the cluster does not exist.
+    pub cluster: Option<ObservedCluster>,
+    pub network: ObservedNetwork,
+    pub roles: Vec<ObservedRole>,
+    /// ACTIVE container instances (read for the EC2 launch type only).
+    pub container_instances: Vec<ObservedInstance>,
+    /// The latest ACTIVE revision of the family.
+    pub latest_task_definition: Option<ObservedTaskDefinition>,
+    pub service: Option<ObservedService>,
+}
+
+/// What a Delete needs to know.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedForDelete {
+    pub service: Option<ObservedService>,
+    /// ACTIVE revisions of the family registered by this resource.
+    pub our_revisions: Vec<String>,
+    /// Task definitions used by other services this function manages.
+    pub used_by_other_services: BTreeSet<String>,
+    pub managed_security_group: Option<ObservedSecurityGroup>,
+}
+
+pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, ObserveError> {
+    let mut o = Observed {
+        cluster: cluster(c, &spec.cluster).await?,
+        ..Default::default()
+    };
+    let cluster_active = o.cluster.as_ref().is_some_and(|cl| cl.status == "ACTIVE");
+
+    let roles = roles(c, spec);
+    let td = latest_task_definition(c, &spec.family);
+    let (roles, td) = futures::join!(roles, td);
+    o.roles = roles?;
+    o.latest_task_definition = td?;
+
+    if cluster_active {
+        o.service = service(c, &spec.cluster, &spec.service_name).await?;
+        let needs_instances = spec.launch_type == LaunchType::Ec2
+            || (spec.network_mode == NetworkMode::Awsvpc && spec.vpc_id.is_none());
+        if needs_instances {
+            o.container_instances = container_instances(c, &spec.cluster).await?;
+        }
+    }
+    if spec.network_mode == NetworkMode::Awsvpc || spec.vpc_id.is_some() {
+        o.network = network(c, spec, &o).await?;
+    } else if cluster_active {
+        // bridge: the VPC is informational only (reported in Data); a failure to find it is fine.
+        if let Ok((vpc, src)) = discover_vpc(c, spec, &o.container_instances).await {
+            o.network.vpc_id = vpc;
+            o.network.vpc_source = src;
+            o.network.vpc_exists = o.network.vpc_id.is_some();
+        }
+    }
+    Ok(o)
+}
+
+pub async fn cluster(c: &Clients, cluster: &str) -> Result<Option<ObservedCluster>, ObserveError> {
+    let out = c
+        .ecs
+        .describe_clusters()
+        .clusters(cluster)
+        .send()
+        .await
+        .map_err(|e| err(format!("ECS cluster {cluster}"), sdk_message(&e)))?;
+    Ok(out.clusters().first().map(|cl| ObservedCluster {
+        arn: cl.cluster_arn().unwrap_or_default().to_string(),
+        name: cl.cluster_name().unwrap_or_default().to_string(),
+        status: cl.status().unwrap_or_default().to_string(),
+    }))
+}
+
+async fn roles(c: &Clients, spec: &DelegateSpec) -> Result<Vec<ObservedRole>, ObserveError> {
+    let mut out = Vec::new();
+    for (property, arn) in [
+        ("ExecutionRoleArn", &spec.execution_role_arn),
+        ("TaskRoleArn", &spec.task_role_arn),
+    ] {
+        let Some(arn) = arn else { continue };
+        let name = arn.rsplit('/').next().unwrap_or(arn);
+        let trusts = match c.iam.get_role().role_name(name).send().await {
+            Ok(r) => {
+                let doc = r
+                    .role()
+                    .and_then(|r| r.assume_role_policy_document())
+                    .unwrap_or_default();
+                Some(trust_policy_allows_ecs_tasks(doc))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_no_such_entity_exception()) =>
+            {
+                None
+            }
+            Err(e) => return Err(err(format!("IAM role {name}"), sdk_message(&e))),
+        };
+        out.push(ObservedRole {
+            property,
+            arn: arn.clone(),
+            trusts_ecs_tasks: trusts,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a trust policy (as IAM returns it: URL-encoded JSON) lets ECS tasks assume the role.
+pub fn trust_policy_allows_ecs_tasks(doc: &str) -> bool {
+    let decoded = if doc.trim_start().starts_with('{') {
+        doc.to_string()
+    } else {
+        percent_decode(doc)
+    };
+    let Ok(policy) = serde_json::from_str::<Value>(&decoded) else {
+        return false;
+    };
+    let statements = match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        s @ Value::Object(_) => vec![s.clone()],
+        _ => return false,
+    };
+    let as_list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            _ => vec![],
+        }
+    };
+    statements.iter().any(|s| {
+        s["Effect"] == "Allow"
+            && as_list(&s["Action"])
+                .iter()
+                .any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*")
+            && as_list(&s["Principal"]["Service"])
+                .iter()
+                .any(|p| p == "ecs-tasks.amazonaws.com")
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub async fn latest_task_definition(
+    c: &Clients,
+    family: &str,
+) -> Result<Option<ObservedTaskDefinition>, ObserveError> {
+    let list = c
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(ecs::TaskDefinitionStatus::Active)
+        .sort(ecs::SortOrder::Desc)
+        .send()
+        .await
+        .map_err(|e| err(format!("task definitions of {family}"), sdk_message(&e)))?;
+    // The prefix matches other families too (harness-delegate-task-spec-2); keep ours, newest first.
+    let mut ours: Vec<(i32, &str)> = list
+        .task_definition_arns()
+        .iter()
+        .filter_map(|arn| {
+            let (fam, rev) = arn.rsplit('/').next()?.rsplit_once(':')?;
+            (fam == family).then(|| (rev.parse().ok().unwrap_or(0), arn.as_str()))
+        })
+        .collect();
+    ours.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let Some((_, arn)) = ours.first() else {
+        return Ok(None);
+    };
+    describe_task_definition(c, arn).await
+}
+
+pub async fn describe_task_definition(
+    c: &Clients,
+    arn: &str,
+) -> Result<Option<ObservedTaskDefinition>, ObserveError> {
+    let out = c
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(ecs::TaskDefinitionField::Tags)
+        .send()
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_client_exception()) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(err(format!("task definition {arn}"), sdk_message(&e))),
+    };
+    let Some(td) = out.task_definition() else {
+        return Ok(None);
+    };
+    Ok(Some(ObservedTaskDefinition {
+        arn: td.task_definition_arn().unwrap_or_default().to_string(),
+        revision: td.revision(),
+        doc: task_definition::from_sdk(td),
+        tags: ecs_tags(out.tags()),
+    }))
+}
+
+fn ecs_tags(tags: &[ecs::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn observed_service(s: &ecs::Service) -> ObservedService {
+    let network = s
+        .network_configuration()
+        .and_then(|n| n.awsvpc_configuration())
+        .map(|a| AwsvpcConfig {
+            subnets: a.subnets().iter().cloned().collect(),
+            security_groups: a.security_groups().iter().cloned().collect(),
+            assign_public_ip: a
+                .assign_public_ip()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_else(|| "DISABLED".to_string()),
+        });
+    ObservedService {
+        arn: s.service_arn().unwrap_or_default().to_string(),
+        name: s.service_name().unwrap_or_default().to_string(),
+        status: s.status().unwrap_or_default().to_string(),
+        desired_count: s.desired_count(),
+        task_definition: s.task_definition().unwrap_or_default().to_string(),
+        launch_type: s.launch_type().map(|l| l.as_str().to_string()),
+        network,
+        tags: ecs_tags(s.tags()),
+    }
+}
+
+pub async fn service(
+    c: &Clients,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<ObservedService>, ObserveError> {
+    let out = c
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(name)
+        .include(ecs::ServiceField::Tags)
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o.services().first().map(observed_service)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_cluster_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(err(
+            format!("ECS service {name} in {cluster}"),
+            sdk_message(&e),
+        )),
+    }
+}
+
+async fn container_instances(
+    c: &Clients,
+    cluster: &str,
+) -> Result<Vec<ObservedInstance>, ObserveError> {
+    let what = || format!("container instances of {cluster}");
+    let list = c
+        .ecs
+        .list_container_instances()
+        .cluster(cluster)
+        .status(ecs::ContainerInstanceStatus::Active)
+        .send()
+        .await
+        .map_err(|e| err(what(), sdk_message(&e)))?;
+    let arns = list.container_instance_arns();
+    if arns.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    // DescribeContainerInstances takes at most 100 at a time.
+    for chunk in arns.chunks(100) {
+        let d = c
+            .ecs
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| err(what(), sdk_message(&e)))?;
+        for ci in d.container_instances() {
+            let remaining = ci
+                .remaining_resources()
+                .iter()
+                .find(|r| r.name() == Some("MEMORY"))
+                .map(|r| r.integer_value())
+                .unwrap_or(0);
+            out.push(ObservedInstance {
+                arn: ci.container_instance_arn().unwrap_or_default().to_string(),
+                ec2_instance_id: ci.ec2_instance_id().unwrap_or_default().to_string(),
+                remaining_memory: remaining,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The cluster's VPC: from its container instances, else from its awsvpc services.
+async fn discover_vpc(
+    c: &Clients,
+    spec: &DelegateSpec,
+    instances: &[ObservedInstance],
+) -> Result<(Option<String>, Option<VpcSource>), ObserveError> {
+    if let Some(v) = &spec.vpc_id {
+        return Ok((Some(v.clone()), Some(VpcSource::Property)));
+    }
+    let ids: Vec<String> = instances
+        .iter()
+        .map(|i| i.ec2_instance_id.clone())
+        .filter(|i| !i.is_empty())
+        .collect();
+    if !ids.is_empty() {
+        let d = c
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| err("EC2 instances of the cluster", e.to_string()))?;
+        let vpc = d
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.vpc_id().map(String::from));
+        if vpc.is_some() {
+            return Ok((vpc, Some(VpcSource::ContainerInstances)));
+        }
+    }
+    // Another awsvpc service of the cluster tells which VPC it runs in.
+    let list = c
+        .ecs
+        .list_services()
+        .cluster(&spec.cluster)
+        .send()
+        .await
+        .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
+    for chunk in list.service_arns().chunks(10) {
+        let d = c
+            .ecs
+            .describe_services()
+            .cluster(&spec.cluster)
+            .set_services(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
+        let subnet = d.services().iter().find_map(|s| {
+            s.network_configuration()?
+                .awsvpc_configuration()?
+                .subnets()
+                .first()
+                .cloned()
+        });
+        if let Some(subnet) = subnet {
+            let s = c
+                .ec2
+                .describe_subnets()
+                .filters(Filter::builder().name("subnet-id").values(subnet).build())
+                .send()
+                .await
+                .map_err(|e| err("subnets", e.to_string()))?;
+            if let Some(vpc) = s.subnets().first().and_then(|s| s.vpc_id()) {
+                return Ok((Some(vpc.to_string()), Some(VpcSource::AwsvpcServices)));
+            }
+        }
+    }
+    Ok((None, None))
+}
+
+async fn network(
+    c: &Clients,
+    spec: &DelegateSpec,
+    o: &Observed,
+) -> Result<ObservedNetwork, ObserveError> {
+    let mut n = ObservedNetwork::default();
+    if o.cluster.as_ref().is_some_and(|cl| cl.status == "ACTIVE") || spec.vpc_id.is_some() {
+        let (vpc, src) = discover_vpc(c, spec, &o.container_instances).await?;
+        n.vpc_id = vpc;
+        n.vpc_source = src;
+    }
+    if let Some(vpc) = &n.vpc_id {
+        let d = c
+            .ec2
+            .describe_vpcs()
+            .filters(Filter::builder().name("vpc-id").values(vpc).build())
+            .send()
+            .await
+            .map_err(|e| err(format!("VPC {vpc}"), e.to_string()))?;
+        n.vpc_exists = !d.vpcs().is_empty();
+    }
+
+    // Subnets: the given ones wherever they are (so a wrong VPC can be named), else the VPC's.
+    let subnet_filter = match (&spec.subnet_ids, &n.vpc_id) {
+        (Some(ids), _) => Some(
+            Filter::builder()
+                .name("subnet-id")
+                .set_values(Some(ids.clone()))
+                .build(),
+        ),
+        (None, Some(vpc)) if n.vpc_exists => {
+            Some(Filter::builder().name("vpc-id").values(vpc).build())
+        }
+        _ => None,
+    };
+    if let Some(f) = subnet_filter {
+        let d = c
+            .ec2
+            .describe_subnets()
+            .filters(f)
+            .send()
+            .await
+            .map_err(|e| err("subnets", e.to_string()))?;
+        let vpcs: BTreeSet<String> = d
+            .subnets()
+            .iter()
+            .filter_map(|s| s.vpc_id().map(String::from))
+            .collect();
+        let public = public_subnets(c, &vpcs).await?;
+        n.subnets = d
+            .subnets()
+            .iter()
+            .map(|s| {
+                let id = s.subnet_id().unwrap_or_default().to_string();
+                ObservedSubnet {
+                    public: public.contains(&id),
+                    id,
+                    vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+                    availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+                }
+            })
+            .collect();
+        n.subnets.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(ids) = &spec.subnet_ids {
+            n.missing_subnets = ids
+                .iter()
+                .filter(|id| !n.subnets.iter().any(|s| &s.id == *id))
+                .cloned()
+                .collect();
+        }
+    }
+
+    if let Some(ids) = &spec.security_group_ids {
+        let d = c
+            .ec2
+            .describe_security_groups()
+            .filters(
+                Filter::builder()
+                    .name("group-id")
+                    .set_values(Some(ids.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("security groups", e.to_string()))?;
+        n.security_groups = d.security_groups().iter().map(observed_sg).collect();
+        n.missing_security_groups = ids
+            .iter()
+            .filter(|id| !n.security_groups.iter().any(|g| &g.id == *id))
+            .cloned()
+            .collect();
+    }
+    n.managed_security_group = managed_security_group(c, &spec.resource_key()).await?;
+    Ok(n)
+}
+
+fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
+    ObservedSecurityGroup {
+        id: g.group_id().unwrap_or_default().to_string(),
+        vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+        name: g.group_name().unwrap_or_default().to_string(),
+    }
+}
+
+/// The security group this function created for the delegate `resource_key`, found by its tags.
+pub async fn managed_security_group(
+    c: &Clients,
+    resource_key: &str,
+) -> Result<Option<ObservedSecurityGroup>, ObserveError> {
+    let d = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{RESOURCE_TAG}"))
+                .values(resource_key)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| err("security groups", e.to_string()))?;
+    Ok(d.security_groups().first().map(observed_sg))
+}
+
+/// The subnets (of these VPCs) whose route table sends traffic to an internet gateway.
+async fn public_subnets(
+    c: &Clients,
+    vpcs: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, ObserveError> {
+    let mut public = BTreeSet::new();
+    if vpcs.is_empty() {
+        return Ok(public);
+    }
+    let d = c
+        .ec2
+        .describe_route_tables()
+        .filters(
+            Filter::builder()
+                .name("vpc-id")
+                .set_values(Some(vpcs.iter().cloned().collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| err("route tables", e.to_string()))?;
+    let all_subnets = c
+        .ec2
+        .describe_subnets()
+        .filters(
+            Filter::builder()
+                .name("vpc-id")
+                .set_values(Some(vpcs.iter().cloned().collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| err("subnets", e.to_string()))?;
+    let to_igw = |rt: &aws_sdk_ec2::types::RouteTable| {
+        rt.routes()
+            .iter()
+            .any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-")))
+    };
+    let mut explicit: BTreeMap<String, bool> = BTreeMap::new();
+    let mut main_public: BTreeMap<String, bool> = BTreeMap::new();
+    for rt in d.route_tables() {
+        let is_public = to_igw(rt);
+        for a in rt.associations() {
+            if a.main() == Some(true) {
+                main_public.insert(rt.vpc_id().unwrap_or_default().to_string(), is_public);
+            } else if let Some(s) = a.subnet_id() {
+                explicit.insert(s.to_string(), is_public);
+            }
+        }
+    }
+    for s in all_subnets.subnets() {
+        let id = s.subnet_id().unwrap_or_default();
+        let vpc = s.vpc_id().unwrap_or_default();
+        let is_public = explicit
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| main_public.get(vpc).copied().unwrap_or(false));
+        if is_public {
+            public.insert(id.to_string());
+        }
+    }
+    Ok(public)
+}
+
+/// What a Delete of the delegate `cluster`/`service_name` (family `family`) would remove.
+pub async fn observe_for_delete(
+    c: &Clients,
+    cluster: &str,
+    service_name: &str,
+    family: &str,
+) -> Result<ObservedForDelete, ObserveError> {
+    let key = format!(
+        "{}/{service_name}",
+        crate::spec::cluster_short_name(cluster)
+    );
+    let mut o = ObservedForDelete {
+        service: service(c, cluster, service_name).await?,
+        ..Default::default()
+    };
+    o.managed_security_group = managed_security_group(c, &key).await?;
+
+    let list = c
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(ecs::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .map_err(|e| err(format!("task definitions of {family}"), sdk_message(&e)))?;
+    for arn in list.task_definition_arns() {
+        let same_family = arn
+            .rsplit('/')
+            .next()
+            .and_then(|x| x.rsplit_once(':'))
+            .is_some_and(|(f, _)| f == family);
+        if !same_family {
+            continue;
+        }
+        if let Some(td) = describe_task_definition(c, arn).await? {
+            if td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str()) {
+                o.our_revisions.push(td.arn);
+            }
+        }
+    }
+    if !o.our_revisions.is_empty() {
+        o.used_by_other_services = task_definitions_of_managed_services(c, &key).await?;
+    }
+    Ok(o)
+}
+
+/// Task definitions that ACTIVE services managed by this function (other than `except_key`) use.
+async fn task_definitions_of_managed_services(
+    c: &Clients,
+    except_key: &str,
+) -> Result<BTreeSet<String>, ObserveError> {
+    let mut used = BTreeSet::new();
+    let clusters = c
+        .ecs
+        .list_clusters()
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<String>, _>>()
+        .await
+        .map_err(|e| err("ECS clusters", sdk_message(&e)))?;
+    for cluster in clusters {
+        let services = c
+            .ecs
+            .list_services()
+            .cluster(&cluster)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<String>, _>>()
+            .await
+            .map_err(|e| err(format!("services of {cluster}"), sdk_message(&e)))?;
+        for chunk in services.chunks(10) {
+            let d = c
+                .ecs
+                .describe_services()
+                .cluster(&cluster)
+                .set_services(Some(chunk.to_vec()))
+                .include(ecs::ServiceField::Tags)
+                .send()
+                .await
+                .map_err(|e| err(format!("services of {cluster}"), sdk_message(&e)))?;
+            for s in d.services().iter().map(observed_service) {
+                let other = s.tags.get(RESOURCE_TAG).map(String::as_str) != Some(except_key);
+                if s.managed_by_us() && other && s.status != "INACTIVE" {
+                    used.insert(s.task_definition.clone());
+                }
+            }
+        }
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_policy_is_read_encoded_or_not() {
+        let ok = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":["ec2.amazonaws.com","ecs-tasks.amazonaws.com"]},"Action":"sts:AssumeRole"}]}"#;
+        assert!(trust_policy_allows_ecs_tasks(ok));
+        let encoded = "%7B%22Statement%22%3A%7B%22Effect%22%3A%22Allow%22%2C%22Principal%22%3A%7B%22Service%22%3A%22ecs-tasks.amazonaws.com%22%7D%2C%22Action%22%3A%5B%22sts%3AAssumeRole%22%5D%7D%7D";
+        assert!(trust_policy_allows_ecs_tasks(encoded));
+        let ec2_only = r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        assert!(!trust_policy_allows_ecs_tasks(ec2_only));
+        let denied = r#"{"Statement":[{"Effect":"Deny","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        assert!(!trust_policy_allows_ecs_tasks(denied));
+        assert!(!trust_policy_allows_ecs_tasks("not json"));
+    }
+}

@@ -1,0 +1,885 @@
+//! The plan: given the desired spec and what was observed, the ordered actions that converge the
+//! delegate, each with the reason it is needed. Pure: no I/O, so every situation is a table row
+//! in the tests below.
+//!
+//! Rules that live here: a revision is registered only when the rendered definition differs from
+//! the latest ACTIVE one; create-service is never planned on an ACTIVE name; a change of launch
+//! type or network mode is a replacement, said plainly.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::observe::{AwsvpcConfig, Observed, ObservedForDelete, ObservedService};
+use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode};
+use crate::task_definition;
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "Action")]
+pub enum Action {
+    CreateSecurityGroup {
+        #[serde(rename = "GroupName")]
+        name: String,
+        #[serde(rename = "VpcId")]
+        vpc_id: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    RegisterTaskDefinition {
+        #[serde(rename = "Family")]
+        family: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    CreateService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    /// Changes made in place; only the fields flagged here are sent.
+    UpdateService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "DesiredCount", skip_serializing_if = "Option::is_none")]
+        desired_count: Option<i32>,
+        #[serde(rename = "TaskDefinition")]
+        task_definition: bool,
+        #[serde(rename = "NetworkConfiguration")]
+        network: bool,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    /// A DRAINING service must be gone before a service of the same name can be created.
+    WaitForServiceDrain {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    /// Delete the service and create it again: launch type and network mode cannot change in place.
+    RecreateService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    DeleteService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    DeregisterTaskDefinition {
+        #[serde(rename = "TaskDefinitionArn")]
+        arn: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    DeleteSecurityGroup {
+        #[serde(rename = "GroupId")]
+        id: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+}
+
+/// A security group of the desired network configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum SecurityGroupRef {
+    Existing(String),
+    /// The group `CreateSecurityGroup` makes; its id is known once applied.
+    ToCreate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredNetwork {
+    #[serde(rename = "Subnets")]
+    pub subnets: Vec<String>,
+    #[serde(rename = "SecurityGroups")]
+    pub security_groups: Vec<SecurityGroupRef>,
+    #[serde(rename = "AssignPublicIp")]
+    pub assign_public_ip: AssignPublicIp,
+}
+
+impl DesiredNetwork {
+    /// The awsvpc configuration this becomes once the managed group (if any) has an id.
+    pub fn resolved(&self, created_group: Option<&str>) -> AwsvpcConfig {
+        AwsvpcConfig {
+            subnets: self.subnets.iter().cloned().collect(),
+            security_groups: self
+                .security_groups
+                .iter()
+                .filter_map(|g| match g {
+                    SecurityGroupRef::Existing(id) => Some(id.clone()),
+                    SecurityGroupRef::ToCreate => created_group.map(String::from),
+                })
+                .collect(),
+            assign_public_ip: self.assign_public_ip.as_str().to_string(),
+        }
+    }
+}
+
+/// What the delegate should look like once the plan is applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Desired {
+    /// The rendered task definition (secrets included: show it only through `redacted`).
+    #[serde(skip)]
+    pub task_definition: Value,
+    /// The revision to use when no new one is registered.
+    #[serde(rename = "TaskDefinitionArn", skip_serializing_if = "Option::is_none")]
+    pub task_definition_arn: Option<String>,
+    #[serde(rename = "Network", skip_serializing_if = "Option::is_none")]
+    pub network: Option<DesiredNetwork>,
+    #[serde(rename = "VpcId", skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    #[serde(rename = "Actions")]
+    pub actions: Vec<Action>,
+    #[serde(rename = "Desired")]
+    pub desired: Desired,
+}
+
+/// The awsvpc network the delegate should use, or `None` for bridge.
+pub fn desired_network(spec: &DelegateSpec, o: &Observed) -> Option<DesiredNetwork> {
+    if spec.network_mode != NetworkMode::Awsvpc {
+        return None;
+    }
+    let n = &o.network;
+    let (subnets, derived_ip) = match &spec.subnet_ids {
+        Some(ids) => {
+            let all_public = ids
+                .iter()
+                .all(|id| n.subnets.iter().any(|s| &s.id == id && s.public));
+            (ids.clone(), all_public)
+        }
+        None => {
+            let private: Vec<String> = n
+                .subnets
+                .iter()
+                .filter(|s| !s.public)
+                .map(|s| s.id.clone())
+                .collect();
+            if private.is_empty() {
+                (n.subnets.iter().map(|s| s.id.clone()).collect(), true)
+            } else {
+                (private, false)
+            }
+        }
+    };
+    // A public IP only helps Fargate tasks in public subnets; EC2 awsvpc tasks cannot have one.
+    let derived = if derived_ip && spec.launch_type == LaunchType::Fargate {
+        AssignPublicIp::Enabled
+    } else {
+        AssignPublicIp::Disabled
+    };
+    let security_groups = match &spec.security_group_ids {
+        Some(ids) => ids
+            .iter()
+            .cloned()
+            .map(SecurityGroupRef::Existing)
+            .collect(),
+        None => vec![match &n.managed_security_group {
+            Some(g) => SecurityGroupRef::Existing(g.id.clone()),
+            None => SecurityGroupRef::ToCreate,
+        }],
+    };
+    Some(DesiredNetwork {
+        subnets,
+        security_groups,
+        assign_public_ip: spec.assign_public_ip.unwrap_or(derived),
+    })
+}
+
+/// Plan a Create, Update or Reconcile. `observed` has passed pre-flight.
+pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
+    let mut actions = Vec::new();
+    let rendered = task_definition::render(spec);
+    let network = desired_network(spec, o);
+
+    if let Some(n) = &network {
+        if n.security_groups.contains(&SecurityGroupRef::ToCreate) {
+            actions.push(Action::CreateSecurityGroup {
+                name: spec.managed_security_group_name(),
+                vpc_id: o.network.vpc_id.clone().unwrap_or_default(),
+                reason: "no SecurityGroupIds given: the delegate gets its own egress-only group"
+                    .into(),
+            });
+        }
+    }
+
+    let latest = o.latest_task_definition.as_ref();
+    let reuse = latest
+        .filter(|l| task_definition::normalize(&l.doc) == task_definition::normalize(&rendered));
+    if reuse.is_none() {
+        let reason = match latest {
+            None => format!("family {} has no ACTIVE revision", spec.family),
+            Some(l) => format!(
+                "the latest ACTIVE revision ({}:{}) differs in {}",
+                spec.family,
+                l.revision,
+                differences(
+                    &task_definition::normalize(&l.doc),
+                    &task_definition::normalize(&rendered)
+                )
+                .join(", ")
+            ),
+        };
+        actions.push(Action::RegisterTaskDefinition {
+            family: spec.family.clone(),
+            reason,
+        });
+    }
+    let desired_td = reuse.map(|l| l.arn.clone());
+
+    let name = spec.service_name.clone();
+    match o.service.as_ref() {
+        None => actions.push(Action::CreateService {
+            service: name,
+            reason: "the service does not exist".into(),
+        }),
+        Some(s) if s.status == "INACTIVE" => actions.push(Action::CreateService {
+            service: name,
+            reason: "the service was deleted (INACTIVE)".into(),
+        }),
+        Some(s) if s.status == "DRAINING" => {
+            actions.push(Action::WaitForServiceDrain {
+                service: name.clone(),
+                reason: "the service is DRAINING after a delete; a new one of the same name can only be created once it is gone".into(),
+            });
+            actions.push(Action::CreateService {
+                service: name,
+                reason: "the service was deleted (DRAINING)".into(),
+            });
+        }
+        Some(s) => {
+            if let Some(reason) = replacement_reason(spec, s) {
+                actions.push(Action::RecreateService {
+                    service: name,
+                    reason,
+                });
+            } else if let Some(update) = update(spec, s, desired_td.as_deref(), network.as_ref()) {
+                actions.push(update);
+            }
+        }
+    }
+
+    Plan {
+        actions,
+        desired: Desired {
+            task_definition: rendered,
+            task_definition_arn: desired_td,
+            network,
+            vpc_id: o.network.vpc_id.clone(),
+        },
+    }
+}
+
+fn replacement_reason(spec: &DelegateSpec, s: &ObservedService) -> Option<String> {
+    let want = spec.launch_type.as_str();
+    if let Some(have) = &s.launch_type {
+        if have != want {
+            return Some(format!(
+                "launch type changes from {have} to {want}, which ECS cannot change in place: the service is replaced (deleted, then created again)"
+            ));
+        }
+    }
+    let have_awsvpc = s.network.is_some();
+    let want_awsvpc = spec.network_mode == NetworkMode::Awsvpc;
+    if have_awsvpc != want_awsvpc {
+        let (from, to) = if want_awsvpc {
+            ("bridge", "awsvpc")
+        } else {
+            ("awsvpc", "bridge")
+        };
+        return Some(format!(
+            "network mode changes from {from} to {to}, which needs a new service: the service is replaced (deleted, then created again)"
+        ));
+    }
+    None
+}
+
+fn update(
+    spec: &DelegateSpec,
+    s: &ObservedService,
+    desired_td: Option<&str>,
+    network: Option<&crate::plan::DesiredNetwork>,
+) -> Option<Action> {
+    let mut changes = Vec::new();
+    let desired_count = (s.desired_count != spec.desired_count).then(|| {
+        changes.push(format!(
+            "desired count {} -> {}",
+            s.desired_count, spec.desired_count
+        ));
+        spec.desired_count
+    });
+    let td_changed = match desired_td {
+        Some(arn) => s.task_definition != arn,
+        None => true,
+    };
+    if td_changed {
+        changes.push(match desired_td {
+            Some(arn) => format!("task definition -> {}", short_td(arn)),
+            None => "task definition -> the new revision".into(),
+        });
+    }
+    let net_changed = match network {
+        None => false,
+        Some(n) => {
+            let has_new_group = n.security_groups.contains(&SecurityGroupRef::ToCreate);
+            let want = n.resolved(None);
+            match &s.network {
+                None => true,
+                Some(have) => {
+                    let mut diff = Vec::new();
+                    if have.subnets != want.subnets {
+                        diff.push(format!(
+                            "subnets {} -> {}",
+                            join(&have.subnets),
+                            join(&want.subnets)
+                        ));
+                    }
+                    if has_new_group || have.security_groups != want.security_groups {
+                        diff.push(format!(
+                            "security groups {} -> {}",
+                            join(&have.security_groups),
+                            if has_new_group {
+                                "a new group".to_string()
+                            } else {
+                                join(&want.security_groups)
+                            }
+                        ));
+                    }
+                    if have.assign_public_ip != want.assign_public_ip {
+                        diff.push(format!(
+                            "public IP {} -> {}",
+                            have.assign_public_ip, want.assign_public_ip
+                        ));
+                    }
+                    let changed = !diff.is_empty();
+                    changes.extend(diff);
+                    changed
+                }
+            }
+        }
+    };
+    if changes.is_empty() {
+        return None;
+    }
+    Some(Action::UpdateService {
+        service: spec.service_name.clone(),
+        desired_count,
+        task_definition: td_changed,
+        network: net_changed,
+        reason: changes.join("; "),
+    })
+}
+
+fn join(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "(none)".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(",")
+    }
+}
+
+fn short_td(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Names of the fields that differ between two normalized documents (names only: values may be
+/// secrets).
+pub fn differences(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys: BTreeSet<&String> = old
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .chain(new.as_object().into_iter().flat_map(|o| o.keys()))
+        .collect();
+    for k in keys {
+        if old.get(k) == new.get(k) {
+            continue;
+        }
+        if k == "containerDefinitions" {
+            let (a, b) = (&old[k][0], &new[k][0]);
+            let ckeys: BTreeSet<&String> = a
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .chain(b.as_object().into_iter().flat_map(|o| o.keys()))
+                .collect();
+            for ck in ckeys {
+                if a.get(ck) == b.get(ck) {
+                    continue;
+                }
+                if ck == "environment" {
+                    let names = |v: &Value| -> BTreeSet<(String, String)> {
+                        v.as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| {
+                                (
+                                    e["name"].as_str().unwrap_or("").to_string(),
+                                    e["value"].to_string(),
+                                )
+                            })
+                            .collect()
+                    };
+                    let (ea, eb) = (names(&a[ck]), names(&b[ck]));
+                    let changed: BTreeSet<&String> =
+                        ea.symmetric_difference(&eb).map(|(n, _)| n).collect();
+                    for n in changed {
+                        out.push(format!("environment {n}"));
+                    }
+                } else {
+                    out.push(format!("container {ck}"));
+                }
+            }
+        } else {
+            out.push(k.clone());
+        }
+    }
+    out
+}
+
+/// Plan a Delete: the service, the revisions this delegate registered that no other managed
+/// service uses, and the security group it created. Only resources tagged as ours are touched.
+pub fn plan_delete(service_name: &str, o: &ObservedForDelete) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if let Some(s) = &o.service {
+        if s.status != "INACTIVE" && s.managed_by_us() {
+            actions.push(Action::DeleteService {
+                service: service_name.to_string(),
+                reason: "the delegate is being deleted: scale to 0 and delete".into(),
+            });
+        }
+    }
+    for arn in &o.our_revisions {
+        if o.used_by_other_services.contains(arn) {
+            continue;
+        }
+        actions.push(Action::DeregisterTaskDefinition {
+            arn: arn.clone(),
+            reason: "registered by this delegate and used by no other managed service".into(),
+        });
+    }
+    if let Some(g) = &o.managed_security_group {
+        actions.push(Action::DeleteSecurityGroup {
+            id: g.id.clone(),
+            reason: format!("created by this function for the delegate ({})", g.name),
+        });
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::*;
+    use crate::{MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    const TD1: &str = "arn:aws:ecs:us-east-1:1:task-definition/harness-delegate-task-spec:1";
+
+    fn spec(extra: Value) -> DelegateSpec {
+        let mut v = json!({"ClusterName": "prod", "AccountId": "a", "DelegateToken": "t"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        crate::spec::parse(&v).unwrap()
+    }
+
+    fn fargate() -> Value {
+        json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e"})
+    }
+
+    fn ours() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY_TAG.to_string(), MANAGED_BY_VALUE.to_string()),
+            (
+                RESOURCE_TAG.to_string(),
+                "prod/harness-delegate".to_string(),
+            ),
+        ])
+    }
+
+    fn subnet(id: &str, public: bool) -> ObservedSubnet {
+        ObservedSubnet {
+            id: id.into(),
+            vpc_id: "vpc-1".into(),
+            availability_zone: "a".into(),
+            public,
+        }
+    }
+
+    /// The world in which `spec` is already fully converged.
+    fn converged(s: &DelegateSpec) -> Observed {
+        let doc = crate::task_definition::render(s);
+        let awsvpc = s.network_mode == NetworkMode::Awsvpc;
+        Observed {
+            cluster: Some(ObservedCluster {
+                arn: "arn:c".into(),
+                name: "prod".into(),
+                status: "ACTIVE".into(),
+            }),
+            network: ObservedNetwork {
+                vpc_id: Some("vpc-1".into()),
+                vpc_exists: true,
+                subnets: vec![
+                    subnet("subnet-priv1", false),
+                    subnet("subnet-priv2", false),
+                    subnet("subnet-pub", true),
+                ],
+                managed_security_group: awsvpc.then(|| ObservedSecurityGroup {
+                    id: "sg-ours".into(),
+                    vpc_id: "vpc-1".into(),
+                    name: "harness-delegate-delegate".into(),
+                }),
+                ..Default::default()
+            },
+            latest_task_definition: Some(ObservedTaskDefinition {
+                arn: TD1.into(),
+                revision: 1,
+                doc,
+                tags: ours(),
+            }),
+            service: Some(ObservedService {
+                arn: "arn:aws:ecs:us-east-1:1:service/prod/harness-delegate".into(),
+                name: "harness-delegate".into(),
+                status: "ACTIVE".into(),
+                desired_count: s.desired_count,
+                task_definition: TD1.into(),
+                launch_type: Some(s.launch_type.as_str().into()),
+                network: awsvpc.then(|| AwsvpcConfig {
+                    subnets: ["subnet-priv1", "subnet-priv2"]
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect(),
+                    security_groups: ["sg-ours".to_string()].into(),
+                    assign_public_ip: "DISABLED".into(),
+                }),
+                tags: ours(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn names(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::CreateSecurityGroup { .. } => "CreateSecurityGroup",
+                Action::RegisterTaskDefinition { .. } => "RegisterTaskDefinition",
+                Action::CreateService { .. } => "CreateService",
+                Action::UpdateService { .. } => "UpdateService",
+                Action::WaitForServiceDrain { .. } => "WaitForServiceDrain",
+                Action::RecreateService { .. } => "RecreateService",
+                Action::DeleteService { .. } => "DeleteService",
+                Action::DeregisterTaskDefinition { .. } => "DeregisterTaskDefinition",
+                Action::DeleteSecurityGroup { .. } => "DeleteSecurityGroup",
+            })
+            .collect()
+    }
+
+    /// One row per situation: (what, spec properties, how the world differs from converged,
+    /// expected actions, text the reasons must contain).
+    #[test]
+    fn reconcile_table() {
+        type Tweak = fn(&mut Observed);
+        let rows: Vec<(&str, Value, Tweak, Vec<&str>, &str)> = vec![
+            ("converged: nothing to do", json!({}), |_| {}, vec![], ""),
+            (
+                "converged fargate: nothing to do",
+                fargate(),
+                |_| {},
+                vec![],
+                "",
+            ),
+            (
+                "nothing exists yet",
+                fargate(),
+                |o| {
+                    o.service = None;
+                    o.latest_task_definition = None;
+                    o.network.managed_security_group = None;
+                },
+                vec![
+                    "CreateSecurityGroup",
+                    "RegisterTaskDefinition",
+                    "CreateService",
+                ],
+                "has no ACTIVE revision",
+            ),
+            (
+                "service missing",
+                json!({}),
+                |o| o.service = None,
+                vec!["CreateService"],
+                "does not exist",
+            ),
+            (
+                "service INACTIVE",
+                json!({}),
+                |o| o.service.as_mut().unwrap().status = "INACTIVE".into(),
+                vec!["CreateService"],
+                "INACTIVE",
+            ),
+            (
+                "service DRAINING",
+                json!({}),
+                |o| o.service.as_mut().unwrap().status = "DRAINING".into(),
+                vec!["WaitForServiceDrain", "CreateService"],
+                "DRAINING",
+            ),
+            (
+                "desired count drifted",
+                json!({}),
+                |o| o.service.as_mut().unwrap().desired_count = 0,
+                vec!["UpdateService"],
+                "desired count 0 -> 1",
+            ),
+            (
+                "task definition changed",
+                json!({}),
+                |o| {
+                    o.latest_task_definition.as_mut().unwrap().doc["containerDefinitions"][0]
+                        ["image"] = json!("harness/delegate:old");
+                },
+                vec!["RegisterTaskDefinition", "UpdateService"],
+                "container image",
+            ),
+            (
+                "service on another revision",
+                json!({}),
+                |o| o.service.as_mut().unwrap().task_definition = "arn:other:7".into(),
+                vec!["UpdateService"],
+                "task definition -> harness-delegate-task-spec:1",
+            ),
+            (
+                "subnets changed",
+                fargate(),
+                |o| {
+                    o.service
+                        .as_mut()
+                        .unwrap()
+                        .network
+                        .as_mut()
+                        .unwrap()
+                        .subnets = ["subnet-pub".to_string()].into();
+                },
+                vec!["UpdateService"],
+                "subnets subnet-pub -> subnet-priv1,subnet-priv2",
+            ),
+            (
+                "security group deleted",
+                fargate(),
+                |o| o.network.managed_security_group = None,
+                vec!["CreateSecurityGroup", "UpdateService"],
+                "a new group",
+            ),
+            (
+                "public ip changed",
+                fargate(),
+                |o| {
+                    o.service
+                        .as_mut()
+                        .unwrap()
+                        .network
+                        .as_mut()
+                        .unwrap()
+                        .assign_public_ip = "ENABLED".into();
+                },
+                vec!["UpdateService"],
+                "public IP ENABLED -> DISABLED",
+            ),
+            (
+                "launch type changed",
+                fargate(),
+                |o| o.service.as_mut().unwrap().launch_type = Some("EC2".into()),
+                vec!["RecreateService"],
+                "from EC2 to FARGATE",
+            ),
+            (
+                "network mode changed",
+                json!({}),
+                |o| {
+                    o.service.as_mut().unwrap().network = Some(AwsvpcConfig {
+                        subnets: Default::default(),
+                        security_groups: Default::default(),
+                        assign_public_ip: "DISABLED".into(),
+                    });
+                },
+                vec!["RecreateService"],
+                "from awsvpc to bridge",
+            ),
+            (
+                "revision deregistered, service still on it",
+                json!({}),
+                |o| o.latest_task_definition = None,
+                vec!["RegisterTaskDefinition", "UpdateService"],
+                "has no ACTIVE revision",
+            ),
+        ];
+        for (what, props, tweak, expected, reason_has) in rows {
+            let s = spec(props);
+            let mut o = converged(&s);
+            tweak(&mut o);
+            let p = plan(&s, &o);
+            assert_eq!(names(&p.actions), expected, "{what}");
+            let text = serde_json::to_string(&p.actions).unwrap();
+            assert!(
+                text.contains(reason_has),
+                "{what}: reasons {text} lack {reason_has:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_sends_only_what_changed() {
+        let s = spec(json!({"DesiredCount": "3"}));
+        let o = converged(&spec(json!({})));
+        let p = plan(&s, &o);
+        assert_eq!(
+            p.actions,
+            vec![Action::UpdateService {
+                service: "harness-delegate".into(),
+                desired_count: Some(3),
+                task_definition: false,
+                network: false,
+                reason: "desired count 1 -> 3".into(),
+            }]
+        );
+        assert_eq!(p.desired.task_definition_arn.as_deref(), Some(TD1));
+    }
+
+    #[test]
+    fn memory_change_registers_and_updates() {
+        let s = spec(json!({"Memory": "8192"}));
+        let p = plan(&s, &converged(&spec(json!({}))));
+        assert_eq!(
+            names(&p.actions),
+            vec!["RegisterTaskDefinition", "UpdateService"]
+        );
+        let text = serde_json::to_string(&p.actions).unwrap();
+        assert!(text.contains("differs in memory"), "{text}");
+    }
+
+    #[test]
+    fn token_change_is_named_not_shown() {
+        let s = spec(json!({"DelegateToken": "new-secret-value"}));
+        let p = plan(&s, &converged(&spec(json!({}))));
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("environment DELEGATE_TOKEN"), "{text}");
+        assert!(!text.contains("new-secret-value"));
+    }
+
+    #[test]
+    fn network_choice() {
+        let s = spec(fargate());
+        let mut o = converged(&s);
+        let n = desired_network(&s, &o).unwrap();
+        assert_eq!(n.subnets, vec!["subnet-priv1", "subnet-priv2"]);
+        assert_eq!(n.assign_public_ip, AssignPublicIp::Disabled);
+        // Only public subnets: use them, with a public IP (Fargate only).
+        o.network.subnets = vec![subnet("subnet-pub", true)];
+        let n = desired_network(&s, &o).unwrap();
+        assert_eq!(
+            (n.subnets.clone(), n.assign_public_ip),
+            (vec!["subnet-pub".to_string()], AssignPublicIp::Enabled)
+        );
+        let ec2 = spec(json!({"NetworkMode": "awsvpc"}));
+        assert_eq!(
+            desired_network(&ec2, &o).unwrap().assign_public_ip,
+            AssignPublicIp::Disabled
+        );
+        // Given groups are used as they are, and no group is created.
+        let given = spec(
+            json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "SecurityGroupIds": "sg-1,sg-2"}),
+        );
+        let n = desired_network(&given, &o).unwrap();
+        assert_eq!(
+            n.security_groups,
+            vec![
+                SecurityGroupRef::Existing("sg-1".into()),
+                SecurityGroupRef::Existing("sg-2".into())
+            ]
+        );
+        assert!(desired_network(&spec(json!({})), &o).is_none());
+    }
+
+    #[test]
+    fn delete_table() {
+        let svc = |tags: BTreeMap<String, String>, status: &str| ObservedService {
+            arn: "arn:svc".into(),
+            name: "harness-delegate".into(),
+            status: status.into(),
+            desired_count: 1,
+            task_definition: TD1.into(),
+            launch_type: Some("EC2".into()),
+            network: None,
+            tags,
+        };
+        let sg = ObservedSecurityGroup {
+            id: "sg-ours".into(),
+            vpc_id: "vpc-1".into(),
+            name: "harness-delegate-delegate".into(),
+        };
+        let rows: Vec<(&str, ObservedForDelete, Vec<&str>)> = vec![
+            ("nothing there", ObservedForDelete::default(), vec![]),
+            (
+                "everything ours",
+                ObservedForDelete {
+                    service: Some(svc(ours(), "ACTIVE")),
+                    our_revisions: vec![TD1.into()],
+                    used_by_other_services: Default::default(),
+                    managed_security_group: Some(sg.clone()),
+                },
+                vec![
+                    "DeleteService",
+                    "DeregisterTaskDefinition",
+                    "DeleteSecurityGroup",
+                ],
+            ),
+            (
+                "revision shared with another delegate",
+                ObservedForDelete {
+                    service: Some(svc(ours(), "ACTIVE")),
+                    our_revisions: vec![TD1.into()],
+                    used_by_other_services: [TD1.to_string()].into(),
+                    managed_security_group: None,
+                },
+                vec!["DeleteService"],
+            ),
+            (
+                "service not ours",
+                ObservedForDelete {
+                    service: Some(svc(Default::default(), "ACTIVE")),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+            (
+                "service already deleted",
+                ObservedForDelete {
+                    service: Some(svc(ours(), "INACTIVE")),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (what, o, expected) in rows {
+            assert_eq!(
+                names(&plan_delete("harness-delegate", &o)),
+                expected,
+                "{what}"
+            );
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Pre-flight: the AWS rules that need AWS state, checked before any write.
+//!
+//! AWS enforces these itself, but late and tersely, and the emulator the tests run against does
+//! not enforce them at all. Checking them here gives one list of every problem, each naming the
+//! property and the fix, and guarantees nothing is created for a request that cannot succeed.
+
+use crate::observe::Observed;
+use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode, Problem, Problems};
+
+pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
+    let mut p = Vec::new();
+    let cluster = spec.cluster_name();
+
+    match &o.cluster {
+        None => p.push(Problem::new(
+            "ClusterName",
+            format!("cluster {cluster} does not exist in this account and region: create it, or pass the name of an existing cluster"),
+        )),
+        Some(c) if c.status != "ACTIVE" => p.push(Problem::new(
+            "ClusterName",
+            format!("cluster {cluster} is {}, not ACTIVE: pass an ACTIVE cluster", c.status),
+        )),
+        Some(_) => {}
+    }
+
+    if let Some(s) = &o.service {
+        if s.status != "INACTIVE" && !s.managed_by_us() {
+            p.push(Problem::new(
+                "ServiceName",
+                format!(
+                    "service {} already exists in cluster {cluster} and was not created by this function: pass another ServiceName, or delete that service first",
+                    spec.service_name
+                ),
+            ));
+        }
+    }
+
+    for r in &o.roles {
+        match r.trusts_ecs_tasks {
+            None => p.push(Problem::new(
+                r.property,
+                format!("role {} does not exist: create it or fix the ARN", r.arn),
+            )),
+            Some(false) => p.push(Problem::new(
+                r.property,
+                format!(
+                    "role {} does not trust ecs-tasks.amazonaws.com, so ECS cannot use it: add ecs-tasks.amazonaws.com as a service principal allowed sts:AssumeRole in its trust policy",
+                    r.arn
+                ),
+            )),
+            Some(true) => {}
+        }
+    }
+
+    if spec.network_mode == NetworkMode::Awsvpc && o.cluster.is_some() {
+        check_network(spec, o, &mut p);
+    }
+
+    if spec.launch_type == LaunchType::Ec2
+        && o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE")
+    {
+        let needed = spec.memory as i32;
+        let best = o
+            .container_instances
+            .iter()
+            .max_by_key(|i| i.remaining_memory);
+        let fits = best.is_some_and(|i| i.remaining_memory >= needed);
+        // An instance already running this delegate will free its memory during a deployment.
+        let already_running = o
+            .service
+            .as_ref()
+            .is_some_and(|s| s.status == "ACTIVE" && s.managed_by_us());
+        if !fits && !already_running {
+            let detail = match best {
+                None => "it has no ACTIVE container instance".to_string(),
+                Some(i) => format!(
+                    "the most free memory is {} MiB, on {}",
+                    i.remaining_memory,
+                    if i.ec2_instance_id.is_empty() {
+                        &i.arn
+                    } else {
+                        &i.ec2_instance_id
+                    }
+                ),
+            };
+            p.push(Problem::new(
+                "Memory",
+                format!(
+                    "cluster {cluster} has no container instance with {needed} MiB of memory free ({detail}): add EC2 capacity (about 8 GB per delegate), lower Memory, or use LaunchType FARGATE"
+                ),
+            ));
+        }
+    }
+
+    if p.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems(p))
+    }
+}
+
+fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
+    let n = &o.network;
+    let cluster = spec.cluster_name();
+    let Some(vpc) = &n.vpc_id else {
+        if o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE") {
+            p.push(Problem::new(
+                "VpcId",
+                format!("cannot tell which VPC cluster {cluster} runs in (it has no container instances and no awsvpc services): pass VpcId"),
+            ));
+        }
+        return;
+    };
+    if !n.vpc_exists {
+        p.push(Problem::new(
+            "VpcId",
+            format!("VPC {vpc} does not exist in this account and region: pass an existing VPC id"),
+        ));
+        return;
+    }
+    let vpc_origin = match n.vpc_source {
+        Some(crate::observe::VpcSource::Property) => format!("VpcId is {vpc}"),
+        _ => format!("cluster {cluster} runs in {vpc}"),
+    };
+    for id in &n.missing_subnets {
+        p.push(Problem::new(
+            "SubnetIds",
+            format!("subnet {id} does not exist: pass subnets of {vpc}"),
+        ));
+    }
+    for s in &n.subnets {
+        if &s.vpc_id != vpc {
+            p.push(Problem::new(
+                "SubnetIds",
+                format!(
+                    "subnet {} is in {}, but {vpc_origin}: pass subnets of {vpc}",
+                    s.id, s.vpc_id
+                ),
+            ));
+        }
+    }
+    if spec.subnet_ids.is_none() && n.subnets.is_empty() {
+        p.push(Problem::new(
+            "SubnetIds",
+            format!("VPC {vpc} has no subnets: create one, or pass SubnetIds"),
+        ));
+    }
+    for id in &n.missing_security_groups {
+        p.push(Problem::new(
+            "SecurityGroupIds",
+            format!("security group {id} does not exist: pass security groups of {vpc}"),
+        ));
+    }
+    for g in &n.security_groups {
+        if &g.vpc_id != vpc {
+            p.push(Problem::new(
+                "SecurityGroupIds",
+                format!(
+                    "security group {} is in {}, but {vpc_origin}: pass security groups of {vpc}",
+                    g.id, g.vpc_id
+                ),
+            ));
+        }
+    }
+    if spec.launch_type == LaunchType::Ec2 && spec.assign_public_ip == Some(AssignPublicIp::Enabled)
+    {
+        p.push(Problem::new(
+            "AssignPublicIp",
+            "ENABLED is only supported with LaunchType FARGATE: remove it, or use private subnets with a NAT gateway",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::*;
+    use serde_json::json;
+
+    fn spec(extra: serde_json::Value) -> DelegateSpec {
+        let mut v = json!({"ClusterName": "prod", "AccountId": "a", "DelegateToken": "t"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        crate::spec::parse(&v).unwrap()
+    }
+
+    fn active_cluster() -> Option<ObservedCluster> {
+        Some(ObservedCluster {
+            arn: "arn:aws:ecs:us-east-1:1:cluster/prod".into(),
+            name: "prod".into(),
+            status: "ACTIVE".into(),
+        })
+    }
+
+    fn instance(mem: i32) -> ObservedInstance {
+        ObservedInstance {
+            arn: "arn:ci".into(),
+            ec2_instance_id: "i-1".into(),
+            remaining_memory: mem,
+        }
+    }
+
+    fn props(r: Result<(), Problems>) -> Vec<String> {
+        r.err()
+            .map(|p| p.0)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.property.clone())
+            .collect()
+    }
+
+    #[test]
+    fn missing_or_inactive_cluster() {
+        let s = spec(json!({}));
+        let o = Observed::default();
+        assert_eq!(props(check(&s, &o)), vec!["ClusterName"]);
+        let mut o = Observed {
+            cluster: active_cluster(),
+            ..Default::default()
+        };
+        o.cluster.as_mut().unwrap().status = "INACTIVE".into();
+        let e = check(&s, &o).unwrap_err();
+        assert!(e.to_string().contains("is INACTIVE"), "{e}");
+    }
+
+    #[test]
+    fn ec2_needs_an_instance_with_the_memory_free() {
+        let s = spec(json!({}));
+        let mut o = Observed {
+            cluster: active_cluster(),
+            container_instances: vec![instance(2048)],
+            ..Default::default()
+        };
+        let e = check(&s, &o).unwrap_err();
+        assert!(e.to_string().contains("2048 MiB, on i-1"), "{e}");
+        o.container_instances.push(instance(8192));
+        assert!(check(&s, &o).is_ok());
+    }
+
+    #[test]
+    fn roles_must_exist_and_trust_ecs_tasks() {
+        let s = spec(
+            json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "TaskRoleArn": "arn:aws:iam::1:role/t"}),
+        );
+        let o = Observed {
+            cluster: active_cluster(),
+            roles: vec![
+                ObservedRole {
+                    property: "ExecutionRoleArn",
+                    arn: "arn:aws:iam::1:role/e".into(),
+                    trusts_ecs_tasks: None,
+                },
+                ObservedRole {
+                    property: "TaskRoleArn",
+                    arn: "arn:aws:iam::1:role/t".into(),
+                    trusts_ecs_tasks: Some(false),
+                },
+            ],
+            network: ObservedNetwork {
+                vpc_id: Some("vpc-1".into()),
+                vpc_exists: true,
+                subnets: vec![ObservedSubnet {
+                    id: "subnet-1".into(),
+                    vpc_id: "vpc-1".into(),
+                    availability_zone: "a".into(),
+                    public: false,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = check(&s, &o).unwrap_err();
+        assert_eq!(
+            props(Err(e.clone())),
+            vec!["ExecutionRoleArn", "TaskRoleArn"]
+        );
+        assert!(e.to_string().contains("does not exist"));
+        assert!(e
+            .to_string()
+            .contains("does not trust ecs-tasks.amazonaws.com"));
+    }
+
+    #[test]
+    fn subnets_and_groups_of_another_vpc_are_named() {
+        let s = spec(
+            json!({"NetworkMode": "awsvpc", "SubnetIds": "subnet-a,subnet-x", "SecurityGroupIds": "sg-b"}),
+        );
+        let o = Observed {
+            cluster: active_cluster(),
+            container_instances: vec![instance(8192)],
+            network: ObservedNetwork {
+                vpc_id: Some("vpc-2".into()),
+                vpc_source: Some(VpcSource::ContainerInstances),
+                vpc_exists: true,
+                subnets: vec![ObservedSubnet {
+                    id: "subnet-a".into(),
+                    vpc_id: "vpc-1".into(),
+                    availability_zone: "a".into(),
+                    public: false,
+                }],
+                missing_subnets: vec!["subnet-x".into()],
+                security_groups: vec![ObservedSecurityGroup {
+                    id: "sg-b".into(),
+                    vpc_id: "vpc-1".into(),
+                    name: "g".into(),
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = check(&s, &o).unwrap_err().to_string();
+        assert!(e.contains("subnet subnet-a is in vpc-1, but cluster prod runs in vpc-2: pass subnets of vpc-2"), "{e}");
+        assert!(e.contains("subnet subnet-x does not exist"), "{e}");
+        assert!(e.contains("security group sg-b is in vpc-1"), "{e}");
+    }
+
+    #[test]
+    fn awsvpc_without_a_known_vpc_asks_for_vpc_id() {
+        let s = spec(json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e"}));
+        let o = Observed {
+            cluster: active_cluster(),
+            ..Default::default()
+        };
+        assert_eq!(props(check(&s, &o)), vec!["VpcId"]);
+    }
+
+    #[test]
+    fn a_service_that_is_not_ours_is_not_taken_over() {
+        let s = spec(json!({}));
+        let o = Observed {
+            cluster: active_cluster(),
+            container_instances: vec![instance(8192)],
+            service: Some(ObservedService {
+                arn: "arn:svc".into(),
+                name: "harness-delegate".into(),
+                status: "ACTIVE".into(),
+                desired_count: 1,
+                task_definition: "td".into(),
+                launch_type: Some("EC2".into()),
+                network: None,
+                tags: Default::default(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(props(check(&s, &o)), vec!["ServiceName"]);
+    }
+}

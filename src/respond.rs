@@ -1,0 +1,291 @@
+//! Respond: the one answer CloudFormation gets for each request, PUT to the request's ResponseURL.
+//!
+//! The body stays within CloudFormation's 4096-byte limit (the `Reason` is cut to fit), is sent
+//! with an empty Content-Type as a presigned S3 PUT requires, and the PUT is retried on transient
+//! failures. The ResponseURL is a credential (anyone holding it can decide the stack's fate), so
+//! it is checked before use and never logged: errors from the HTTP client are stripped of it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// CloudFormation rejects response bodies above this size.
+pub const MAX_BODY: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    #[serde(rename = "SUCCESS")]
+    Success,
+    #[serde(rename = "FAILED")]
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CfnResponse {
+    #[serde(rename = "Status")]
+    pub status: Status,
+    #[serde(rename = "Reason", skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(rename = "PhysicalResourceId")]
+    pub physical_resource_id: String,
+    #[serde(rename = "StackId")]
+    pub stack_id: String,
+    #[serde(rename = "RequestId")]
+    pub request_id: String,
+    #[serde(rename = "LogicalResourceId")]
+    pub logical_resource_id: String,
+    #[serde(rename = "Data", skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RespondError {
+    #[error("the ResponseURL is not usable ({0}); CloudFormation cannot be answered")]
+    BadResponseUrl(String),
+    #[error("the response body cannot be made to fit in {MAX_BODY} bytes even without Data")]
+    TooLarge,
+    #[error("CloudFormation's ResponseURL answered HTTP {0} (not retried): {1}")]
+    Rejected(u16, String),
+    #[error("sending the response failed after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+}
+
+/// Serialize a response, cutting `Reason` (on a character boundary, marked "(truncated)") to the
+/// longest prefix whose body fits in [`MAX_BODY`] bytes. Data is dropped only if nothing else helps.
+pub fn body(resp: &CfnResponse) -> Result<Vec<u8>, RespondError> {
+    let full = serde_json::to_vec(resp).expect("a response always serializes");
+    if full.len() <= MAX_BODY {
+        return Ok(full);
+    }
+    let with_prefix = |r: &CfnResponse, keep: usize| {
+        let mut r = r.clone();
+        r.reason = format!("{} … (truncated)", &resp.reason[..keep]);
+        serde_json::to_vec(&r).expect("a response always serializes")
+    };
+    let mut candidate = resp.clone();
+    loop {
+        // JSON escaping makes wire length differ from the reason's length: binary-search the
+        // longest prefix (over character boundaries) that fits.
+        let cuts: Vec<usize> = resp.reason.char_indices().map(|(i, _)| i).collect();
+        let (mut lo, mut hi) = (0usize, cuts.len());
+        let mut best = None;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let b = with_prefix(&candidate, cuts[mid]);
+            if b.len() <= MAX_BODY {
+                best = Some(b);
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if let Some(b) = best {
+            return Ok(b);
+        }
+        if candidate.data.is_empty() {
+            return Err(RespondError::TooLarge);
+        }
+        candidate.data.clear();
+        candidate.status = Status::Failed;
+    }
+}
+
+/// Check that a ResponseURL is one CloudFormation would give: https to an S3 host. Plain http is
+/// accepted only to a loopback address, and only when `allow_loopback` (local runs and tests).
+pub fn check_response_url(raw: &str, allow_loopback: bool) -> Result<reqwest::Url, RespondError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| RespondError::BadResponseUrl(format!("not a URL: {e}")))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| RespondError::BadResponseUrl("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if loopback {
+        if allow_loopback && (url.scheme() == "http" || url.scheme() == "https") {
+            return Ok(url);
+        }
+        return Err(RespondError::BadResponseUrl(
+            "a loopback address is only accepted when RESPONSE_URL_ALLOW_LOOPBACK=true".into(),
+        ));
+    }
+    if url.scheme() != "https" {
+        return Err(RespondError::BadResponseUrl(format!(
+            "scheme {} is not https",
+            url.scheme()
+        )));
+    }
+    let aws = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+    let s3 = host
+        .split('.')
+        .any(|label| label == "s3" || label.starts_with("s3-"));
+    if !(aws && s3) {
+        return Err(RespondError::BadResponseUrl(format!(
+            "host {host} is not an Amazon S3 host"
+        )));
+    }
+    Ok(url)
+}
+
+/// How the PUT is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            first_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// PUT the response. Retries connection failures, timeouts, 5xx and 429; a 4xx is final (an
+/// expired or forged URL does not get better).
+pub async fn send(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    resp: &CfnResponse,
+    retry: RetryPolicy,
+) -> Result<(), RespondError> {
+    let body = body(resp)?;
+    let mut backoff = retry.first_backoff;
+    let mut last = String::new();
+    for attempt in 1..=retry.attempts {
+        let r = http
+            .put(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "")
+            .body(body.clone())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match r {
+            Ok(ok) if ok.status().is_success() => {
+                tracing::info!(
+                    status = ?resp.status,
+                    physical_resource_id = %resp.physical_resource_id,
+                    attempt,
+                    "CloudFormation response sent"
+                );
+                return Ok(());
+            }
+            Ok(bad) => {
+                let code = bad.status().as_u16();
+                let text: String = bad
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                if code != 429 && (400..500).contains(&code) {
+                    return Err(RespondError::Rejected(code, text));
+                }
+                last = format!("HTTP {code}");
+            }
+            Err(e) => last = e.without_url().to_string(),
+        }
+        tracing::warn!(attempt, error = %last, "CloudFormation response PUT failed, retrying");
+        if attempt < retry.attempts {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    Err(RespondError::Exhausted {
+        attempts: retry.attempts,
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(reason: &str) -> CfnResponse {
+        CfnResponse {
+            status: Status::Failed,
+            reason: reason.into(),
+            physical_resource_id: "arn:aws:ecs:us-east-1:1:service/prod/harness-delegate".into(),
+            stack_id: "arn:aws:cloudformation:us-east-1:1:stack/s/guid".into(),
+            request_id: "r".into(),
+            logical_resource_id: "Delegate".into(),
+            data: BTreeMap::from([("ServiceName".into(), "harness-delegate".into())]),
+        }
+    }
+
+    #[test]
+    fn small_bodies_are_untouched() {
+        let b = body(&resp("bad subnet")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["Reason"], "bad subnet");
+        assert_eq!(v["Data"]["ServiceName"], "harness-delegate");
+    }
+
+    #[test]
+    fn long_reasons_are_cut_to_fit() {
+        for reason in [
+            "x".repeat(10_000),
+            "é\"\n".repeat(3_000),
+            "ünïcødé ".repeat(2000),
+        ] {
+            let b = body(&resp(&reason)).unwrap();
+            assert!(b.len() <= MAX_BODY, "{} bytes", b.len());
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert!(v["Reason"].as_str().unwrap().ends_with("(truncated)"));
+            assert!(
+                v["Reason"].as_str().unwrap().len() > 1000,
+                "cut far more than needed"
+            );
+        }
+    }
+
+    #[test]
+    fn success_has_no_reason_key() {
+        let mut r = resp("");
+        r.status = Status::Success;
+        let v: serde_json::Value = serde_json::from_slice(&body(&r).unwrap()).unwrap();
+        assert!(v.get("Reason").is_none());
+        assert_eq!(v["Status"], "SUCCESS");
+    }
+
+    #[test]
+    fn response_urls() {
+        let ok = [
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/a?X-Amz-Signature=1",
+            "https://cloudformation-custom-resource-response-euwest1.s3-eu-west-1.amazonaws.com/a",
+            "https://bucket.s3.us-west-2.amazonaws.com/a",
+            "https://s3.cn-north-1.amazonaws.com.cn/b/a",
+        ];
+        for u in ok {
+            assert!(check_response_url(u, false).is_ok(), "{u}");
+        }
+        let bad = [
+            "http://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/a",
+            "https://evil.example.com/a",
+            "https://s3.amazonaws.com.evil.com/a",
+            "https://sqs.us-east-1.amazonaws.com/a",
+            "http://127.0.0.1:9/a",
+            "not a url",
+        ];
+        for u in bad {
+            assert!(check_response_url(u, false).is_err(), "{u}");
+        }
+        assert!(check_response_url("http://127.0.0.1:9/a", true).is_ok());
+        assert!(check_response_url("http://localhost:9/a", true).is_ok());
+        assert!(check_response_url("http://[::1]:9/a", true).is_ok());
+        assert!(check_response_url("http://10.0.0.1/a", true).is_err());
+        // The URL itself never appears in the error.
+        let e = check_response_url("http://10.0.0.1/secret-signature", true).unwrap_err();
+        assert!(!e.to_string().contains("secret-signature"));
+    }
+}

@@ -1,0 +1,1024 @@
+//! The desired delegate: `ResourceProperties` parsed into a typed, validated [`DelegateSpec`].
+//!
+//! CloudFormation hands every scalar over as a string and lists either as JSON arrays or as
+//! comma-separated strings, so parsing is lenient about shape and strict about meaning. Every
+//! problem is collected and reported at once, each naming the property and the fix. Nothing here
+//! calls AWS: rules that need AWS state live in `preflight`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// The properties a `Custom::HarnessDelegate` accepts. `ServiceToken` is accepted and ignored.
+pub const KNOWN_PROPERTIES: &[&str] = &[
+    "ClusterName",
+    "ServiceName",
+    "LaunchType",
+    "NetworkMode",
+    "AccountId",
+    "ManagerHostAndPort",
+    "DelegateTokenSecretArn",
+    "DelegateToken",
+    "DelegateGeneration",
+    "DelegateName",
+    "DelegateGroupName",
+    "DelegateProfile",
+    "DelegateTags",
+    "DelegateDescription",
+    "Image",
+    "Hostname",
+    "Cpu",
+    "Memory",
+    "DesiredCount",
+    "TaskDefinitionFamily",
+    "TaskRoleArn",
+    "ExecutionRoleArn",
+    "VpcId",
+    "SubnetIds",
+    "SecurityGroupIds",
+    "AssignPublicIp",
+    "Environment",
+    "TaskDefinitionOverrides",
+    "Tags",
+];
+
+pub const DEFAULT_SERVICE_NAME: &str = "harness-delegate";
+pub const DEFAULT_FAMILY: &str = "harness-delegate-task-spec";
+pub const DEFAULT_IMAGE: &str = "harness/delegate:latest";
+pub const DEFAULT_MANAGER: &str = "https://app.harness.io";
+pub const DEFAULT_BRIDGE_HOSTNAME: &str = "Harness-ECS-Delegate";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum LaunchType {
+    #[serde(rename = "EC2")]
+    Ec2,
+    #[serde(rename = "FARGATE")]
+    Fargate,
+}
+
+impl LaunchType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchType::Ec2 => "EC2",
+            LaunchType::Fargate => "FARGATE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum NetworkMode {
+    #[serde(rename = "bridge")]
+    Bridge,
+    #[serde(rename = "awsvpc")]
+    Awsvpc,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Awsvpc => "awsvpc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DelegateGeneration {
+    FirstGen,
+    NextGen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AssignPublicIp {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl AssignPublicIp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignPublicIp::Enabled => "ENABLED",
+            AssignPublicIp::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// How the delegate token reaches the container.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DelegateToken {
+    /// A Secrets Manager ARN, passed through the task definition's `secrets` (preferred).
+    SecretArn(String),
+    /// The token itself. Its `Debug` is redacted so it can never reach a log line.
+    Plain(String),
+}
+
+impl fmt::Debug for DelegateToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DelegateToken::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
+            DelegateToken::Plain(_) => f.write_str("Plain(<redacted>)"),
+        }
+    }
+}
+
+/// Everything the function needs to install one delegate, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelegateSpec {
+    pub cluster: String,
+    pub service_name: String,
+    pub launch_type: LaunchType,
+    pub network_mode: NetworkMode,
+    pub account_id: String,
+    pub manager_host_and_port: String,
+    pub token: DelegateToken,
+    pub generation: DelegateGeneration,
+    pub delegate_name: String,
+    pub delegate_group_name: Option<String>,
+    pub delegate_profile: Option<String>,
+    pub delegate_tags: Option<String>,
+    pub delegate_description: Option<String>,
+    pub image: String,
+    pub hostname: Option<String>,
+    pub cpu: u32,
+    pub memory: u32,
+    pub desired_count: i32,
+    pub family: String,
+    pub task_role_arn: Option<String>,
+    pub execution_role_arn: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_ids: Option<Vec<String>>,
+    pub security_group_ids: Option<Vec<String>>,
+    pub assign_public_ip: Option<AssignPublicIp>,
+    pub environment: BTreeMap<String, String>,
+    pub task_definition_overrides: Option<Value>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl DelegateSpec {
+    /// The cluster's short name, whether the property held a name or an ARN.
+    pub fn cluster_name(&self) -> &str {
+        cluster_short_name(&self.cluster)
+    }
+
+    /// The identity this delegate is known by in tags: `<cluster>/<service>`.
+    pub fn resource_key(&self) -> String {
+        format!("{}/{}", self.cluster_name(), self.service_name)
+    }
+
+    /// The name of the security group the function creates when none is given.
+    pub fn managed_security_group_name(&self) -> String {
+        format!("{}-delegate", self.service_name)
+    }
+}
+
+/// `arn:aws:ecs:region:acct:cluster/name` → `name`; a plain name stays as it is.
+pub fn cluster_short_name(cluster: &str) -> &str {
+    if cluster.starts_with("arn:") {
+        cluster.rsplit('/').next().unwrap_or(cluster)
+    } else {
+        cluster
+    }
+}
+
+/// One problem with the input, tied to the property that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub property: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(property: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            property: property.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.property, self.message)
+    }
+}
+
+/// All problems found, reported together so one fix round is enough.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} with the delegate properties, nothing was changed: ",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads property values in CloudFormation's loose shapes, recording problems as it goes.
+struct Reader<'a> {
+    props: &'a Map<String, Value>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    fn raw(&self, name: &str) -> Option<&'a Value> {
+        match self.props.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Option<String> {
+        match self.raw(name)? {
+            Value::String(s) => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => {
+                self.problems.push(Problem::new(
+                    name,
+                    "expected a single value (a string), got a list or object",
+                ));
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, name: &str, hint: &str) -> Option<String> {
+        let v = self.string(name);
+        if v.is_none() && !self.problems.iter().any(|p| p.property == name) {
+            self.problems
+                .push(Problem::new(name, format!("is required: {hint}")));
+        }
+        v
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
+        let s = self.string(name)?;
+        match s.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.problems.push(Problem::new(
+                    name,
+                    format!("\"{s}\" is not {what}: pass a whole number, e.g. \"1024\""),
+                ));
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, name: &str, options: &[(&str, T)]) -> Option<T> {
+        let s = self.string(name)?;
+        if let Some((_, v)) = options.iter().find(|(k, _)| k.eq_ignore_ascii_case(&s)) {
+            return Some(*v);
+        }
+        let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
+        self.problems.push(Problem::new(
+            name,
+            format!("\"{s}\" is not allowed: use one of {}", names.join(", ")),
+        ));
+        None
+    }
+
+    /// A list given as a JSON array, a JSON array in a string, or a comma-separated string.
+    fn list(&mut self, name: &str) -> Option<Vec<String>> {
+        let items: Vec<String> = match self.raw(name)? {
+            Value::Array(a) => {
+                let mut out = Vec::new();
+                for item in a {
+                    match item {
+                        Value::String(s) => out.push(s.trim().to_string()),
+                        Value::Number(n) => out.push(n.to_string()),
+                        _ => {
+                            self.problems.push(Problem::new(
+                                name,
+                                "list items must be strings, e.g. [\"subnet-0abc\"]",
+                            ));
+                            return None;
+                        }
+                    }
+                }
+                out
+            }
+            Value::String(s) if s.trim_start().starts_with('[') => {
+                match serde_json::from_str::<Vec<String>>(s) {
+                    Ok(v) => v.into_iter().map(|s| s.trim().to_string()).collect(),
+                    Err(_) => {
+                        self.problems.push(Problem::new(
+                            name,
+                            "looks like a JSON array but does not parse: pass [\"a\",\"b\"] or a,b",
+                        ));
+                        return None;
+                    }
+                }
+            }
+            Value::String(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
+            _ => {
+                self.problems.push(Problem::new(
+                    name,
+                    "expected a list: a JSON array or a comma-separated string",
+                ));
+                return None;
+            }
+        };
+        let items: Vec<String> = items.into_iter().filter(|s| !s.is_empty()).collect();
+        if items.is_empty() {
+            None
+        } else {
+            Some(items)
+        }
+    }
+
+    /// A map given as a JSON object or a JSON object in a string; values become strings.
+    fn map(&mut self, name: &str) -> BTreeMap<String, String> {
+        let Some(obj) = self.object(name) else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for (k, v) in obj {
+            let v = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    self.problems.push(Problem::new(
+                        format!("{name}.{k}"),
+                        "values must be strings",
+                    ));
+                    continue;
+                }
+            };
+            out.insert(k, v);
+        }
+        out
+    }
+
+    fn object(&mut self, name: &str) -> Option<Map<String, Value>> {
+        match self.raw(name)? {
+            Value::Object(o) => Some(o.clone()),
+            Value::String(s) => match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(o)) => Some(o),
+                _ => {
+                    self.problems.push(Problem::new(
+                        name,
+                        "expected a JSON object, e.g. {\"KEY\": \"value\"}",
+                    ));
+                    None
+                }
+            },
+            _ => {
+                self.problems.push(Problem::new(
+                    name,
+                    "expected a JSON object, e.g. {\"KEY\": \"value\"}",
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
+pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
+    let Some(props) = props.as_object() else {
+        return Err(Problems(vec![Problem::new(
+            "ResourceProperties",
+            "must be a JSON object of delegate properties, e.g. {\"ClusterName\": \"prod\", \"AccountId\": \"…\"}",
+        )]));
+    };
+    let mut r = Reader {
+        props,
+        problems: Vec::new(),
+    };
+
+    for key in props.keys() {
+        if key == "ServiceToken" || KNOWN_PROPERTIES.contains(&key.as_str()) {
+            continue;
+        }
+        let closest = closest_property(key);
+        r.problems.push(Problem::new(
+            key.clone(),
+            format!("is not a known property: did you mean {closest}?"),
+        ));
+    }
+
+    let cluster = r.required(
+        "ClusterName",
+        "the name or ARN of the ECS cluster to run the delegate in",
+    );
+    let service_name = r
+        .string("ServiceName")
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
+    let launch_type = r
+        .choice(
+            "LaunchType",
+            &[("EC2", LaunchType::Ec2), ("FARGATE", LaunchType::Fargate)],
+        )
+        .unwrap_or(LaunchType::Ec2);
+    let network_mode = r
+        .choice(
+            "NetworkMode",
+            &[
+                ("bridge", NetworkMode::Bridge),
+                ("awsvpc", NetworkMode::Awsvpc),
+            ],
+        )
+        .unwrap_or(match launch_type {
+            LaunchType::Ec2 => NetworkMode::Bridge,
+            LaunchType::Fargate => NetworkMode::Awsvpc,
+        });
+    let account_id = r.required(
+        "AccountId",
+        "your Harness account id (Account Settings → Overview in Harness)",
+    );
+    let manager = r
+        .string("ManagerHostAndPort")
+        .unwrap_or_else(|| DEFAULT_MANAGER.to_string());
+    let secret_arn = r.string("DelegateTokenSecretArn");
+    let plain_token = r.string("DelegateToken");
+    let generation = r
+        .choice(
+            "DelegateGeneration",
+            &[
+                ("FirstGen", DelegateGeneration::FirstGen),
+                ("NextGen", DelegateGeneration::NextGen),
+            ],
+        )
+        .unwrap_or(DelegateGeneration::NextGen);
+    let delegate_name = r.string("DelegateName");
+    let delegate_group_name = r.string("DelegateGroupName");
+    let delegate_profile = r.string("DelegateProfile");
+    let delegate_tags = r.string("DelegateTags");
+    let delegate_description = r.string("DelegateDescription");
+    let image = r
+        .string("Image")
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+    let hostname = r.string("Hostname");
+    let cpu = r
+        .number::<u32>("Cpu", "a number of cpu units")
+        .unwrap_or(1024);
+    let memory = r.number::<u32>("Memory", "a number of MiB").unwrap_or(6144);
+    let desired_count = r.number::<i32>("DesiredCount", "a task count").unwrap_or(1);
+    let family = r
+        .string("TaskDefinitionFamily")
+        .unwrap_or_else(|| DEFAULT_FAMILY.to_string());
+    let task_role_arn = r.string("TaskRoleArn");
+    let execution_role_arn = r.string("ExecutionRoleArn");
+    let vpc_id = r.string("VpcId");
+    let subnet_ids = r.list("SubnetIds");
+    let security_group_ids = r.list("SecurityGroupIds");
+    let assign_public_ip = r.choice(
+        "AssignPublicIp",
+        &[
+            ("ENABLED", AssignPublicIp::Enabled),
+            ("DISABLED", AssignPublicIp::Disabled),
+        ],
+    );
+    let environment = r.map("Environment");
+    let overrides = r.object("TaskDefinitionOverrides").map(Value::Object);
+    let tags = r.map("Tags");
+
+    let mut p = std::mem::take(&mut r.problems);
+
+    let token = match (secret_arn, plain_token) {
+        (Some(arn), None) => {
+            if !arn.starts_with("arn:") || !arn.contains(":secretsmanager:") {
+                p.push(Problem::new(
+                    "DelegateTokenSecretArn",
+                    "must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)",
+                ));
+            }
+            Some(DelegateToken::SecretArn(arn))
+        }
+        (None, Some(token)) => Some(DelegateToken::Plain(token)),
+        (Some(_), Some(_)) => {
+            p.push(Problem::new(
+                "DelegateToken",
+                "give exactly one of DelegateTokenSecretArn and DelegateToken: remove DelegateToken and keep the secret ARN",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(Problem::new(
+                "DelegateTokenSecretArn",
+                "is required (or DelegateToken): the ARN of a Secrets Manager secret that holds the delegate token",
+            ));
+            None
+        }
+    };
+
+    validate_name(&mut p, "ServiceName", &service_name, 255);
+    validate_name(&mut p, "TaskDefinitionFamily", &family, 255);
+    if let Some(c) = &cluster {
+        if !c.starts_with("arn:") {
+            validate_name(&mut p, "ClusterName", c, 255);
+        } else if !c.contains(":ecs:") || !c.contains(":cluster/") {
+            p.push(Problem::new(
+                "ClusterName",
+                "is an ARN but not an ECS cluster ARN (arn:aws:ecs:<region>:<account>:cluster/<name>)",
+            ));
+        }
+    }
+    if !(manager.starts_with("https://") || manager.starts_with("http://")) {
+        p.push(Problem::new(
+            "ManagerHostAndPort",
+            format!("\"{manager}\" must be a URL such as https://app.harness.io"),
+        ));
+    }
+    if desired_count < 0 {
+        p.push(Problem::new(
+            "DesiredCount",
+            "must be 0 or more (0 keeps the service but runs no delegate)",
+        ));
+    }
+    if cpu < 128 {
+        p.push(Problem::new(
+            "Cpu",
+            format!("{cpu} cpu units is too small: use at least 128 (1024 = one vCPU)"),
+        ));
+    }
+    if memory < 128 {
+        p.push(Problem::new(
+            "Memory",
+            format!("{memory} MiB is too small: the delegate needs a few GiB, e.g. 6144"),
+        ));
+    }
+
+    // Network mode rules that AWS enforces but the emulator does not.
+    if launch_type == LaunchType::Fargate && network_mode != NetworkMode::Awsvpc {
+        p.push(Problem::new(
+            "NetworkMode",
+            "FARGATE only runs awsvpc tasks: set NetworkMode to awsvpc or remove it",
+        ));
+    }
+    if network_mode == NetworkMode::Awsvpc && hostname.is_some() {
+        p.push(Problem::new(
+            "Hostname",
+            "hostname is not supported on container when networkMode=awsvpc: remove Hostname, or use NetworkMode bridge on EC2",
+        ));
+    }
+    if network_mode == NetworkMode::Bridge {
+        for (prop, given) in [
+            ("SubnetIds", subnet_ids.is_some()),
+            ("SecurityGroupIds", security_group_ids.is_some()),
+            ("AssignPublicIp", assign_public_ip.is_some()),
+        ] {
+            if given {
+                p.push(Problem::new(
+                    prop,
+                    "only applies to awsvpc: set NetworkMode to awsvpc, or remove it",
+                ));
+            }
+        }
+    }
+    if launch_type == LaunchType::Fargate {
+        if execution_role_arn.is_none() {
+            p.push(Problem::new(
+                "ExecutionRoleArn",
+                "FARGATE needs a task execution role: pass the ARN of a role that trusts ecs-tasks.amazonaws.com (e.g. with AmazonECSTaskExecutionRolePolicy)",
+            ));
+        }
+        if let Err(msg) = fargate_cpu_memory(cpu, memory) {
+            p.push(Problem::new("Memory", msg));
+        }
+    }
+    if matches!(token, Some(DelegateToken::SecretArn(_)))
+        && execution_role_arn.is_none()
+        && launch_type != LaunchType::Fargate
+    {
+        p.push(Problem::new(
+            "ExecutionRoleArn",
+            "a DelegateTokenSecretArn is read by ECS with the task execution role: pass ExecutionRoleArn of a role allowed secretsmanager:GetSecretValue on the secret",
+        ));
+    }
+    for (prop, arn) in [
+        ("TaskRoleArn", &task_role_arn),
+        ("ExecutionRoleArn", &execution_role_arn),
+    ] {
+        if let Some(arn) = arn {
+            if !arn.starts_with("arn:") || !arn.contains(":iam::") || !arn.contains(":role/") {
+                p.push(Problem::new(
+                    prop,
+                    format!(
+                        "\"{arn}\" is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(v) = &vpc_id {
+        if !v.starts_with("vpc-") {
+            p.push(Problem::new(
+                "VpcId",
+                format!("\"{v}\" is not a VPC id (vpc-…)"),
+            ));
+        }
+    }
+    for (prop, list, prefix) in [
+        ("SubnetIds", &subnet_ids, "subnet-"),
+        ("SecurityGroupIds", &security_group_ids, "sg-"),
+    ] {
+        for id in list.iter().flatten() {
+            if !id.starts_with(prefix) {
+                p.push(Problem::new(
+                    prop,
+                    format!("\"{id}\" is not an id of the form {prefix}…"),
+                ));
+            }
+        }
+    }
+    for key in environment.keys() {
+        if RESERVED_ENVIRONMENT.contains(&key.as_str()) {
+            p.push(Problem::new(
+                format!("Environment.{key}"),
+                "is set by the function from the delegate properties: use the matching property instead",
+            ));
+        }
+    }
+    if let Some(o) = &overrides {
+        crate::task_definition::check_overrides(o, &mut p);
+    }
+    validate_tags(&mut p, &tags);
+
+    if !p.is_empty() {
+        return Err(Problems(p));
+    }
+    // Every `None` below was reported as a problem above.
+    let (Some(cluster), Some(account_id), Some(token)) = (cluster, account_id, token) else {
+        unreachable!("missing required properties are always reported");
+    };
+    let hostname = match network_mode {
+        NetworkMode::Bridge => {
+            Some(hostname.unwrap_or_else(|| DEFAULT_BRIDGE_HOSTNAME.to_string()))
+        }
+        NetworkMode::Awsvpc => None,
+    };
+    Ok(DelegateSpec {
+        delegate_name: delegate_name.unwrap_or_else(|| service_name.clone()),
+        cluster,
+        service_name,
+        launch_type,
+        network_mode,
+        account_id,
+        manager_host_and_port: manager,
+        token,
+        generation,
+        delegate_group_name,
+        delegate_profile,
+        delegate_tags,
+        delegate_description,
+        image,
+        hostname,
+        cpu,
+        memory,
+        desired_count,
+        family,
+        task_role_arn,
+        execution_role_arn,
+        vpc_id,
+        subnet_ids,
+        security_group_ids,
+        assign_public_ip,
+        environment,
+        task_definition_overrides: overrides,
+        tags,
+    })
+}
+
+/// Variables the function derives itself; setting them through `Environment` would fight it.
+const RESERVED_ENVIRONMENT: &[&str] = &[
+    "ACCOUNT_ID",
+    "ACCOUNT_SECRET",
+    "DELEGATE_TOKEN",
+    "MANAGER_HOST_AND_PORT",
+];
+
+fn validate_name(p: &mut Vec<Problem>, prop: &str, name: &str, max: usize) {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if name.is_empty() || name.len() > max || !ok_chars {
+        p.push(Problem::new(
+            prop,
+            format!("\"{name}\" must be 1-{max} letters, digits, hyphens or underscores"),
+        ));
+    }
+}
+
+fn validate_tags(p: &mut Vec<Problem>, tags: &BTreeMap<String, String>) {
+    // ECS allows 50 tags per resource; the function adds its own management tags.
+    if tags.len() > 40 {
+        p.push(Problem::new(
+            "Tags",
+            format!(
+                "{} tags is too many: at most 40 (ECS allows 50 and the function adds its own)",
+                tags.len()
+            ),
+        ));
+    }
+    for (k, v) in tags {
+        if k.starts_with("aws:") || k.starts_with(crate::MANAGED_TAG_PREFIX) {
+            p.push(Problem::new(
+                format!("Tags.{k}"),
+                format!(
+                    "tag keys starting with aws: or {} are reserved: rename the tag",
+                    crate::MANAGED_TAG_PREFIX
+                ),
+            ));
+        }
+        if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+            p.push(Problem::new(
+                format!("Tags.{k}"),
+                "tag keys must be 1-128 and values at most 256 characters",
+            ));
+        }
+    }
+}
+
+/// The cpu/memory pairs Fargate accepts (AWS task size table).
+pub fn fargate_cpu_memory(cpu: u32, memory: u32) -> Result<(), String> {
+    let (lo, hi, step): (u32, u32, u32) = match cpu {
+        256 => {
+            if [512, 1024, 2048].contains(&memory) {
+                return Ok(());
+            }
+            return Err(format!(
+                "FARGATE with Cpu 256 takes Memory 512, 1024 or 2048, not {memory}"
+            ));
+        }
+        512 => (1024, 4096, 1024),
+        1024 => (2048, 8192, 1024),
+        2048 => (4096, 16384, 1024),
+        4096 => (8192, 30720, 1024),
+        8192 => (16384, 61440, 4096),
+        16384 => (32768, 122880, 8192),
+        _ => {
+            return Err(format!(
+                "FARGATE takes Cpu 256, 512, 1024, 2048, 4096, 8192 or 16384, not {cpu}: set Cpu to one of them"
+            ))
+        }
+    };
+    if memory >= lo && memory <= hi && (memory - lo).is_multiple_of(step) {
+        Ok(())
+    } else {
+        Err(format!(
+            "FARGATE with Cpu {cpu} takes Memory {lo}..{hi} in steps of {step} MiB, not {memory}"
+        ))
+    }
+}
+
+/// The known property nearest to an unknown one, for "did you mean" hints.
+pub fn closest_property(unknown: &str) -> &'static str {
+    let lower = unknown.to_ascii_lowercase();
+    KNOWN_PROPERTIES
+        .iter()
+        .min_by_key(|k| edit_distance(&lower, &k.to_ascii_lowercase()))
+        .copied()
+        .unwrap_or("ClusterName")
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:x",
+            "ClusterName": "prod",
+            "AccountId": "acct123",
+            "DelegateToken": "s3cr3t-token",
+        })
+    }
+
+    fn with(mut base: Value, extra: Value) -> Value {
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        base
+    }
+
+    fn problems(v: Value) -> Vec<Problem> {
+        parse(&v).expect_err("expected problems").0
+    }
+
+    #[test]
+    fn defaults_follow_the_harness_template() {
+        let s = parse(&minimal()).unwrap();
+        assert_eq!(s.service_name, "harness-delegate");
+        assert_eq!(s.delegate_name, "harness-delegate");
+        assert_eq!(s.launch_type, LaunchType::Ec2);
+        assert_eq!(s.network_mode, NetworkMode::Bridge);
+        assert_eq!(s.hostname.as_deref(), Some("Harness-ECS-Delegate"));
+        assert_eq!((s.cpu, s.memory, s.desired_count), (1024, 6144, 1));
+        assert_eq!(s.family, "harness-delegate-task-spec");
+        assert_eq!(s.image, "harness/delegate:latest");
+        assert_eq!(s.manager_host_and_port, "https://app.harness.io");
+        assert_eq!(s.generation, DelegateGeneration::NextGen);
+    }
+
+    #[test]
+    fn fargate_defaults_to_awsvpc_without_hostname() {
+        let s = parse(&with(
+            minimal(),
+            json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/exec"}),
+        ))
+        .unwrap();
+        assert_eq!(s.network_mode, NetworkMode::Awsvpc);
+        assert_eq!(s.hostname, None);
+    }
+
+    #[test]
+    fn scalars_arrive_as_strings() {
+        let s = parse(&with(
+            minimal(),
+            json!({"Cpu": "2048", "Memory": "8192", "DesiredCount": "3"}),
+        ))
+        .unwrap();
+        assert_eq!((s.cpu, s.memory, s.desired_count), (2048, 8192, 3));
+        let s = parse(&with(minimal(), json!({"Cpu": 512, "DesiredCount": 0}))).unwrap();
+        assert_eq!((s.cpu, s.desired_count), (512, 0));
+    }
+
+    #[test]
+    fn lists_arrive_both_ways() {
+        let base = with(minimal(), json!({"NetworkMode": "awsvpc"}));
+        for subnets in [
+            json!(["subnet-a", "subnet-b"]),
+            json!("subnet-a, subnet-b"),
+            json!("[\"subnet-a\",\"subnet-b\"]"),
+        ] {
+            let s = parse(&with(base.clone(), json!({ "SubnetIds": subnets }))).unwrap();
+            assert_eq!(
+                s.subnet_ids,
+                Some(vec!["subnet-a".to_string(), "subnet-b".to_string()])
+            );
+        }
+        let s = parse(&with(base, json!({"SecurityGroupIds": ""}))).unwrap();
+        assert_eq!(s.security_group_ids, None);
+    }
+
+    #[test]
+    fn maps_arrive_as_objects_or_json_strings() {
+        let s = parse(&with(
+            minimal(),
+            json!({"Tags": {"team": "platform", "cost": 42}, "Environment": "{\"HTTP_PROXY\":\"http://p:3128\"}"}),
+        ))
+        .unwrap();
+        assert_eq!(s.tags.get("cost").map(String::as_str), Some("42"));
+        assert_eq!(
+            s.environment.get("HTTP_PROXY").map(String::as_str),
+            Some("http://p:3128")
+        );
+    }
+
+    #[test]
+    fn unknown_property_names_the_closest_known_one() {
+        let p = problems(with(minimal(), json!({"ClusterNmae": "x"})));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].property, "ClusterNmae");
+        assert!(
+            p[0].message.contains("did you mean ClusterName?"),
+            "{}",
+            p[0]
+        );
+        let p = problems(with(minimal(), json!({"subnetids": "subnet-1"})));
+        assert!(p[0].message.contains("SubnetIds"), "{}", p[0]);
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let p = problems(json!({
+            "LaunchType": "FARGATE",
+            "NetworkMode": "bridge",
+            "Hostname": "h",
+            "Cpu": "1024",
+            "Memory": "1000",
+            "DesiredCount": "many",
+        }));
+        let props: Vec<&str> = p.iter().map(|p| p.property.as_str()).collect();
+        for expected in [
+            "ClusterName",
+            "AccountId",
+            "DelegateTokenSecretArn",
+            "NetworkMode",
+            "ExecutionRoleArn",
+            "Memory",
+            "DesiredCount",
+        ] {
+            assert!(
+                props.contains(&expected),
+                "{expected} missing from {props:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn awsvpc_rejects_a_hostname() {
+        let p = problems(with(
+            minimal(),
+            json!({"NetworkMode": "awsvpc", "Hostname": "my-host"}),
+        ));
+        assert_eq!(p[0].property, "Hostname");
+        assert!(p[0].message.contains("networkMode=awsvpc"));
+    }
+
+    #[test]
+    fn exactly_one_token() {
+        let p = problems(with(
+            minimal(),
+            json!({"DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:t", "ExecutionRoleArn": "arn:aws:iam::1:role/e"}),
+        ));
+        assert_eq!(p[0].property, "DelegateToken");
+        // The token itself is never echoed in an error.
+        assert!(!format!("{}", Problems(p)).contains("s3cr3t-token"));
+    }
+
+    #[test]
+    fn secret_token_needs_an_execution_role() {
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("DelegateToken");
+        v["DelegateTokenSecretArn"] = json!("arn:aws:secretsmanager:us-east-1:1:secret:t");
+        let p = problems(v);
+        assert_eq!(p[0].property, "ExecutionRoleArn");
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug() {
+        let s = parse(&minimal()).unwrap();
+        assert!(!format!("{s:?}").contains("s3cr3t-token"));
+    }
+
+    #[test]
+    fn fargate_cpu_memory_table() {
+        for (cpu, mem, ok) in [
+            (256, 512, true),
+            (256, 3072, false),
+            (1024, 6144, true),
+            (1024, 1024, false),
+            (1024, 9216, false),
+            (2048, 16384, true),
+            (4096, 30720, true),
+            (8192, 20480, true),
+            (8192, 18432, false),
+            (16384, 122880, true),
+            (3000, 6144, false),
+        ] {
+            assert_eq!(fargate_cpu_memory(cpu, mem).is_ok(), ok, "{cpu}/{mem}");
+        }
+    }
+
+    #[test]
+    fn bridge_rejects_awsvpc_only_properties() {
+        let p = problems(with(minimal(), json!({"SubnetIds": "subnet-1"})));
+        assert_eq!(p[0].property, "SubnetIds");
+    }
+
+    #[test]
+    fn reserved_environment_and_tags_are_refused() {
+        let p = problems(with(
+            minimal(),
+            json!({"Environment": {"DELEGATE_TOKEN": "x"}, "Tags": {"aws:foo": "x"}}),
+        ));
+        let props: Vec<&str> = p.iter().map(|p| p.property.as_str()).collect();
+        assert_eq!(props, vec!["Environment.DELEGATE_TOKEN", "Tags.aws:foo"]);
+    }
+
+    #[test]
+    fn cluster_arn_gives_short_name() {
+        let s = parse(&with(
+            minimal(),
+            json!({"ClusterName": "arn:aws:ecs:us-east-1:123456789012:cluster/prod"}),
+        ))
+        .unwrap();
+        assert_eq!(s.cluster_name(), "prod");
+        assert_eq!(s.resource_key(), "prod/harness-delegate");
+    }
+}
