@@ -1,0 +1,539 @@
+//! Shared test support: the moto emulator (started once per test binary), SDK clients pointed at
+//! it, a tiny HTTP/1.1 server (CloudFormation response receiver, Lambda Runtime API, fault
+//! proxy), and seeding of the AWS state a platform team already has.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::handler::Handler;
+use harness_ecs_delegate_bootstrap::respond::RetryPolicy;
+use harness_ecs_delegate_bootstrap::Clients;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+// ---- moto -------------------------------------------------------------------------------------
+
+static MOTO: OnceLock<String> = OnceLock::new();
+
+/// The endpoint of a moto server for this test binary. Uses `MOTO_ENDPOINT` if set, else starts
+/// `moto_server` (from `MOTO_SERVER`, or the repo's `.venv`). Panics, never skips, if it cannot.
+pub fn moto() -> String {
+    MOTO.get_or_init(|| {
+        if let Ok(e) = std::env::var("MOTO_ENDPOINT") {
+            return e;
+        }
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
+            format!("{}/.venv/bin/moto_server", env!("CARGO_MANIFEST_DIR"))
+        });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "moto_server not found at {bin}: run `make test` (it installs moto in .venv), or set MOTO_SERVER"
+        );
+        let port = free_port();
+        // The watchdog ends moto when this test process exits, so no server outlives the run.
+        let script = format!(
+            "\"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+            pid = std::process::id()
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start on port {port} within 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        endpoint
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A name no other test (or earlier run against the same moto) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    format!("{prefix}-{t}-{n}")
+}
+
+pub async fn clients_for(endpoint: &str) -> Clients {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    Clients::new(&config)
+}
+
+pub async fn clients() -> Clients {
+    clients_for(&moto()).await
+}
+
+pub fn handler(clients: Clients) -> Handler {
+    Handler {
+        clients,
+        http: reqwest::Client::new(),
+        allow_loopback: true,
+        retry: RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(50),
+        },
+    }
+}
+
+// ---- a tiny HTTP server -----------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn ok() -> Self {
+        Response {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        }
+    }
+    pub fn status(status: u16, body: &str) -> Self {
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+pub type BoxFut = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub type Service = Arc<dyn Fn(Request) -> BoxFut + Send + Sync>;
+
+/// Serve HTTP/1.1 on a free loopback port, one request per connection.
+pub async fn serve(service: Service) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let Some(req) = read_request(&mut sock).await else {
+                    return;
+                };
+                let resp = service(req).await;
+                let mut out = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    resp.status,
+                    resp.body.len()
+                );
+                for (k, v) in &resp.headers {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                out.push_str("\r\n");
+                let _ = sock.write_all(out.as_bytes()).await;
+                let _ = sock.write_all(&resp.body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[head_end + 4..].to_vec();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        while body.len() < len {
+            let n = sock.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        while !body.ends_with(b"0\r\n\r\n") {
+            let n = sock.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body = dechunk(&body);
+    }
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + size]);
+        b = &b[i + 2 + size + 2..];
+    }
+    out
+}
+
+/// Stands in for CloudFormation's presigned S3 URL: records every request it receives. Answers
+/// the first `fail_first` requests with HTTP 503, to exercise the PUT retry.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: u32) -> Receiver {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicU32::new(fail_first));
+        let recorded = requests.clone();
+        let addr = serve(Arc::new(move |req: Request| {
+            let recorded = recorded.clone();
+            let failures = failures.clone();
+            Box::pin(async move {
+                recorded.lock().unwrap().push(req);
+                if failures.load(Ordering::SeqCst) > 0 {
+                    failures.fetch_sub(1, Ordering::SeqCst);
+                    return Response::status(503, "SlowDown");
+                }
+                Response::ok()
+            })
+        }))
+        .await;
+        Receiver { addr, requests }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "http://{}/cfn-responses/{name}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=d3adb33f",
+            self.addr
+        )
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.json())
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+// ---- the AWS state a platform team already has ------------------------------------------------
+
+pub struct World {
+    pub name: String,
+    pub vpc: String,
+    pub private: Vec<String>,
+    pub public: String,
+    pub cluster: String,
+    pub exec_role: String,
+    pub task_role: String,
+    /// A role that trusts only ec2.amazonaws.com.
+    pub ec2_only_role: String,
+    pub instance: Option<String>,
+}
+
+/// A VPC with two private subnets and one public one (routed to an internet gateway), an ECS
+/// cluster, roles, and (optionally) one EC2 container instance in the first private subnet.
+pub async fn seed(c: &Clients, with_instance: bool) -> World {
+    let name = unique("t");
+    let vpc = c
+        .ec2
+        .create_vpc()
+        .cidr_block("10.7.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut private = Vec::new();
+    for (cidr, az) in [("10.7.1.0/24", "us-east-1a"), ("10.7.2.0/24", "us-east-1b")] {
+        let s = c
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .unwrap();
+        private.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let public = c
+        .ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.7.100.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let public = public.subnet().unwrap().subnet_id().unwrap().to_string();
+    let igw = c.ec2.create_internet_gateway().send().await.unwrap();
+    let igw = igw
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    c.ec2
+        .attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let rt = c
+        .ec2
+        .create_route_table()
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let rt = rt
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    c.ec2
+        .create_route()
+        .route_table_id(&rt)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .unwrap();
+    c.ec2
+        .associate_route_table()
+        .route_table_id(&rt)
+        .subnet_id(&public)
+        .send()
+        .await
+        .unwrap();
+
+    let cluster = format!("{name}-cluster");
+    c.ecs
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let instance = if with_instance {
+        let images = c.ec2.describe_images().send().await.unwrap();
+        let ami = images.images()[0].image_id().unwrap().to_string();
+        let run = c
+            .ec2
+            .run_instances()
+            .image_id(ami)
+            .min_count(1)
+            .max_count(1)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Large)
+            .subnet_id(&private[0])
+            .send()
+            .await
+            .unwrap();
+        let id = run.instances()[0].instance_id().unwrap().to_string();
+        c.ecs
+            .register_container_instance()
+            .cluster(&cluster)
+            .instance_identity_document(json!({"instanceId": id}).to_string())
+            .send()
+            .await
+            .unwrap();
+        Some(id)
+    } else {
+        None
+    };
+
+    let trust = |service: &str| {
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+        .to_string()
+    };
+    let mut roles = Vec::new();
+    for (suffix, principal) in [
+        ("exec", "ecs-tasks.amazonaws.com"),
+        ("task", "ecs-tasks.amazonaws.com"),
+        ("ec2", "ec2.amazonaws.com"),
+    ] {
+        let r = c
+            .iam
+            .create_role()
+            .role_name(format!("{name}-{suffix}"))
+            .assume_role_policy_document(trust(principal))
+            .send()
+            .await
+            .unwrap();
+        roles.push(r.role().unwrap().arn().to_string());
+    }
+    World {
+        name,
+        vpc,
+        private,
+        public,
+        cluster,
+        exec_role: roles[0].clone(),
+        task_role: roles[1].clone(),
+        ec2_only_role: roles[2].clone(),
+        instance,
+    }
+}
+
+impl World {
+    /// Properties of a Fargate delegate in this world, with a family of its own.
+    pub fn fargate_props(&self) -> Value {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:bootstrap",
+            "ClusterName": self.cluster,
+            "LaunchType": "FARGATE",
+            "AccountId": "acct-123",
+            "DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:harness/token",
+            "ExecutionRoleArn": self.exec_role,
+            "TaskRoleArn": self.task_role,
+            "VpcId": self.vpc,
+            "TaskDefinitionFamily": format!("{}-family", self.name),
+            "Tags": {"team": "platform"},
+        })
+    }
+
+    /// Properties of an EC2/bridge delegate (needs a world seeded with an instance).
+    pub fn ec2_props(&self) -> Value {
+        json!({
+            "ClusterName": self.cluster,
+            "AccountId": "acct-123",
+            "DelegateToken": "plain-token-value-42",
+            "DelegateGeneration": "FirstGen",
+            "TaskDefinitionFamily": format!("{}-family", self.name),
+            "Memory": "4096",
+        })
+    }
+}
+
+/// A CloudFormation request as the service sends it (every scalar a string).
+pub fn cfn_event(
+    request_type: &str,
+    url: &str,
+    props: &Value,
+    physical: Option<&str>,
+    old: Option<&Value>,
+) -> Value {
+    let mut e = json!({
+        "RequestType": request_type,
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:bootstrap",
+        "ResponseURL": url,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/test/guid",
+        "RequestId": unique("req"),
+        "LogicalResourceId": "Delegate",
+        "ResourceType": "Custom::HarnessDelegate",
+        "ResourceProperties": props,
+    });
+    if let Some(p) = physical {
+        e["PhysicalResourceId"] = json!(p);
+    }
+    if let Some(o) = old {
+        e["OldResourceProperties"] = o.clone();
+    }
+    e
+}
+
+pub fn deadline_in(secs: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(secs)
+}
+
+/// Events served in order; `None` when the queue is empty.
+pub type EventQueue = Arc<Mutex<VecDeque<Value>>>;
