@@ -1,0 +1,28 @@
+# make demo: install a Fargate delegate through the function on the moto emulator, show it, delete it.
+# make test: formatting, lints, template lint, unit tests and integration tests against moto.
+SHELL := /bin/bash
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
+BIN := target/debug/harness-ecs-delegate-bootstrap
+
+.PHONY: demo test build venv
+
+$(VENV_STAMP): tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(VENV_STAMP)
+
+build:
+	cargo build
+
+demo: venv build
+	scripts/demo.sh
+
+test: venv
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/cfn-lint template.yaml
+	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test

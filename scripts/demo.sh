@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The main job, on the moto emulator: seed what a platform team already has, install a Fargate
+# delegate through the function as CloudFormation would, show the service, then delete it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=5000   # the sample events' ResponseURLs point at moto's S3 on this port
+BIN=target/debug/harness-ecs-delegate-bootstrap
+PY=.venv/bin/python
+export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+       AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+       RESPONSE_URL_ALLOW_LOOPBACK=true RUST_LOG=warn
+
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "port $PORT is in use: stop whatever listens there (an earlier moto?) and run make demo again" >&2
+  exit 1
+fi
+.venv/bin/moto_server -H 127.0.0.1 -p "$PORT" >/tmp/harness-demo-moto.log 2>&1 &
+MOTO=$!
+trap 'kill $MOTO 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "1. Seed the emulator: VPC (2 private + 1 public subnet), cluster harness-demo, roles, token secret"
+$PY scripts/seed_demo.py "$AWS_ENDPOINT_URL"
+
+step "2. Plan (dry run, changes nothing): $BIN plan events/plan.json"
+$BIN plan events/plan.json | $PY -c 'import json, sys
+p = json.load(sys.stdin)
+for a in p["Actions"]:
+    print("  %s: %s" % (a["Action"], a["Reason"]))
+print("  network:", json.dumps(p["Desired"].get("Network")))'
+
+step "3. CloudFormation Create: $BIN invoke events/create.json"
+$BIN invoke events/create.json
+
+step "4. The response CloudFormation received (from the presigned S3 URL)"
+show_response() {
+  $PY - "$1" <<'PY'
+import boto3, json, sys
+s3 = boto3.client("s3")
+print(json.dumps(json.loads(s3.get_object(Bucket="cfn-responses", Key=sys.argv[1])["Body"].read()), indent=2))
+PY
+}
+show_response create
+
+step "5. The delegate's ECS service and task definition"
+show_service() {
+  $PY <<'PY'
+import boto3
+ecs = boto3.client("ecs")
+s = ecs.describe_services(cluster="harness-demo", services=["harness-delegate"])["services"][0]
+print(f"  service {s['serviceName']}: status={s['status']} launchType={s.get('launchType')} desired={s['desiredCount']}")
+print(f"  network: {s.get('networkConfiguration', {}).get('awsvpcConfiguration')}")
+td = ecs.describe_task_definition(taskDefinition=s["taskDefinition"])["taskDefinition"]
+c = td["containerDefinitions"][0]
+print(f"  task definition {td['family']}:{td['revision']}: networkMode={td.get('networkMode')} cpu={td.get('cpu')} memory={td.get('memory')} image={c['image']}")
+print(f"  token from: {[x['valueFrom'] for x in c.get('secrets', [])]}")
+PY
+}
+show_service
+
+step "6. Create again (Lambda may deliver a request twice): nothing changes"
+$BIN plan events/plan.json | $PY -c 'import json,sys; print("  actions:", json.load(sys.stdin)["Actions"])'
+
+step "7. CloudFormation Update (DesiredCount 2, Memory 8192): $BIN invoke events/update.json"
+$BIN invoke events/update.json >/dev/null
+show_service
+
+step "8. CloudFormation Delete: $BIN invoke events/delete.json"
+$BIN invoke events/delete.json >/dev/null
+show_response delete
+$PY <<'PY'
+import boto3
+ecs, ec2 = boto3.client("ecs"), boto3.client("ec2")
+s = ecs.describe_services(cluster="harness-demo", services=["harness-delegate"])["services"]
+print("  service status:", s[0]["status"] if s else "gone")
+print("  ACTIVE revisions:", ecs.list_task_definitions(familyPrefix="harness-delegate-task-spec", status="ACTIVE")["taskDefinitionArns"])
+print("  delegate security groups:", [g["GroupId"] for g in ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["harness-delegate-delegate"]}])["SecurityGroups"]])
+PY
+echo; echo "demo finished: the emulator stops now"
