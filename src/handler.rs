@@ -47,6 +47,20 @@ pub enum HandlerError {
     Reconcile(#[from] ReconcileError),
 }
 
+impl HandlerError {
+    /// The error type reported to Lambda (`errorType` in the invocation error).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Classify(_) => "UnrecognisedEvent",
+            HandlerError::Respond(_) => "CloudFormationNotAnswered",
+            HandlerError::Reconcile(ReconcileError::Invalid(_)) => "InvalidProperties",
+            HandlerError::Reconcile(ReconcileError::Observe(_)) => "AwsReadFailed",
+            HandlerError::Reconcile(ReconcileError::Apply(_)) => "AwsWriteFailed",
+            HandlerError::Reconcile(ReconcileError::Unsupported(_)) => "Unsupported",
+        }
+    }
+}
+
 pub struct Handler {
     pub clients: Clients,
     pub http: reqwest::Client,
@@ -127,10 +141,23 @@ impl Handler {
         let apply_deadline = respond_by
             .checked_sub(Duration::from_secs(5))
             .unwrap_or(respond_by);
-        let task =
-            tokio::spawn(
-                async move { cloudformation_work(&clients, &work_req, apply_deadline).await },
-            );
+        let work = async move { cloudformation_work(&clients, &work_req, apply_deadline).await };
+        self.answer(req, url, respond_by, work).await
+    }
+
+    /// Run `work` and answer CloudFormation with its outcome exactly once: FAILED if it panics,
+    /// FAILED at `respond_by` if it has not finished.
+    pub async fn answer<F>(
+        &self,
+        req: CfnRequest,
+        url: reqwest::Url,
+        respond_by: Instant,
+        work: F,
+    ) -> Result<Value, HandlerError>
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let task = tokio::spawn(work);
         let abort = task.abort_handle();
         let outcome = match tokio::time::timeout_at(respond_by, task).await {
             Ok(Ok(outcome)) => outcome,
@@ -184,11 +211,11 @@ impl Handler {
 
 /// What a CloudFormation request came to.
 #[derive(Debug, Clone)]
-struct Outcome {
-    status: Status,
-    reason: String,
-    physical_resource_id: String,
-    data: BTreeMap<String, String>,
+pub struct Outcome {
+    pub status: Status,
+    pub reason: String,
+    pub physical_resource_id: String,
+    pub data: BTreeMap<String, String>,
 }
 
 fn not_created_id(req: &CfnRequest) -> String {
@@ -197,7 +224,7 @@ fn not_created_id(req: &CfnRequest) -> String {
 
 /// A FAILED outcome with the physical id CloudFormation should keep: the existing one on Update
 /// and Delete, the not-created marker on Create.
-fn failed(req: &CfnRequest, reason: String) -> Outcome {
+pub fn failed(req: &CfnRequest, reason: String) -> Outcome {
     Outcome {
         status: Status::Failed,
         reason,

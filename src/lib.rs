@@ -42,8 +42,16 @@ impl Clients {
     }
 
     /// Clients configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
+    /// A hung AWS call is cut off and retried rather than eating the invocation's time.
     pub async fn from_env() -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .operation_attempt_timeout(std::time::Duration::from_secs(30))
+            .build();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .load()
+            .await;
         Self::new(&config)
     }
 }

@@ -6,6 +6,9 @@
 //!   harness-ecs-delegate-bootstrap invoke EVENT     run one event (a JSON file) and print the result
 //!   harness-ecs-delegate-bootstrap plan EVENT       print what the event would change, change nothing
 
+// The runtime's service stack around the handler's futures makes a deep type for the compiler.
+#![recursion_limit = "256"]
+
 use std::time::Duration;
 
 use harness_ecs_delegate_bootstrap::classify::{classify, DirectAction, Trigger};
@@ -62,7 +65,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 handler
                     .handle(event.payload, Instant::now() + remaining)
                     .await
-                    .map_err(lambda_runtime::Error::from)
+                    .map_err(|e| lambda_runtime::Diagnostic {
+                        error_type: e.kind().to_string(),
+                        error_message: e.to_string(),
+                    })
             }))
             .await
         }

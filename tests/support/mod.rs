@@ -24,6 +24,7 @@ static MOTO: OnceLock<String> = OnceLock::new();
 
 /// The endpoint of a moto server for this test binary. Uses `MOTO_ENDPOINT` if set, else starts
 /// `moto_server` (from `MOTO_SERVER`, or the repo's `.venv`). Panics, never skips, if it cannot.
+#[allow(clippy::zombie_processes)] // the watchdog below is deliberately not waited for
 pub fn moto() -> String {
     MOTO.get_or_init(|| {
         if let Ok(e) = std::env::var("MOTO_ENDPOINT") {
@@ -37,7 +38,8 @@ pub fn moto() -> String {
             "moto_server not found at {bin}: run `make test` (it installs moto in .venv), or set MOTO_SERVER"
         );
         let port = free_port();
-        // The watchdog ends moto when this test process exits, so no server outlives the run.
+        // The watchdog ends moto when this test process exits, so no server outlives the run;
+        // it is not waited for because it lives exactly as long as this process.
         let script = format!(
             "\"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
             pid = std::process::id()
@@ -249,10 +251,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;

@@ -1,0 +1,505 @@
+//! What moto cannot show: AWS throttling, 5xx, slow answers and AWS's own rejections, injected by
+//! a proxy in front of moto; and the handler's guarantees on a panic and near the deadline.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::classify::{classify, Trigger};
+use harness_ecs_delegate_bootstrap::handler::Outcome;
+use harness_ecs_delegate_bootstrap::respond::Status;
+use harness_ecs_delegate_bootstrap::Clients;
+use serde_json::{json, Value};
+use support::*;
+
+#[derive(Clone, Debug)]
+enum Fault {
+    /// ECS's JSON throttling error, or EC2's RequestLimitExceeded.
+    Throttle,
+    /// An HTML 500, as moto and load balancers give.
+    ServerError,
+    Delay(Duration),
+    /// An AWS rejection: HTTP 400 with this `__type` and message (ECS JSON protocol).
+    Reject(&'static str, &'static str),
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    operation: &'static str,
+    fault: Fault,
+    /// How many matching calls get the fault; `u32::MAX` for all.
+    times: u32,
+}
+
+#[derive(Clone)]
+struct Proxy {
+    endpoint: String,
+    calls: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// The JSON bodies of ECS calls, by operation, to check what was asked of AWS.
+    bodies: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+/// The operation a request calls: ECS names it in X-Amz-Target, EC2 and IAM in the form body.
+fn operation(req: &Request) -> String {
+    if let Some(t) = req.header("x-amz-target") {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    let body = String::from_utf8_lossy(&req.body);
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Proxy {
+    async fn start(rules: Vec<Rule>) -> Proxy {
+        let upstream = moto();
+        let rules = Arc::new(Mutex::new(rules));
+        let calls: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
+        let bodies: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
+        let (r, c, b) = (rules.clone(), calls.clone(), bodies.clone());
+        let http = reqwest::Client::new();
+        let addr = serve(Arc::new(move |req: Request| {
+            let (rules, calls, bodies, http, upstream) =
+                (r.clone(), c.clone(), b.clone(), http.clone(), upstream.clone());
+            Box::pin(async move {
+                let op = operation(&req);
+                *calls.lock().unwrap().entry(op.clone()).or_default() += 1;
+                if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
+                    bodies.lock().unwrap().push((op.clone(), v));
+                }
+                let fault = {
+                    let mut rules = rules.lock().unwrap();
+                    rules.iter_mut().find(|r| r.operation == op && r.times > 0).map(|r| {
+                        r.times = r.times.saturating_sub(1);
+                        r.fault.clone()
+                    })
+                };
+                let ecs = req.header("x-amz-target").is_some();
+                match fault {
+                    Some(Fault::Throttle) if ecs => {
+                        return json_error(400, "ThrottlingException", "Rate exceeded");
+                    }
+                    Some(Fault::Throttle) => {
+                        return Response {
+                            status: 503,
+                            headers: vec![("Content-Type".into(), "text/xml".into())],
+                            body: b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>".to_vec(),
+                        };
+                    }
+                    Some(Fault::ServerError) => {
+                        return Response {
+                            status: 500,
+                            headers: vec![("Content-Type".into(), "text/html".into())],
+                            body: b"<html><body>Internal Server Error</body></html>".to_vec(),
+                        };
+                    }
+                    Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
+                    Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                    None => {}
+                }
+                forward(&http, &upstream, req).await
+            })
+        }))
+        .await;
+        Proxy {
+            endpoint: format!("http://{addr}"),
+            calls,
+            bodies,
+        }
+    }
+
+    fn last_body(&self, op: &str) -> Value {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .rev()
+            .find(|(o, _)| o == op)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {op} call"))
+    }
+
+    fn calls(&self, op: &str) -> u32 {
+        self.calls.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    async fn clients(&self) -> Clients {
+        clients_for(&self.endpoint).await
+    }
+}
+
+fn json_error(status: u16, kind: &str, message: &str) -> Response {
+    Response {
+        status,
+        headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+        body: json!({"__type": kind, "message": message})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+async fn forward(http: &reqwest::Client, upstream: &str, req: Request) -> Response {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+    let mut r = http.request(method, format!("{upstream}{}", req.path));
+    for (k, v) in &req.headers {
+        if !["host", "content-length", "connection", "transfer-encoding"]
+            .contains(&k.to_ascii_lowercase().as_str())
+        {
+            r = r.header(k, v);
+        }
+    }
+    let resp = r.body(req.body).send().await.expect("moto answers");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str().eq_ignore_ascii_case("content-type") || k.as_str().starts_with("x-amz")
+        })
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: resp.bytes().await.unwrap().to_vec(),
+    }
+}
+
+async fn active_revisions(c: &Clients, family: &str) -> usize {
+    let out = c
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    out.task_definition_arns().len()
+}
+
+async fn service_status(c: &Clients, cluster: &str) -> Option<String> {
+    let out = c
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services("harness-delegate")
+        .send()
+        .await
+        .unwrap();
+    out.services()
+        .first()
+        .and_then(|s| s.status())
+        .map(String::from)
+}
+
+async fn our_groups(c: &Clients, vpc: &str) -> usize {
+    let out = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values("harness-delegate-delegate")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.security_groups().len()
+}
+
+async fn create_through(proxy: &Proxy, props: &Value, deadline_secs: u64) -> Value {
+    let rx = Receiver::start(0).await;
+    let h = handler(proxy.clients().await);
+    let _ = h
+        .handle(
+            cfn_event("Create", &rx.url("c"), props, None, None),
+            deadline_in(deadline_secs),
+        )
+        .await;
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 1, "exactly one answer");
+    bodies[0].clone()
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![
+        Rule {
+            operation: "CreateService",
+            fault: Fault::Throttle,
+            times: 2,
+        },
+        Rule {
+            operation: "RegisterTaskDefinition",
+            fault: Fault::ServerError,
+            times: 1,
+        },
+        Rule {
+            operation: "CreateSecurityGroup",
+            fault: Fault::Throttle,
+            times: 1,
+        },
+        Rule {
+            operation: "DescribeClusters",
+            fault: Fault::ServerError,
+            times: 1,
+        },
+    ])
+    .await;
+    let body = create_through(&proxy, &w.fargate_props(), 120).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(
+        proxy.calls("CreateService"),
+        3,
+        "two throttled attempts, then the one that worked"
+    );
+    assert_eq!(proxy.calls("RegisterTaskDefinition"), 2);
+    assert_eq!(proxy.calls("CreateSecurityGroup"), 2);
+    assert_eq!(
+        service_status(&direct, &w.cluster).await.as_deref(),
+        Some("ACTIVE")
+    );
+    assert_eq!(
+        our_groups(&direct, &w.vpc).await,
+        1,
+        "a retried create made one group, not two"
+    );
+}
+
+#[tokio::test]
+async fn an_aws_rejection_fails_the_create_and_removes_what_it_made() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![Rule {
+        operation: "CreateService",
+        fault: Fault::Reject(
+            "InvalidParameterException",
+            "Creation of service was not idempotent.",
+        ),
+        times: u32::MAX,
+    }])
+    .await;
+    let props = w.fargate_props();
+    let body = create_through(&proxy, &props, 120).await;
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.contains("creating service harness-delegate failed: InvalidParameterException: Creation of service was not idempotent."), "{reason}");
+    assert_eq!(body["PhysicalResourceId"], "not-created:Delegate");
+    assert_eq!(
+        proxy.calls("CreateService"),
+        1,
+        "a rejection is not retried"
+    );
+    // The group and the revision made before the rejection are gone again.
+    assert_eq!(proxy.calls("CreateSecurityGroup"), 1);
+    assert_eq!(proxy.calls("RegisterTaskDefinition"), 1);
+    assert_eq!(our_groups(&direct, &w.vpc).await, 0);
+    assert_eq!(
+        active_revisions(&direct, props["TaskDefinitionFamily"].as_str().unwrap()).await,
+        0
+    );
+    assert_eq!(service_status(&direct, &w.cluster).await, None);
+}
+
+#[tokio::test]
+async fn an_outage_on_reads_fails_before_any_write() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeSubnets",
+        fault: Fault::ServerError,
+        times: u32::MAX,
+    }])
+    .await;
+    let body = create_through(&proxy, &w.fargate_props(), 120).await;
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("reading subnets failed"),
+        "{}",
+        body["Reason"]
+    );
+    for write in [
+        "CreateSecurityGroup",
+        "RegisterTaskDefinition",
+        "CreateService",
+    ] {
+        assert_eq!(proxy.calls(write), 0, "{write} was called");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_aws_call_is_retried_after_the_attempt_timeout() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeClusters",
+        fault: Fault::Delay(Duration::from_secs(4)),
+        times: 1,
+    }])
+    .await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&proxy.endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .load()
+        .await;
+    let rx = Receiver::start(0).await;
+    let h = handler(Clients::new(&config));
+    h.handle(
+        cfn_event("Create", &rx.url("c"), &w.fargate_props(), None, None),
+        deadline_in(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rx.bodies()[0]["Status"], "SUCCESS", "{}", rx.bodies()[0]);
+    assert_eq!(
+        proxy.calls("DescribeClusters"),
+        2,
+        "the slow attempt timed out and was retried"
+    );
+}
+
+#[tokio::test]
+async fn failed_is_sent_before_the_deadline_when_aws_hangs() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeClusters",
+        fault: Fault::Delay(Duration::from_secs(60)),
+        times: u32::MAX,
+    }])
+    .await;
+    let started = std::time::Instant::now();
+    let body = create_through(&proxy, &w.fargate_props(), 9).await;
+    let took = started.elapsed();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"].as_str().unwrap().starts_with("timed out"),
+        "{}",
+        body["Reason"]
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "answered after the deadline: {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "answered too early: {took:?}"
+    );
+    assert_eq!(service_status(&direct, &w.cluster).await, None);
+}
+
+#[tokio::test]
+async fn a_panic_is_answered_failed() {
+    let rx = Receiver::start(0).await;
+    let h = handler(clients_for("http://127.0.0.1:9").await);
+    let event = cfn_event(
+        "Update",
+        &rx.url("p"),
+        &json!({}),
+        Some("arn:aws:ecs:us-east-1:1:service/c/s"),
+        None,
+    );
+    let Trigger::CloudFormation(req) = classify(&event).unwrap() else {
+        panic!()
+    };
+    let url = reqwest::Url::parse(&req.response_url).unwrap();
+    let out = h
+        .answer(*req, url, deadline_in(30), async {
+            if std::env::var("NEVER_SET_3f1").is_err() {
+                panic!("a bug");
+            }
+            Outcome {
+                status: Status::Success,
+                reason: String::new(),
+                physical_resource_id: String::new(),
+                data: Default::default(),
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(out["Status"], "FAILED");
+    let body = rx.bodies().pop().unwrap();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("panicked"),
+        "{body}"
+    );
+    assert_eq!(
+        body["PhysicalResourceId"], "arn:aws:ecs:us-east-1:1:service/c/s",
+        "an Update keeps its physical id"
+    );
+    assert_eq!(rx.count(), 1);
+}
+
+/// moto ignores most of CreateService's input (deployment configuration, placement, platform
+/// version), so the request itself is checked on its way to AWS.
+#[tokio::test]
+async fn create_service_asks_aws_for_the_right_service() {
+    let direct = clients().await;
+    let w = seed(&direct, true).await;
+    let proxy = Proxy::start(vec![]).await;
+
+    let body = create_through(&proxy, &w.fargate_props(), 120).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let req = proxy.last_body("CreateService");
+    assert_eq!(
+        req["deploymentConfiguration"]["deploymentCircuitBreaker"],
+        json!({"enable": true, "rollback": true})
+    );
+    assert_eq!(req["launchType"], "FARGATE");
+    assert_eq!(req["platformVersion"], "LATEST");
+    assert_eq!(req["schedulingStrategy"], "REPLICA");
+    assert_eq!(req["enableECSManagedTags"], true);
+    assert!(
+        req.get("placementStrategy").is_none(),
+        "Fargate takes no placement strategy"
+    );
+    assert_eq!(
+        req["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+        "DISABLED"
+    );
+    let tags = req["tags"].as_array().unwrap();
+    assert!(tags.contains(&json!({"key": "team", "value": "platform"})));
+    assert!(tags.contains(
+        &json!({"key": "harness-delegate:managed-by", "value": "harness-ecs-delegate-bootstrap"})
+    ));
+    let td = proxy.last_body("RegisterTaskDefinition");
+    assert_eq!(td["requiresCompatibilities"], json!(["FARGATE"]));
+    assert!(td["containerDefinitions"][0].get("hostname").is_none());
+
+    // EC2/bridge: spread over zones then instances, as Harness' service spec does; no network.
+    let mut ec2 = w.ec2_props();
+    ec2["ServiceName"] = json!("harness-delegate-ec2");
+    let body = create_through(&proxy, &ec2, 120).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let req = proxy.last_body("CreateService");
+    assert_eq!(req["launchType"], "EC2");
+    assert_eq!(
+        req["placementStrategy"],
+        json!([{"type": "spread", "field": "attribute:ecs.availability-zone"}, {"type": "spread", "field": "instanceId"}])
+    );
+    assert!(req.get("networkConfiguration").is_none());
+    assert!(req.get("platformVersion").is_none());
+}

@@ -1,0 +1,245 @@
+//! The built binary under the Lambda Runtime API contract: a local Runtime API endpoint hands it
+//! events (GET /next with the Lambda-Runtime-* headers) and records what it posts back
+//! (/response or /error), while moto stands in for AWS and a receiver for CloudFormation.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use support::*;
+
+#[derive(Debug, Clone)]
+struct Posted {
+    request_id: String,
+    kind: String,
+    body: Value,
+}
+
+struct RuntimeApi {
+    addr: std::net::SocketAddr,
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    posted: Arc<Mutex<Vec<Posted>>>,
+}
+
+async fn runtime_api() -> RuntimeApi {
+    let events: Arc<Mutex<VecDeque<(String, Value)>>> = Default::default();
+    let posted: Arc<Mutex<Vec<Posted>>> = Default::default();
+    let (ev, po) = (events.clone(), posted.clone());
+    let addr = serve(Arc::new(move |req: Request| {
+        let (ev, po) = (ev.clone(), po.clone());
+        Box::pin(async move {
+            if req.method == "GET" && req.path == "/2018-06-01/runtime/invocation/next" {
+                loop {
+                    let next = ev.lock().unwrap().pop_front();
+                    if let Some((id, event)) = next {
+                        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(60);
+                        return Response {
+                            status: 200,
+                            headers: vec![
+                                ("Content-Type".into(), "application/json".into()),
+                                ("Lambda-Runtime-Aws-Request-Id".into(), id),
+                                ("Lambda-Runtime-Deadline-Ms".into(), deadline.as_millis().to_string()),
+                                ("Lambda-Runtime-Invoked-Function-Arn".into(), "arn:aws:lambda:us-east-1:123456789012:function:bootstrap".into()),
+                                ("Lambda-Runtime-Trace-Id".into(), "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into()),
+                            ],
+                            body: event.to_string().into_bytes(),
+                        };
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+            if req.method == "POST" && parts.len() == 5 && parts[2] == "invocation" {
+                po.lock().unwrap().push(Posted {
+                    request_id: parts[3].to_string(),
+                    kind: parts[4].to_string(),
+                    body: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
+                });
+                return Response::status(202, "{\"status\":\"OK\"}");
+            }
+            po.lock().unwrap().push(Posted { request_id: String::new(), kind: req.path.clone(), body: Value::Null });
+            Response::status(404, "")
+        })
+    }))
+    .await;
+    RuntimeApi {
+        addr,
+        events,
+        posted,
+    }
+}
+
+/// The answers posted so far, once there are `n` of them (or after 90 s, whatever there is).
+async fn wait_for(posted: &Arc<Mutex<Vec<Posted>>>, n: usize) -> Vec<Posted> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = posted.lock().unwrap().clone();
+        if p.len() >= n || std::time::Instant::now() > deadline {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_events_from_the_runtime_api() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    let api = runtime_api().await;
+
+    let mut good = w.fargate_props();
+    good.as_object_mut()
+        .unwrap()
+        .remove("DelegateTokenSecretArn");
+    good["DelegateToken"] = json!("runtime-plain-token-77");
+    let bad = json!({"ClusterName": w.cluster, "AccountId": "a", "DelegateToken": "runtime-plain-token-77", "Cpu": "lots"});
+    let events = vec![
+        (
+            "inv-create",
+            cfn_event("Create", &rx.url("create"), &good, None, None),
+        ),
+        (
+            "inv-bad",
+            cfn_event("Create", &rx.url("bad"), &bad, None, None),
+        ),
+        ("inv-unknown", json!({"hello": "world"})),
+        (
+            "inv-plan",
+            json!({"Action": "Plan", "ResourceProperties": good}),
+        ),
+    ];
+    for (id, e) in &events {
+        api.events
+            .lock()
+            .unwrap()
+            .push_back((id.to_string(), e.clone()));
+    }
+
+    let mut child =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+            .env("AWS_ENDPOINT_URL", moto())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+            // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
+
+    // Drain the output while the binary runs: trace logs would fill a pipe and block it.
+    let drain = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut buf).await;
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let posted = wait_for(&api.posted, events.len()).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout.await.unwrap()),
+        String::from_utf8_lossy(&stderr.await.unwrap())
+    );
+    assert_eq!(
+        posted.len(),
+        events.len(),
+        "not every invocation was answered: {posted:?}\nlogs:\n{logs}"
+    );
+
+    let by_id = |id: &str| {
+        posted
+            .iter()
+            .find(|p| p.request_id == id)
+            .unwrap_or_else(|| panic!("no answer for {id}: {posted:?}"))
+            .clone()
+    };
+    // One answer per invocation, in order, each to its own request id.
+    assert_eq!(
+        posted
+            .iter()
+            .map(|p| p.request_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["inv-create", "inv-bad", "inv-unknown", "inv-plan"]
+    );
+
+    let create = by_id("inv-create");
+    assert_eq!(create.kind, "response");
+    assert_eq!(create.body["Status"], "SUCCESS", "{:?}", create.body);
+    let bad = by_id("inv-bad");
+    assert_eq!(
+        bad.kind, "response",
+        "a bad request is answered to CloudFormation, so the invocation succeeds"
+    );
+    assert_eq!(bad.body["Status"], "FAILED");
+    let unknown = by_id("inv-unknown");
+    assert_eq!(unknown.kind, "error");
+    assert_eq!(unknown.body["errorType"], "UnrecognisedEvent");
+    assert!(
+        unknown.body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("unrecognised event"),
+        "{:?}",
+        unknown.body
+    );
+    let plan = by_id("inv-plan");
+    assert_eq!(plan.kind, "response");
+    assert_eq!(
+        plan.body["Actions"],
+        json!([]),
+        "the Create converged, so the plan is empty"
+    );
+
+    // CloudFormation got one answer per CloudFormation request.
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0]["Status"], "SUCCESS");
+    assert_eq!(bodies[1]["Status"], "FAILED");
+    assert!(
+        bodies[1]["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("Cpu: \"lots\" is not a number"),
+        "{}",
+        bodies[1]
+    );
+
+    assert!(
+        logs.contains("custom resource request handled"),
+        "the binary logged nothing useful: {logs}"
+    );
+    assert!(
+        !logs.contains("d3adb33f"),
+        "the ResponseURL reached the logs"
+    );
+    assert!(
+        !logs.contains("runtime-plain-token-77"),
+        "the token reached the logs"
+    );
+    let raw = serde_json::to_string(&posted.iter().map(|p| &p.body).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !raw.contains("runtime-plain-token-77"),
+        "the token reached an invocation result"
+    );
+}
