@@ -82,6 +82,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             match handler.handle(event, Instant::now() + LOCAL_DEADLINE).await {
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v)?);
+                    // A request answered FAILED was handled, but what it asked for did not happen.
+                    if v["Status"] == "FAILED" {
+                        std::process::exit(1);
+                    }
                     Ok(())
                 }
                 Err(e) => {

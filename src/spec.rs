@@ -155,6 +155,9 @@ pub struct DelegateSpec {
     pub environment: BTreeMap<String, String>,
     pub task_definition_overrides: Option<Value>,
     pub tags: BTreeMap<String, String>,
+    /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
+    /// Two stacks declaring the same cluster and service must not take each other's delegate.
+    pub owner: Option<String>,
 }
 
 impl DelegateSpec {
@@ -694,6 +697,7 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
         environment,
         task_definition_overrides: overrides,
         tags,
+        owner: None,
     })
 }
 
@@ -742,6 +746,14 @@ fn validate_tags(p: &mut Vec<Problem>, tags: &BTreeMap<String, String>) {
             p.push(Problem::new(
                 format!("Tags.{k}"),
                 "tag keys must be 1-128 and values at most 256 characters",
+            ));
+        }
+        // ECS and EC2 reject other characters only after earlier resources were created.
+        let allowed = |c: char| c.is_alphanumeric() || c == ' ' || "+-=._:/@".contains(c);
+        if let Some(bad) = k.chars().chain(v.chars()).find(|c| !allowed(*c)) {
+            p.push(Problem::new(
+                format!("Tags.{k}"),
+                format!("'{bad}' is not allowed in tags: use letters, digits, spaces and + - = . _ : / @"),
             ));
         }
     }
@@ -1009,6 +1021,17 @@ mod tests {
         ));
         let props: Vec<&str> = p.iter().map(|p| p.property.as_str()).collect();
         assert_eq!(props, vec!["Environment.DELEGATE_TOKEN", "Tags.aws:foo"]);
+    }
+
+    #[test]
+    fn tag_characters_are_checked() {
+        let p = problems(with(
+            minimal(),
+            json!({"Tags": {"owner": "platform!", "ok": "a b+c=d.e_f:g/h@i"}}),
+        ));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].property, "Tags.owner");
+        assert!(p[0].message.contains("'!'"), "{}", p[0]);
     }
 
     #[test]
