@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::observe::{sdk_message, AwsvpcConfig};
 use crate::plan::{Action, Plan};
 use crate::spec::{DelegateSpec, LaunchType};
-use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, OWNER_TAG, RESOURCE_TAG};
 
 /// An AWS write that failed, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,9 @@ pub fn tags_for(spec: &DelegateSpec) -> Vec<(String, String)> {
         .collect();
     t.push((MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into()));
     t.push((RESOURCE_TAG.into(), spec.resource_key()));
+    if let Some(owner) = &spec.owner {
+        t.push((OWNER_TAG.into(), owner.clone()));
+    }
     t
 }
 

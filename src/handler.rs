@@ -118,6 +118,7 @@ impl Handler {
                     &spec.cluster,
                     &spec.service_name,
                     &spec.family,
+                    None,
                     deadline,
                 )
                 .await?;
@@ -248,10 +249,11 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
     };
     match request_type {
         RequestType::Create | RequestType::Update => {
-            let spec = match spec::parse(&req.properties) {
+            let mut spec = match spec::parse(&req.properties) {
                 Ok(s) => s,
                 Err(p) => return failed(req, p.to_string()),
             };
+            spec.owner = Some(owner_of(req));
             match reconcile(c, &spec, deadline).await {
                 Ok((plan, applied)) => {
                     log_outcome("CloudFormation", &spec.resource_key(), &plan, "SUCCESS");
@@ -290,12 +292,28 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
                 .filter(|f| !f.is_empty())
                 .unwrap_or(spec::DEFAULT_FAMILY)
                 .to_string();
-            match delete(c, &cluster, &service, &family, deadline).await {
+            match delete(
+                c,
+                &cluster,
+                &service,
+                &family,
+                Some(&owner_of(req)),
+                deadline,
+            )
+            .await
+            {
                 Ok(_) => ok,
                 Err(e) => failed(req, e.to_string()),
             }
         }
     }
+}
+
+/// The owner recorded on what a CloudFormation resource creates: `<stack name>/<logical id>`.
+pub fn owner_of(req: &CfnRequest) -> String {
+    // arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>
+    let stack = req.stack_id.split('/').nth(1).unwrap_or(&req.stack_id);
+    format!("{stack}/{}", req.logical_resource_id)
 }
 
 /// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>` → (cluster, service). The old
@@ -369,11 +387,23 @@ pub async fn delete(
     cluster: &str,
     service: &str,
     family: &str,
+    owner: Option<&str>,
     deadline: Instant,
 ) -> Result<Vec<plan::Action>, ReconcileError> {
     // A cluster that is gone takes its services with it; the rest may still need removing.
     let observed = observe::observe_for_delete(c, cluster, service, family).await?;
-    let actions = plan::plan_delete(service, &observed);
+    let actions = plan::plan_delete(service, &observed, owner);
+    if observed
+        .service
+        .as_ref()
+        .is_some_and(|s| !s.owned_by(owner))
+    {
+        tracing::warn!(
+            delegate = %format!("{}/{service}", spec::cluster_short_name(cluster)),
+            owner = observed.service.as_ref().and_then(|s| s.owner()).unwrap_or_default(),
+            "the service belongs to another stack's delegate: left alone"
+        );
+    }
     Applier::new(c, deadline).delete(cluster, &actions).await?;
     tracing::info!(
         delegate = %format!("{}/{service}", spec::cluster_short_name(cluster)),

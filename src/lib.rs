@@ -23,6 +23,8 @@ pub const MANAGED_BY_TAG: &str = "harness-delegate:managed-by";
 pub const MANAGED_BY_VALUE: &str = "harness-ecs-delegate-bootstrap";
 /// Which delegate (`<cluster>/<service>`) a resource belongs to.
 pub const RESOURCE_TAG: &str = "harness-delegate:resource";
+/// Which CloudFormation resource (`<stack name>/<logical id>`) owns a delegate's service.
+pub const OWNER_TAG: &str = "harness-delegate:owner";
 
 /// The AWS clients, built once per process and shared by every invocation.
 #[derive(Clone, Debug)]

@@ -148,6 +148,20 @@ impl ObservedService {
     pub fn managed_by_us(&self) -> bool {
         self.tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
     }
+
+    /// The CloudFormation resource that owns the service, if one does.
+    pub fn owner(&self) -> Option<&str> {
+        self.tags.get(crate::OWNER_TAG).map(String::as_str)
+    }
+
+    /// Whether a request from `owner` may change or delete this service: one it created, or one
+    /// no stack owns. Direct invocations (`None`) act on any managed service.
+    pub fn owned_by(&self, owner: Option<&str>) -> bool {
+        match (self.owner(), owner) {
+            (Some(have), Some(want)) => have == want,
+            _ => true,
+        }
+    }
 }
 
 /// Everything a reconcile plan needs to know.

@@ -449,9 +449,17 @@ pub fn differences(old: &Value, new: &Value) -> Vec<String> {
 }
 
 /// Plan a Delete: the service, the revisions this delegate registered that no other managed
-/// service uses, and the security group it created. Only resources tagged as ours are touched.
-pub fn plan_delete(service_name: &str, o: &ObservedForDelete) -> Vec<Action> {
+/// service uses, and the security group it created. Only resources tagged as ours are touched,
+/// and nothing at all when the service belongs to another stack's delegate (`owner` differs).
+pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str>) -> Vec<Action> {
     let mut actions = Vec::new();
+    let someone_elses = o
+        .service
+        .as_ref()
+        .is_some_and(|s| s.status != "INACTIVE" && !s.owned_by(owner));
+    if someone_elses {
+        return actions;
+    }
     if let Some(s) = &o.service {
         if s.status != "INACTIVE" && s.managed_by_us() {
             actions.push(Action::DeleteService {
@@ -508,6 +516,12 @@ mod tests {
                 "prod/harness-delegate".to_string(),
             ),
         ])
+    }
+
+    fn owned_by(owner: &str) -> BTreeMap<String, String> {
+        let mut t = ours();
+        t.insert(crate::OWNER_TAG.to_string(), owner.to_string());
+        t
     }
 
     fn subnet(id: &str, public: bool) -> ObservedSubnet {
@@ -873,10 +887,28 @@ mod tests {
                 },
                 vec![],
             ),
+            (
+                "another stack's delegate",
+                ObservedForDelete {
+                    service: Some(svc(owned_by("other-stack/Delegate"), "ACTIVE")),
+                    our_revisions: vec![TD1.into()],
+                    used_by_other_services: Default::default(),
+                    managed_security_group: Some(sg.clone()),
+                },
+                vec![],
+            ),
+            (
+                "this stack's delegate",
+                ObservedForDelete {
+                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
+                    ..Default::default()
+                },
+                vec!["DeleteService"],
+            ),
         ];
         for (what, o, expected) in rows {
             assert_eq!(
-                names(&plan_delete("harness-delegate", &o)),
+                names(&plan_delete("harness-delegate", &o, Some("stack/Delegate"))),
                 expected,
                 "{what}"
             );

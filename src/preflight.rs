@@ -32,6 +32,15 @@ pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
                     spec.service_name
                 ),
             ));
+        } else if s.status != "INACTIVE" && !s.owned_by(spec.owner.as_deref()) {
+            p.push(Problem::new(
+                "ServiceName",
+                format!(
+                    "service {} in cluster {cluster} belongs to another stack's delegate ({}): pass another ServiceName, or remove that delegate from its stack first",
+                    spec.service_name,
+                    s.owner().unwrap_or_default()
+                ),
+            ));
         }
     }
 

@@ -929,3 +929,66 @@ async fn sample_events_run_as_documented() {
     assert!(active_revisions(&c, &family).await.is_empty());
     assert_eq!(rx.count(), 3);
 }
+
+/// Two stacks that declare the same cluster and service name: the second is refused, and its
+/// rollback Delete (naming the same service ARN) leaves the first stack's delegate running.
+#[tokio::test]
+async fn a_second_stack_cannot_take_over_or_delete_the_first_ones_delegate() {
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let props = w.ec2_props();
+    let first = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("a"), &props, None, None),
+    )
+    .await;
+    assert_eq!(first["Status"], "SUCCESS", "{first}");
+    let arn = first["PhysicalResourceId"].as_str().unwrap().to_string();
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert!(s
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("harness-delegate:owner") && t.value() == Some("test/Delegate")));
+
+    let other_stack = |mut e: Value| {
+        e["StackId"] = json!("arn:aws:cloudformation:us-east-1:123456789012:stack/other/guid2");
+        e
+    };
+    let mut changed = props.clone();
+    changed["DesiredCount"] = json!("3");
+    let second = run_cfn(
+        &c,
+        &rx,
+        other_stack(cfn_event("Create", &rx.url("b"), &changed, None, None)),
+    )
+    .await;
+    assert_eq!(second["Status"], "FAILED");
+    let reason = second["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("belongs to another stack's delegate (test/Delegate)"),
+        "{reason}"
+    );
+    let del = run_cfn(
+        &c,
+        &rx,
+        other_stack(cfn_event(
+            "Delete",
+            &rx.url("bd"),
+            &changed,
+            Some(&arn),
+            None,
+        )),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS");
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(
+        (s.status(), s.desired_count()),
+        (Some("ACTIVE"), 1),
+        "the first stack's delegate is untouched"
+    );
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    assert_eq!(active_revisions(&c, family).await.len(), 1);
+}
