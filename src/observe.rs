@@ -609,12 +609,7 @@ async fn network(
             .send()
             .await
             .map_err(|e| err("subnets", e.to_string()))?;
-        let vpcs: BTreeSet<String> = d
-            .subnets()
-            .iter()
-            .filter_map(|s| s.vpc_id().map(String::from))
-            .collect();
-        let public = public_subnets(c, &vpcs).await?;
+        let public = public_subnets(c, d.subnets()).await?;
         n.subnets = d
             .subnets()
             .iter()
@@ -690,12 +685,17 @@ pub async fn managed_security_group(
     Ok(d.security_groups().first().map(observed_sg))
 }
 
-/// The subnets (of these VPCs) whose route table sends traffic to an internet gateway.
+/// Which of these subnets route to an internet gateway, through their own route table or, when
+/// they have none, their VPC's main one.
 async fn public_subnets(
     c: &Clients,
-    vpcs: &BTreeSet<String>,
+    subnets: &[aws_sdk_ec2::types::Subnet],
 ) -> Result<BTreeSet<String>, ObserveError> {
     let mut public = BTreeSet::new();
+    let vpcs: BTreeSet<String> = subnets
+        .iter()
+        .filter_map(|s| s.vpc_id().map(String::from))
+        .collect();
     if vpcs.is_empty() {
         return Ok(public);
     }
@@ -711,18 +711,6 @@ async fn public_subnets(
         .send()
         .await
         .map_err(|e| err("route tables", e.to_string()))?;
-    let all_subnets = c
-        .ec2
-        .describe_subnets()
-        .filters(
-            Filter::builder()
-                .name("vpc-id")
-                .set_values(Some(vpcs.iter().cloned().collect()))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| err("subnets", e.to_string()))?;
     let to_igw = |rt: &aws_sdk_ec2::types::RouteTable| {
         rt.routes()
             .iter()
@@ -740,7 +728,7 @@ async fn public_subnets(
             }
         }
     }
-    for s in all_subnets.subnets() {
+    for s in subnets {
         let id = s.subnet_id().unwrap_or_default();
         let vpc = s.vpc_id().unwrap_or_default();
         let is_public = explicit
