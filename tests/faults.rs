@@ -21,6 +21,8 @@ enum Fault {
     /// An HTML 500, as moto and load balancers give.
     ServerError,
     Delay(Duration),
+    /// A successful answer with this JSON body instead of moto's (states moto never reaches).
+    Respond(Value),
     /// An AWS rejection: HTTP 400 with this `__type` and message (ECS JSON protocol).
     Reject(&'static str, &'static str),
 }
@@ -97,6 +99,13 @@ impl Proxy {
                         };
                     }
                     Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
+                    Some(Fault::Respond(body)) => {
+                        return Response {
+                            status: 200,
+                            headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+                            body: body.to_string().into_bytes(),
+                        }
+                    }
                     Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
                     None => {}
                 }
@@ -502,4 +511,107 @@ async fn create_service_asks_aws_for_the_right_service() {
     );
     assert!(req.get("networkConfiguration").is_none());
     assert!(req.get("platformVersion").is_none());
+}
+
+/// moto has no DRAINING state: a deleted service is INACTIVE at once. AWS keeps it DRAINING for a
+/// while, and create-service on that name fails until it is gone, so the function waits.
+#[tokio::test]
+async fn a_draining_service_is_waited_for_then_created_again() {
+    let direct = clients().await;
+    let w = seed(&direct, true).await;
+    let props = w.ec2_props();
+    let h = handler(direct.clone());
+    let r = h
+        .handle(
+            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    let arn = r["Data"]["ServiceArn"].as_str().unwrap().to_string();
+    let td = r["Data"]["TaskDefinitionArn"].as_str().unwrap().to_string();
+    direct
+        .ecs
+        .delete_service()
+        .cluster(&w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+
+    let draining = json!({"services": [{
+        "serviceArn": arn, "serviceName": "harness-delegate", "status": "DRAINING",
+        "desiredCount": 0, "runningCount": 1, "launchType": "EC2", "taskDefinition": td,
+        "tags": [
+            {"key": "harness-delegate:managed-by", "value": "harness-ecs-delegate-bootstrap"},
+            {"key": "harness-delegate:resource", "value": format!("{}/harness-delegate", w.cluster)},
+        ],
+    }], "failures": []});
+    // DRAINING for the plan and the first poll, then gone.
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeServices",
+        fault: Fault::Respond(draining.clone()),
+        times: 2,
+    }])
+    .await;
+    let h = handler(proxy.clients().await);
+    let r = h
+        .handle(
+            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = r["Actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["Action"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["WaitForServiceDrain", "CreateService"]);
+    assert!(
+        proxy.calls("DescribeServices") >= 3,
+        "polled until the service was gone"
+    );
+    let s = direct
+        .ecs
+        .describe_services()
+        .cluster(&w.cluster)
+        .services("harness-delegate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.services()[0].status(), Some("ACTIVE"));
+
+    // Still DRAINING when the deadline nears: reported, with what to do, and nothing created.
+    direct
+        .ecs
+        .delete_service()
+        .cluster(&w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeServices",
+        fault: Fault::Respond(draining),
+        times: u32::MAX,
+    }])
+    .await;
+    let h = handler(proxy.clients().await);
+    let err = h
+        .handle(
+            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            deadline_in(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("still DRAINING: run the update again in a few minutes"),
+        "{err}"
+    );
+    assert_eq!(proxy.calls("CreateService"), 0);
 }
