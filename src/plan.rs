@@ -395,26 +395,22 @@ fn short_td(arn: &str) -> &str {
 /// Names of the fields that differ between two normalized documents (names only: values may be
 /// secrets).
 pub fn differences(old: &Value, new: &Value) -> Vec<String> {
+    /// The keys of either object.
+    fn keys<'a>(a: &'a Value, b: &'a Value) -> BTreeSet<&'a String> {
+        [a, b]
+            .into_iter()
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.keys())
+            .collect()
+    }
     let mut out = Vec::new();
-    let keys: BTreeSet<&String> = old
-        .as_object()
-        .into_iter()
-        .flat_map(|o| o.keys())
-        .chain(new.as_object().into_iter().flat_map(|o| o.keys()))
-        .collect();
-    for k in keys {
+    for k in keys(old, new) {
         if old.get(k) == new.get(k) {
             continue;
         }
         if k == "containerDefinitions" {
             let (a, b) = (&old[k][0], &new[k][0]);
-            let ckeys: BTreeSet<&String> = a
-                .as_object()
-                .into_iter()
-                .flat_map(|o| o.keys())
-                .chain(b.as_object().into_iter().flat_map(|o| o.keys()))
-                .collect();
-            for ck in ckeys {
+            for ck in keys(a, b) {
                 if a.get(ck) == b.get(ck) {
                     continue;
                 }

@@ -3,54 +3,9 @@
 
 mod support;
 
-use aws_sdk_ec2::types::Filter;
 use harness_ecs_delegate_bootstrap::Clients;
 use serde_json::{json, Value};
 use support::*;
-
-async fn active_revisions(c: &Clients, family: &str) -> Vec<String> {
-    let out = c
-        .ecs
-        .list_task_definitions()
-        .family_prefix(family)
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .unwrap();
-    out.task_definition_arns()
-        .iter()
-        .filter(|a| a.rsplit('/').next().unwrap().rsplit_once(':').unwrap().0 == family)
-        .cloned()
-        .collect()
-}
-
-async fn service(c: &Clients, cluster: &str, name: &str) -> Option<aws_sdk_ecs::types::Service> {
-    let out = c
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(name)
-        .include(aws_sdk_ecs::types::ServiceField::Tags)
-        .send()
-        .await
-        .unwrap();
-    out.services().first().cloned()
-}
-
-async fn groups_named(c: &Clients, vpc: &str, name: &str) -> Vec<String> {
-    let out = c
-        .ec2
-        .describe_security_groups()
-        .filters(Filter::builder().name("vpc-id").values(vpc).build())
-        .filters(Filter::builder().name("group-name").values(name).build())
-        .send()
-        .await
-        .unwrap();
-    out.security_groups()
-        .iter()
-        .map(|g| g.group_id().unwrap().to_string())
-        .collect()
-}
 
 /// Run one CloudFormation request through the handler; return the body CloudFormation received.
 async fn run_cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
@@ -702,14 +657,8 @@ async fn direct_plan_changes_nothing_and_reconcile_converges() {
         )
         .await
         .unwrap();
-    let names: Vec<&str> = plan["Actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["Action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        action_names(&plan),
         vec![
             "CreateSecurityGroup",
             "RegisterTaskDefinition",

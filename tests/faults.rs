@@ -176,55 +176,6 @@ async fn forward(http: &reqwest::Client, upstream: &str, req: Request) -> Respon
     }
 }
 
-async fn active_revisions(c: &Clients, family: &str) -> usize {
-    let out = c
-        .ecs
-        .list_task_definitions()
-        .family_prefix(family)
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .unwrap();
-    out.task_definition_arns().len()
-}
-
-async fn service_status(c: &Clients, cluster: &str) -> Option<String> {
-    let out = c
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services("harness-delegate")
-        .send()
-        .await
-        .unwrap();
-    out.services()
-        .first()
-        .and_then(|s| s.status())
-        .map(String::from)
-}
-
-async fn our_groups(c: &Clients, vpc: &str) -> usize {
-    let out = c
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("vpc-id")
-                .values(vpc)
-                .build(),
-        )
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values("harness-delegate-delegate")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.security_groups().len()
-}
-
 async fn create_through(proxy: &Proxy, props: &Value, deadline_secs: u64) -> Value {
     let rx = Receiver::start(0).await;
     let h = handler(proxy.clients().await);
@@ -276,11 +227,16 @@ async fn throttling_and_server_errors_are_retried() {
     assert_eq!(proxy.calls("RegisterTaskDefinition"), 2);
     assert_eq!(proxy.calls("CreateSecurityGroup"), 2);
     assert_eq!(
-        service_status(&direct, &w.cluster).await.as_deref(),
+        service(&direct, &w.cluster, "harness-delegate")
+            .await
+            .and_then(|s| s.status().map(String::from))
+            .as_deref(),
         Some("ACTIVE")
     );
     assert_eq!(
-        our_groups(&direct, &w.vpc).await,
+        groups_named(&direct, &w.vpc, "harness-delegate-delegate")
+            .await
+            .len(),
         1,
         "a retried create made one group, not two"
     );
@@ -313,12 +269,21 @@ async fn an_aws_rejection_fails_the_create_and_removes_what_it_made() {
     // The group and the revision made before the rejection are gone again.
     assert_eq!(proxy.calls("CreateSecurityGroup"), 1);
     assert_eq!(proxy.calls("RegisterTaskDefinition"), 1);
-    assert_eq!(our_groups(&direct, &w.vpc).await, 0);
     assert_eq!(
-        active_revisions(&direct, props["TaskDefinitionFamily"].as_str().unwrap()).await,
+        groups_named(&direct, &w.vpc, "harness-delegate-delegate")
+            .await
+            .len(),
         0
     );
-    assert_eq!(service_status(&direct, &w.cluster).await, None);
+    assert_eq!(
+        active_revisions(&direct, props["TaskDefinitionFamily"].as_str().unwrap())
+            .await
+            .len(),
+        0
+    );
+    assert!(service(&direct, &w.cluster, "harness-delegate")
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -416,7 +381,9 @@ async fn failed_is_sent_before_the_deadline_when_aws_hangs() {
         took >= Duration::from_secs(3),
         "answered too early: {took:?}"
     );
-    assert_eq!(service_status(&direct, &w.cluster).await, None);
+    assert!(service(&direct, &w.cluster, "harness-delegate")
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -563,13 +530,10 @@ async fn a_draining_service_is_waited_for_then_created_again() {
         )
         .await
         .unwrap();
-    let names: Vec<&str> = r["Actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["Action"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec!["WaitForServiceDrain", "CreateService"]);
+    assert_eq!(
+        action_names(&r),
+        vec!["WaitForServiceDrain", "CreateService"]
+    );
     assert!(
         proxy.calls("DescribeServices") >= 3,
         "polled until the service was gone"

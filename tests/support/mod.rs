@@ -112,6 +112,79 @@ pub fn handler(clients: Clients) -> Handler {
     }
 }
 
+// ---- reading AWS state back ------------------------------------------------------------------
+
+/// The ACTIVE revisions of exactly this family.
+pub async fn active_revisions(c: &Clients, family: &str) -> Vec<String> {
+    let out = c
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    out.task_definition_arns()
+        .iter()
+        .filter(|a| a.rsplit('/').next().unwrap().rsplit_once(':').unwrap().0 == family)
+        .cloned()
+        .collect()
+}
+
+/// The service as ECS describes it, with tags.
+pub async fn service(
+    c: &Clients,
+    cluster: &str,
+    name: &str,
+) -> Option<aws_sdk_ecs::types::Service> {
+    let out = c
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(name)
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .send()
+        .await
+        .unwrap();
+    out.services().first().cloned()
+}
+
+/// Security groups of this name in the VPC.
+pub async fn groups_named(c: &Clients, vpc: &str, name: &str) -> Vec<String> {
+    let out = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.security_groups()
+        .iter()
+        .map(|g| g.group_id().unwrap().to_string())
+        .collect()
+}
+
+/// The `Action` names of a plan or result.
+pub fn action_names(result: &Value) -> Vec<String> {
+    result["Actions"]
+        .as_array()
+        .expect("a list of actions")
+        .iter()
+        .map(|a| a["Action"].as_str().unwrap().to_string())
+        .collect()
+}
+
 // ---- a tiny HTTP server -----------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
