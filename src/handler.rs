@@ -18,8 +18,8 @@ use crate::respond::{self, CfnResponse, RespondError, RetryPolicy, Status};
 use crate::spec::{self, DelegateSpec, Problems};
 use crate::{observe, plan, preflight, Clients};
 
-/// Physical id of a resource whose Create failed: deterministic, and recognised by Delete as
-/// "nothing was created".
+/// Physical id of a resource whose Create failed before its service could even be named (the
+/// properties are unreadable): deterministic, and recognised by Delete as "nothing was created".
 pub const NOT_CREATED_PREFIX: &str = "not-created:";
 
 /// How long before the invocation deadline CloudFormation is answered FAILED if work is not done.
@@ -219,12 +219,39 @@ pub struct Outcome {
     pub data: BTreeMap<String, String>,
 }
 
-fn not_created_id(req: &CfnRequest) -> String {
-    format!("{NOT_CREATED_PREFIX}{}", req.logical_resource_id)
+/// The physical id for a request that has none yet (a Create): the ARN the service has or would
+/// have, computed from the stack's region and account and the properties, so that the Delete
+/// CloudFormation sends after a failed Create can remove anything this resource did leave (a
+/// Create cut off by the deadline, say). Delete only touches what carries this stack's owner tag.
+/// Unreadable properties give the not-created marker.
+fn new_physical_id(req: &CfnRequest) -> String {
+    would_be_service_arn(req)
+        .unwrap_or_else(|| format!("{NOT_CREATED_PREFIX}{}", req.logical_resource_id))
+}
+
+fn would_be_service_arn(req: &CfnRequest) -> Option<String> {
+    // arn:<partition>:cloudformation:<region>:<account>:stack/<name>/<guid>
+    let parts: Vec<&str> = req.stack_id.splitn(6, ':').collect();
+    let [_, partition, _, region, account, _] = parts.as_slice() else {
+        return None;
+    };
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let props = &req.properties;
+    let cluster = spec::cluster_short_name(props.get("ClusterName")?.as_str()?);
+    let service = match props.get("ServiceName").and_then(Value::as_str) {
+        Some(s) if !s.trim().is_empty() => s.trim(),
+        _ => spec::DEFAULT_SERVICE_NAME,
+    };
+    (name_ok(cluster) && name_ok(service) && name_ok(region) && name_ok(account))
+        .then(|| format!("arn:{partition}:ecs:{region}:{account}:service/{cluster}/{service}"))
 }
 
 /// A FAILED outcome with the physical id CloudFormation should keep: the existing one on Update
-/// and Delete, the not-created marker on Create.
+/// and Delete, the service's (would-be) ARN on Create.
 pub fn failed(req: &CfnRequest, reason: String) -> Outcome {
     Outcome {
         status: Status::Failed,
@@ -232,7 +259,7 @@ pub fn failed(req: &CfnRequest, reason: String) -> Outcome {
         physical_resource_id: req
             .physical_resource_id
             .clone()
-            .unwrap_or_else(|| not_created_id(req)),
+            .unwrap_or_else(|| new_physical_id(req)),
         data: BTreeMap::new(),
     }
 }
@@ -273,7 +300,7 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
                 status: Status::Success,
                 reason: String::new(),
                 physical_resource_id: if physical.is_empty() {
-                    not_created_id(req)
+                    new_physical_id(req)
                 } else {
                     physical.clone()
                 },
@@ -391,7 +418,7 @@ pub async fn delete(
     deadline: Instant,
 ) -> Result<Vec<plan::Action>, ReconcileError> {
     // A cluster that is gone takes its services with it; the rest may still need removing.
-    let observed = observe::observe_for_delete(c, cluster, service, family).await?;
+    let observed = observe::observe_for_delete(c, cluster, service, family, owner).await?;
     let actions = plan::plan_delete(service, &observed, owner);
     if observed
         .service

@@ -74,6 +74,8 @@ pub struct ObservedSecurityGroup {
     pub id: String,
     pub vpc_id: String,
     pub name: String,
+    /// Its `harness-delegate:owner` tag, for the groups this function created.
+    pub owner: Option<String>,
 }
 
 /// Where the VPC the delegate runs in came from.
@@ -157,10 +159,7 @@ impl ObservedService {
     /// Whether a request from `owner` may change or delete this service: one it created, or one
     /// no stack owns. Direct invocations (`None`) act on any managed service.
     pub fn owned_by(&self, owner: Option<&str>) -> bool {
-        match (self.owner(), owner) {
-            (Some(have), Some(want)) => have == want,
-            _ => true,
-        }
+        same_owner(self.owner(), owner)
     }
 }
 
@@ -662,6 +661,20 @@ fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
         id: g.group_id().unwrap_or_default().to_string(),
         vpc_id: g.vpc_id().unwrap_or_default().to_string(),
         name: g.group_name().unwrap_or_default().to_string(),
+        owner: g
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(crate::OWNER_TAG))
+            .and_then(|t| t.value().map(String::from)),
+    }
+}
+
+/// A resource tagged with owner `have` may be changed by a request from `want`: the same
+/// CloudFormation resource, or either side has no owner (direct invocations, older resources).
+pub fn same_owner(have: Option<&str>, want: Option<&str>) -> bool {
+    match (have, want) {
+        (Some(h), Some(w)) => h == w,
+        _ => true,
     }
 }
 
@@ -742,12 +755,15 @@ async fn public_subnets(
     Ok(public)
 }
 
-/// What a Delete of the delegate `cluster`/`service_name` (family `family`) would remove.
+/// What a Delete of the delegate `cluster`/`service_name` (family `family`) from `owner` may
+/// remove: revisions and a group are this delegate's when tagged with its key and not with
+/// another owner.
 pub async fn observe_for_delete(
     c: &Clients,
     cluster: &str,
     service_name: &str,
     family: &str,
+    owner: Option<&str>,
 ) -> Result<ObservedForDelete, ObserveError> {
     let key = format!(
         "{}/{service_name}",
@@ -757,7 +773,9 @@ pub async fn observe_for_delete(
         service: service(c, cluster, service_name).await?,
         ..Default::default()
     };
-    o.managed_security_group = managed_security_group(c, &key).await?;
+    o.managed_security_group = managed_security_group(c, &key)
+        .await?
+        .filter(|g| same_owner(g.owner.as_deref(), owner));
 
     let list = c
         .ecs
@@ -777,7 +795,9 @@ pub async fn observe_for_delete(
             continue;
         }
         if let Some(td) = describe_task_definition(c, arn).await? {
-            if td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str()) {
+            let ours = td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str())
+                && same_owner(td.tags.get(crate::OWNER_TAG).map(String::as_str), owner);
+            if ours {
                 o.our_revisions.push(td.arn);
             }
         }

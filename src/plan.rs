@@ -551,6 +551,7 @@ mod tests {
                     id: "sg-ours".into(),
                     vpc_id: "vpc-1".into(),
                     name: "harness-delegate-delegate".into(),
+                    owner: None,
                 }),
                 ..Default::default()
             },
@@ -840,6 +841,7 @@ mod tests {
             id: "sg-ours".into(),
             vpc_id: "vpc-1".into(),
             name: "harness-delegate-delegate".into(),
+            owner: None,
         };
         let rows: Vec<(&str, ObservedForDelete, Vec<&str>)> = vec![
             ("nothing there", ObservedForDelete::default(), vec![]),

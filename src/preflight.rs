@@ -313,6 +313,7 @@ mod tests {
                     id: "sg-b".into(),
                     vpc_id: "vpc-1".into(),
                     name: "g".into(),
+                    owner: None,
                 }],
                 ..Default::default()
             },

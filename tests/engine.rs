@@ -327,7 +327,12 @@ async fn preflight_failure_reports_everything_and_creates_nothing() {
         reason.contains("role/does-not-exist does not exist"),
         "{reason}"
     );
-    assert_eq!(body["PhysicalResourceId"], "not-created:Delegate");
+    // The id is the ARN the service would have had: the rollback Delete can clean up by it.
+    let would_be = format!(
+        "arn:aws:ecs:us-east-1:123456789012:service/{}/harness-delegate",
+        w.cluster
+    );
+    assert_eq!(body["PhysicalResourceId"], would_be.as_str());
     let family = props["TaskDefinitionFamily"].as_str().unwrap();
     assert!(active_revisions(&c, family).await.is_empty());
     assert!(service(&c, &w.cluster, "harness-delegate").await.is_none());
@@ -339,17 +344,11 @@ async fn preflight_failure_reports_everything_and_creates_nothing() {
     let del = run_cfn(
         &c,
         &rx,
-        cfn_event(
-            "Delete",
-            &rx.url("d"),
-            &props,
-            Some("not-created:Delegate"),
-            None,
-        ),
+        cfn_event("Delete", &rx.url("d"), &props, Some(&would_be), None),
     )
     .await;
     assert_eq!(del["Status"], "SUCCESS");
-    assert_eq!(del["PhysicalResourceId"], "not-created:Delegate");
+    assert_eq!(del["PhysicalResourceId"], would_be.as_str());
 }
 
 #[tokio::test]
@@ -740,6 +739,10 @@ async fn unanswerable_and_odd_requests() {
     e["RequestType"] = json!("Create");
     let _ = h.handle(e, deadline_in(30)).await.unwrap();
     let body = rx.bodies().pop().unwrap();
+    assert_eq!(
+        body["PhysicalResourceId"], "not-created:Delegate",
+        "no service can be named from these properties"
+    );
     assert!(
         body["Reason"]
             .as_str()

@@ -260,7 +260,10 @@ async fn an_aws_rejection_fails_the_create_and_removes_what_it_made() {
     assert_eq!(body["Status"], "FAILED");
     let reason = body["Reason"].as_str().unwrap();
     assert!(reason.contains("creating service harness-delegate failed: InvalidParameterException: Creation of service was not idempotent."), "{reason}");
-    assert_eq!(body["PhysicalResourceId"], "not-created:Delegate");
+    assert!(body["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":service/{}/harness-delegate", w.cluster)));
     assert_eq!(
         proxy.calls("CreateService"),
         1,
@@ -578,4 +581,60 @@ async fn a_draining_service_is_waited_for_then_created_again() {
         "{err}"
     );
     assert_eq!(proxy.calls("CreateService"), 0);
+}
+
+/// The worst case for "nothing half-created": AWS creates the service only after the function
+/// has given up and answered FAILED. The physical id of that answer lets CloudFormation's
+/// rollback Delete find and remove everything the Create left behind.
+#[tokio::test]
+async fn a_create_cut_off_by_the_deadline_is_cleaned_up_by_the_rollback_delete() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let props = w.fargate_props();
+    let family = props["TaskDefinitionFamily"].as_str().unwrap().to_string();
+    let proxy = Proxy::start(vec![Rule {
+        operation: "CreateService",
+        fault: Fault::Delay(Duration::from_secs(8)),
+        times: 1,
+    }])
+    .await;
+    let body = create_through(&proxy, &props, 9).await;
+    assert_eq!(body["Status"], "FAILED");
+    assert!(
+        body["Reason"].as_str().unwrap().starts_with("timed out"),
+        "{body}"
+    );
+    // Let the delayed CreateService reach moto.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        service(&direct, &w.cluster, "harness-delegate")
+            .await
+            .and_then(|s| s.status().map(String::from))
+            .as_deref(),
+        Some("ACTIVE"),
+        "the emulator created the service after the FAILED answer"
+    );
+    assert_eq!(active_revisions(&direct, &family).await.len(), 1);
+
+    let rx = Receiver::start(0).await;
+    let physical = body["PhysicalResourceId"].as_str().unwrap();
+    handler(direct.clone())
+        .handle(
+            cfn_event("Delete", &rx.url("d"), &props, Some(physical), None),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rx.bodies()[0]["Status"], "SUCCESS");
+    assert_eq!(
+        service(&direct, &w.cluster, "harness-delegate")
+            .await
+            .unwrap()
+            .status(),
+        Some("INACTIVE")
+    );
+    assert!(active_revisions(&direct, &family).await.is_empty());
+    assert!(groups_named(&direct, &w.vpc, "harness-delegate-delegate")
+        .await
+        .is_empty());
 }
