@@ -5,7 +5,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
 BIN := target/debug/harness-ecs-delegate-bootstrap
 
-.PHONY: demo test build venv
+.PHONY: demo test build venv build-BootstrapFunction
 
 $(VENV_STAMP): tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -17,6 +17,12 @@ venv: $(VENV_STAMP)
 
 build:
 	cargo build
+
+# sam build runs this for the BootstrapFunction (BuildMethod: makefile). Keep panic=unwind
+# (Cargo.toml's release profile): a panic must still produce a CloudFormation response.
+build-BootstrapFunction:
+	cargo build --release --locked
+	cp target/release/harness-ecs-delegate-bootstrap $(ARTIFACTS_DIR)/bootstrap
 
 demo: venv build
 	scripts/demo.sh
