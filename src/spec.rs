@@ -668,7 +668,7 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
         }
         NetworkMode::Awsvpc => None,
     };
-    Ok(DelegateSpec {
+    let spec = DelegateSpec {
         delegate_name: delegate_name.unwrap_or_else(|| service_name.clone()),
         cluster,
         service_name,
@@ -698,7 +698,13 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
         task_definition_overrides: overrides,
         tags,
         owner: None,
-    })
+    };
+    let p = crate::task_definition::check_rendered(&spec, &crate::task_definition::render(&spec));
+    if p.is_empty() {
+        Ok(spec)
+    } else {
+        Err(Problems(p))
+    }
 }
 
 /// Variables the function derives itself; setting them through `Environment` would fight it.

@@ -43,7 +43,6 @@ pub fn render(spec: &DelegateSpec) -> Value {
             push("DELEGATE_TYPE", "DOCKER");
             push("DEPLOY_MODE", "KUBERNETES");
             push("NEXT_GEN", "true");
-            push("INIT_SCRIPT", "");
             if let Some(t) = &spec.delegate_tags {
                 push("DELEGATE_TAGS", t);
             }
@@ -62,20 +61,15 @@ pub fn render(spec: &DelegateSpec) -> Value {
             push("DELEGATE_TYPE", "ECS");
             push("DEPLOY_MODE", "KUBERNETES");
             push("POLL_FOR_TASKS", "false");
-            push("INIT_SCRIPT", "");
-            push(
-                "DELEGATE_PROFILE",
-                spec.delegate_profile.as_deref().unwrap_or(""),
-            );
         }
     }
+    // Empty values are left out: ECS drops them when it stores a definition, so rendering them
+    // would make every comparison differ. Harness' templates send INIT_SCRIPT="" to mean unset.
     if let Some(g) = &spec.delegate_group_name {
         push("DELEGATE_GROUP_NAME", g);
     }
-    if spec.generation == DelegateGeneration::NextGen {
-        if let Some(p) = &spec.delegate_profile {
-            push("DELEGATE_PROFILE", p);
-        }
+    if let Some(p) = &spec.delegate_profile {
+        push("DELEGATE_PROFILE", p);
     }
     for (k, v) in &spec.environment {
         push(k, v);
@@ -119,8 +113,99 @@ pub fn render(spec: &DelegateSpec) -> Value {
     }
     if let Some(patch) = &spec.task_definition_overrides {
         merge_patch(&mut doc, patch);
+        // CloudFormation hands nested scalars over as strings ("30", "true").
+        coerce(&mut doc, SCHEMA);
     }
     doc
+}
+
+/// Give every supported field the JSON type ECS uses for it (numbers, booleans, strings).
+fn coerce(v: &mut Value, schema: &[(&str, Field)]) {
+    let Some(obj) = v.as_object_mut() else { return };
+    for (k, x) in obj.iter_mut() {
+        let Some((_, field)) = schema.iter().find(|(name, _)| name == k) else {
+            continue;
+        };
+        match field {
+            Int => {
+                if let Some(n) = x.as_str().and_then(|s| s.trim().parse::<i64>().ok()) {
+                    *x = json!(n);
+                }
+            }
+            Bool => {
+                if let Some(b) = x.as_str().and_then(|s| s.trim().parse::<bool>().ok()) {
+                    *x = json!(b);
+                }
+            }
+            Str => {
+                if let Some(n) = x.as_number() {
+                    *x = json!(n.to_string());
+                }
+            }
+            Object(inner) => coerce(x, inner),
+            ObjectList(inner) => {
+                for item in x.as_array_mut().into_iter().flatten() {
+                    coerce(item, inner);
+                }
+            }
+            StrList | StrMap => {}
+        }
+    }
+}
+
+/// Problems with a rendered document that only overrides can cause. A merge patch replaces
+/// arrays whole, so an override of `containerDefinitions` must bring the delegate's own settings
+/// along; without this check AWS would accept a delegate that cannot log in to Harness.
+pub fn check_rendered(spec: &DelegateSpec, doc: &Value) -> Vec<Problem> {
+    if spec
+        .task_definition_overrides
+        .as_ref()
+        .is_none_or(|o| o.get("containerDefinitions").is_none())
+    {
+        return vec![];
+    }
+    let token_var = match spec.generation {
+        DelegateGeneration::NextGen => "DELEGATE_TOKEN",
+        DelegateGeneration::FirstGen => "ACCOUNT_SECRET",
+    };
+    let containers = doc["containerDefinitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let prop = "TaskDefinitionOverrides";
+    let Some(c) = containers.iter().find(|c| c["name"] == CONTAINER_NAME) else {
+        return vec![Problem::new(
+            prop,
+            format!("containerDefinitions replaces the whole list (RFC 7396 merge patch) and has no container named {CONTAINER_NAME}: name the delegate's container {CONTAINER_NAME}"),
+        )];
+    };
+    let mut p = Vec::new();
+    if !c["image"].is_string() {
+        p.push(Problem::new(
+            prop,
+            format!("container {CONTAINER_NAME} has no image: add \"image\""),
+        ));
+    }
+    let named = |list: &str, name: &str| {
+        c[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == name)
+    };
+    if !named("environment", token_var) && !named("secrets", token_var) {
+        p.push(Problem::new(
+            prop,
+            format!("container {CONTAINER_NAME} no longer receives {token_var} (containerDefinitions replaces the whole list): include the delegate's environment and secrets, or override other fields only"),
+        ));
+    }
+    if !named("environment", "ACCOUNT_ID") {
+        p.push(Problem::new(
+            prop,
+            format!("container {CONTAINER_NAME} no longer receives ACCOUNT_ID (containerDefinitions replaces the whole list): include the delegate's environment"),
+        ));
+    }
+    p
 }
 
 /// RFC 7396 JSON merge patch: objects merge, `null` removes, anything else replaces.
@@ -330,6 +415,10 @@ fn normalize_container(c: &mut Value, awsvpc: bool) {
     if o.get("cpu") == Some(&json!(0)) {
         o.remove("cpu");
     }
+    // ECS does not store environment variables with an empty value.
+    if let Some(Value::Array(env)) = o.get_mut("environment") {
+        env.retain(|e| e["value"].as_str().is_some_and(|v| !v.is_empty()));
+    }
     for k in ["environment", "secrets"] {
         if let Some(Value::Array(a)) = o.get_mut(k) {
             a.sort_by(|x, y| x["name"].as_str().cmp(&y["name"].as_str()));
@@ -340,11 +429,17 @@ fn normalize_container(c: &mut Value, awsvpc: bool) {
             let cp = m["containerPort"].clone();
             if let Some(mo) = m.as_object_mut() {
                 mo.entry("protocol").or_insert(json!("tcp"));
-                if awsvpc {
-                    mo.entry("hostPort").or_insert(cp);
-                }
+                // ECS fills in the host port: the container port under awsvpc, 0 (dynamic) else.
+                mo.entry("hostPort")
+                    .or_insert(if awsvpc { cp } else { json!(0) });
             }
         }
+    }
+    // ECS fills in the health check's defaults.
+    if let Some(hc) = o.get_mut("healthCheck").and_then(Value::as_object_mut) {
+        hc.entry("interval").or_insert(json!(30));
+        hc.entry("timeout").or_insert(json!(5));
+        hc.entry("retries").or_insert(json!(3));
     }
 }
 
@@ -790,6 +885,75 @@ mod tests {
         let mut c = b.clone();
         c["containerDefinitions"][0]["image"] = json!("other");
         assert_ne!(normalize(&a), normalize(&c));
+    }
+
+    #[test]
+    fn overrides_from_cloudformation_compare_equal_to_what_ecs_returns() {
+        // CloudFormation turns nested scalars into strings; ECS answers with typed values and
+        // fills in defaults. Both must normalize to the same document.
+        let s = spec_of(json!({
+            "TaskDefinitionOverrides": {
+                "ephemeralStorage": {"sizeInGiB": "30"},
+                "containerDefinitions": [{
+                    "name": "ecs-delegate", "image": "harness/delegate:1", "essential": "true",
+                    "environment": [{"name": "ACCOUNT_ID", "value": "a"}, {"name": "DELEGATE_TOKEN", "value": "tok-value"}, {"name": "INIT_SCRIPT", "value": ""}],
+                    "portMappings": [{"containerPort": "8080"}],
+                    "healthCheck": {"command": ["CMD-SHELL", "curl -f localhost:3460/api/health"]}
+                }]
+            }
+        }));
+        let rendered = render(&s);
+        assert_eq!(rendered["ephemeralStorage"]["sizeInGiB"], json!(30));
+        assert_eq!(
+            rendered["containerDefinitions"][0]["essential"],
+            json!(true)
+        );
+        let from_ecs = json!({
+            "family": "harness-delegate-task-spec", "cpu": "1024", "memory": "6144",
+            "networkMode": "bridge", "requiresCompatibilities": ["EC2"],
+            "ephemeralStorage": {"sizeInGiB": 30},
+            "containerDefinitions": [{
+                "name": "ecs-delegate", "image": "harness/delegate:1", "essential": true, "cpu": 0,
+                "environment": [{"name": "DELEGATE_TOKEN", "value": "tok-value"}, {"name": "ACCOUNT_ID", "value": "a"}],
+                "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+                "healthCheck": {"command": ["CMD-SHELL", "curl -f localhost:3460/api/health"], "interval": 30, "timeout": 5, "retries": 3}
+            }]
+        });
+        assert_eq!(normalize(&rendered), normalize(&from_ecs));
+    }
+
+    #[test]
+    fn a_container_override_must_keep_the_delegate_working() {
+        let v = json!({
+            "ClusterName": "prod", "AccountId": "a", "DelegateToken": "t",
+            "TaskDefinitionOverrides": {"containerDefinitions": [{"name": "ecs-delegate", "image": "i", "healthCheck": {"command": ["CMD", "true"]}}]}
+        });
+        let p = spec::parse(&v).unwrap_err();
+        assert!(
+            p.to_string().contains("no longer receives DELEGATE_TOKEN"),
+            "{p}"
+        );
+        assert!(
+            p.to_string().contains("no longer receives ACCOUNT_ID"),
+            "{p}"
+        );
+        let v = json!({
+            "ClusterName": "prod", "AccountId": "a", "DelegateToken": "t",
+            "TaskDefinitionOverrides": {"containerDefinitions": [{"name": "other", "image": "i"}]}
+        });
+        assert!(spec::parse(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("no container named ecs-delegate"));
+    }
+
+    #[test]
+    fn no_empty_environment_values_are_rendered() {
+        for generation in ["NextGen", "FirstGen"] {
+            let d = render(&spec_of(json!({"DelegateGeneration": generation})));
+            let empty: Vec<_> = env(&d).into_iter().filter(|(_, v)| v == "").collect();
+            assert!(empty.is_empty(), "{generation}: {empty:?}");
+        }
     }
 
     #[test]
