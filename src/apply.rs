@@ -211,6 +211,21 @@ impl<'a> Applier<'a> {
                         service_arn = Some(arn.to_string());
                     }
                 }
+                Action::TagService { owner, .. } => {
+                    let arn = service_arn.clone().unwrap_or_default();
+                    c.ecs
+                        .tag_resource()
+                        .resource_arn(&arn)
+                        .tags(ecs::Tag::builder().key(OWNER_TAG).value(owner).build())
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            fail(
+                                format!("tagging service {}", spec.service_name),
+                                sdk_message(&e),
+                            )
+                        })?;
+                }
                 Action::DeleteService { .. }
                 | Action::DeregisterTaskDefinition { .. }
                 | Action::DeleteSecurityGroup { .. } => {

@@ -22,8 +22,9 @@ use crate::{observe, plan, preflight, Clients};
 /// properties are unreadable): deterministic, and recognised by Delete as "nothing was created".
 pub const NOT_CREATED_PREFIX: &str = "not-created:";
 
-/// How long before the invocation deadline CloudFormation is answered FAILED if work is not done.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+/// How long before the invocation deadline CloudFormation is answered FAILED if work is not done:
+/// room for a few attempts of the response PUT.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -143,21 +144,22 @@ impl Handler {
             .checked_sub(Duration::from_secs(5))
             .unwrap_or(respond_by);
         let work = async move { cloudformation_work(&clients, &work_req, apply_deadline).await };
-        self.answer(req, url, respond_by, work).await
+        self.answer(req, url, deadline, work).await
     }
 
     /// Run `work` and answer CloudFormation with its outcome exactly once: FAILED if it panics,
-    /// FAILED at `respond_by` if it has not finished.
+    /// FAILED [`DEADLINE_MARGIN`] before `deadline` (the invocation's end) if it has not finished.
     pub async fn answer<F>(
         &self,
         req: CfnRequest,
         url: reqwest::Url,
-        respond_by: Instant,
+        deadline: Instant,
         work: F,
     ) -> Result<Value, HandlerError>
     where
         F: std::future::Future<Output = Outcome> + Send + 'static,
     {
+        let respond_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
         let task = tokio::spawn(work);
         let abort = task.abort_handle();
         let outcome = match tokio::time::timeout_at(respond_by, task).await {
@@ -200,7 +202,7 @@ impl Handler {
             reason = %resp.reason,
             "custom resource request handled"
         );
-        respond::send(&self.http, &url, &resp, self.retry).await?;
+        respond::send(&self.http, &url, &resp, self.retry, deadline).await?;
         Ok(json!({
             "Status": resp.status,
             "PhysicalResourceId": resp.physical_resource_id,

@@ -83,6 +83,8 @@ pub struct ObservedSecurityGroup {
 pub enum VpcSource {
     Property,
     ContainerInstances,
+    /// The VPC of the given `SubnetIds` (Fargate).
+    Subnets,
     AwsvpcServices,
 }
 
@@ -90,6 +92,8 @@ pub enum VpcSource {
 pub struct ObservedNetwork {
     pub vpc_id: Option<String>,
     pub vpc_source: Option<VpcSource>,
+    /// The VPCs of the cluster's awsvpc services, when they are several and none was chosen.
+    pub vpc_candidates: Vec<String>,
     /// Whether the VPC (given or found) exists.
     pub vpc_exists: bool,
     /// The given `SubnetIds` that exist, or every subnet of the VPC when none were given.
@@ -121,6 +125,8 @@ pub struct ObservedInstance {
 pub struct ObservedTaskDefinition {
     pub arn: String,
     pub revision: i32,
+    /// ACTIVE or INACTIVE (deregistered).
+    pub status: String,
     /// The supported fields, as `task_definition::from_sdk` reads them.
     pub doc: Value,
     pub tags: BTreeMap<String, String>,
@@ -156,10 +162,22 @@ impl ObservedService {
         self.tags.get(crate::OWNER_TAG).map(String::as_str)
     }
 
-    /// Whether a request from `owner` may change or delete this service: one it created, or one
-    /// no stack owns. Direct invocations (`None`) act on any managed service.
+    /// Whether a request from `owner` may change this service: its own, or one no stack owns
+    /// yet (it is then adopted). Direct invocations (`None`) act on any managed service.
+    pub fn may_adopt(&self, owner: Option<&str>) -> bool {
+        match (self.owner(), owner) {
+            (Some(have), Some(want)) => have == want,
+            _ => true,
+        }
+    }
+
+    /// Whether a request from `owner` may delete this service: a CloudFormation resource only
+    /// its own, so a failed Create's rollback never removes a delegate it did not make.
     pub fn owned_by(&self, owner: Option<&str>) -> bool {
-        same_owner(self.owner(), owner)
+        match owner {
+            None => true,
+            Some(want) => self.owner() == Some(want),
+        }
     }
 }
 
@@ -174,6 +192,8 @@ pub struct Observed {
     pub container_instances: Vec<ObservedInstance>,
     /// The latest ACTIVE revision of the family.
     pub latest_task_definition: Option<ObservedTaskDefinition>,
+    /// The revision the service runs, when that is not the latest.
+    pub current_task_definition: Option<ObservedTaskDefinition>,
     pub service: Option<ObservedService>,
 }
 
@@ -185,7 +205,7 @@ pub struct ObservedForDelete {
     pub our_revisions: Vec<String>,
     /// Task definitions used by other services this function manages.
     pub used_by_other_services: BTreeSet<String>,
-    pub managed_security_group: Option<ObservedSecurityGroup>,
+    pub managed_security_groups: Vec<ObservedSecurityGroup>,
 }
 
 pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, ObserveError> {
@@ -203,6 +223,19 @@ pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, Obser
 
     if cluster_active {
         o.service = service(c, &spec.cluster, &spec.service_name).await?;
+        // Another delegate sharing the family may have registered the latest revision; the one
+        // this service runs is the first candidate for reuse.
+        let running = o
+            .service
+            .as_ref()
+            .filter(|s| s.status == "ACTIVE")
+            .map(|s| s.task_definition.clone())
+            .filter(|td| {
+                !td.is_empty() && o.latest_task_definition.as_ref().map(|l| &l.arn) != Some(td)
+            });
+        if let Some(td) = running {
+            o.current_task_definition = describe_task_definition(c, &td).await?;
+        }
         let needs_instances = spec.launch_type == LaunchType::Ec2
             || (spec.network_mode == NetworkMode::Awsvpc && spec.vpc_id.is_none());
         if needs_instances {
@@ -213,9 +246,9 @@ pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, Obser
         o.network = network(c, spec, &o).await?;
     } else if cluster_active {
         // bridge: the VPC is informational only (reported in Data); a failure to find it is fine.
-        if let Ok((vpc, src)) = discover_vpc(c, spec, &o.container_instances).await {
-            o.network.vpc_id = vpc;
-            o.network.vpc_source = src;
+        if let Ok(d) = discover_vpc(c, spec, &o.container_instances).await {
+            o.network.vpc_id = d.vpc;
+            o.network.vpc_source = d.source;
             o.network.vpc_exists = o.network.vpc_id.is_some();
         }
     }
@@ -325,33 +358,39 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub async fn latest_task_definition(
-    c: &Clients,
-    family: &str,
-) -> Result<Option<ObservedTaskDefinition>, ObserveError> {
-    let list = c
+/// The ACTIVE revisions of exactly `family`, oldest first, every page.
+async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, ObserveError> {
+    let arns = c
         .ecs
         .list_task_definitions()
         .family_prefix(family)
         .status(ecs::TaskDefinitionStatus::Active)
-        .sort(ecs::SortOrder::Desc)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<Result<Vec<String>, _>>()
         .await
         .map_err(|e| err(format!("task definitions of {family}"), sdk_message(&e)))?;
-    // The prefix matches other families too (harness-delegate-task-spec-2); keep ours, newest first.
-    let mut ours: Vec<(i32, &str)> = list
-        .task_definition_arns()
-        .iter()
+    let mut ours: Vec<(i32, String)> = arns
+        .into_iter()
         .filter_map(|arn| {
             let (fam, rev) = arn.rsplit('/').next()?.rsplit_once(':')?;
-            (fam == family).then(|| (rev.parse().ok().unwrap_or(0), arn.as_str()))
+            let rev = rev.parse().ok()?;
+            (fam == family).then_some((rev, arn))
         })
         .collect();
-    ours.sort_by_key(|t| std::cmp::Reverse(t.0));
-    let Some((_, arn)) = ours.first() else {
-        return Ok(None);
-    };
-    describe_task_definition(c, arn).await
+    ours.sort();
+    Ok(ours.into_iter().map(|(_, arn)| arn).collect())
+}
+
+pub async fn latest_task_definition(
+    c: &Clients,
+    family: &str,
+) -> Result<Option<ObservedTaskDefinition>, ObserveError> {
+    match active_revisions(c, family).await?.last() {
+        Some(arn) => describe_task_definition(c, arn).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn describe_task_definition(
@@ -381,6 +420,10 @@ pub async fn describe_task_definition(
     Ok(Some(ObservedTaskDefinition {
         arn: td.task_definition_arn().unwrap_or_default().to_string(),
         revision: td.revision(),
+        status: td
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         doc: task_definition::from_sdk(td),
         tags: ecs_tags(out.tags()),
     }))
@@ -499,41 +542,54 @@ async fn discover_vpc(
     c: &Clients,
     spec: &DelegateSpec,
     instances: &[ObservedInstance],
-) -> Result<(Option<String>, Option<VpcSource>), ObserveError> {
+) -> Result<VpcDiscovery, ObserveError> {
+    let found = |vpc: String, source| VpcDiscovery {
+        vpc: Some(vpc),
+        source: Some(source),
+        candidates: vec![],
+    };
     if let Some(v) = &spec.vpc_id {
-        return Ok((Some(v.clone()), Some(VpcSource::Property)));
+        return Ok(found(v.clone(), VpcSource::Property));
     }
+    // EC2 tasks run on the instances, so their VPC decides; Fargate tasks run where their
+    // subnets are.
     let ids: Vec<String> = instances
         .iter()
         .map(|i| i.ec2_instance_id.clone())
         .filter(|i| !i.is_empty())
         .collect();
-    if !ids.is_empty() {
-        let d = c
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids))
-            .send()
-            .await
-            .map_err(|e| err("EC2 instances of the cluster", e.to_string()))?;
-        let vpc = d
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find_map(|i| i.vpc_id().map(String::from));
-        if vpc.is_some() {
-            return Ok((vpc, Some(VpcSource::ContainerInstances)));
+    if spec.launch_type == LaunchType::Ec2 && !ids.is_empty() {
+        if let Some(vpc) = instances_vpc(c, ids.clone()).await? {
+            return Ok(found(vpc, VpcSource::ContainerInstances));
         }
     }
-    // Another awsvpc service of the cluster tells which VPC it runs in.
-    let list = c
+    if let Some(first) = spec.subnet_ids.as_ref().and_then(|s| s.first()) {
+        if let Some(vpc) = subnet_vpcs(c, vec![first.clone()])
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(found(vpc, VpcSource::Subnets));
+        }
+    }
+    if !ids.is_empty() {
+        if let Some(vpc) = instances_vpc(c, ids).await? {
+            return Ok(found(vpc, VpcSource::ContainerInstances));
+        }
+    }
+    // The cluster's awsvpc services tell which VPC it runs in, if they agree on one.
+    let arns = c
         .ecs
         .list_services()
         .cluster(&spec.cluster)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<Result<Vec<String>, _>>()
         .await
         .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
-    for chunk in list.service_arns().chunks(10) {
+    let mut subnets = BTreeSet::new();
+    for chunk in arns.chunks(10) {
         let d = c
             .ecs
             .describe_services()
@@ -542,27 +598,76 @@ async fn discover_vpc(
             .send()
             .await
             .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
-        let subnet = d.services().iter().find_map(|s| {
-            s.network_configuration()?
-                .awsvpc_configuration()?
-                .subnets()
-                .first()
-                .cloned()
-        });
-        if let Some(subnet) = subnet {
-            let s = c
-                .ec2
-                .describe_subnets()
-                .filters(Filter::builder().name("subnet-id").values(subnet).build())
-                .send()
-                .await
-                .map_err(|e| err("subnets", e.to_string()))?;
-            if let Some(vpc) = s.subnets().first().and_then(|s| s.vpc_id()) {
-                return Ok((Some(vpc.to_string()), Some(VpcSource::AwsvpcServices)));
-            }
-        }
+        subnets.extend(
+            d.services()
+                .iter()
+                .filter(|s| s.status() == Some("ACTIVE"))
+                .filter_map(|s| {
+                    s.network_configuration()?
+                        .awsvpc_configuration()?
+                        .subnets()
+                        .first()
+                        .cloned()
+                }),
+        );
     }
-    Ok((None, None))
+    let vpcs = subnet_vpcs(c, subnets.into_iter().collect()).await?;
+    Ok(match vpcs.as_slice() {
+        [one] => found(one.clone(), VpcSource::AwsvpcServices),
+        _ => VpcDiscovery {
+            vpc: None,
+            source: None,
+            candidates: vpcs,
+        },
+    })
+}
+
+/// The VPC of the first of these EC2 instances that has one.
+async fn instances_vpc(c: &Clients, ids: Vec<String>) -> Result<Option<String>, ObserveError> {
+    let d = c
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .map_err(|e| err("EC2 instances of the cluster", sdk_message(&e)))?;
+    Ok(d.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.vpc_id().map(String::from)))
+}
+
+/// The distinct VPCs these subnets are in.
+async fn subnet_vpcs(c: &Clients, subnets: Vec<String>) -> Result<Vec<String>, ObserveError> {
+    if subnets.is_empty() {
+        return Ok(vec![]);
+    }
+    let d = c
+        .ec2
+        .describe_subnets()
+        .filters(
+            Filter::builder()
+                .name("subnet-id")
+                .set_values(Some(subnets))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| err("subnets", sdk_message(&e)))?;
+    let vpcs: BTreeSet<String> = d
+        .subnets()
+        .iter()
+        .filter_map(|s| s.vpc_id().map(String::from))
+        .collect();
+    Ok(vpcs.into_iter().collect())
+}
+
+/// Which VPC the delegate runs in, and how that was decided.
+struct VpcDiscovery {
+    vpc: Option<String>,
+    source: Option<VpcSource>,
+    /// When the cluster's awsvpc services span several VPCs: those VPCs (none is chosen).
+    candidates: Vec<String>,
 }
 
 async fn network(
@@ -572,9 +677,10 @@ async fn network(
 ) -> Result<ObservedNetwork, ObserveError> {
     let mut n = ObservedNetwork::default();
     if o.cluster.as_ref().is_some_and(|cl| cl.status == "ACTIVE") || spec.vpc_id.is_some() {
-        let (vpc, src) = discover_vpc(c, spec, &o.container_instances).await?;
-        n.vpc_id = vpc;
-        n.vpc_source = src;
+        let d = discover_vpc(c, spec, &o.container_instances).await?;
+        n.vpc_id = d.vpc;
+        n.vpc_source = d.source;
+        n.vpc_candidates = d.candidates;
     }
     if let Some(vpc) = &n.vpc_id {
         let d = c
@@ -583,7 +689,7 @@ async fn network(
             .filters(Filter::builder().name("vpc-id").values(vpc).build())
             .send()
             .await
-            .map_err(|e| err(format!("VPC {vpc}"), e.to_string()))?;
+            .map_err(|e| err(format!("VPC {vpc}"), sdk_message(&e)))?;
         n.vpc_exists = !d.vpcs().is_empty();
     }
 
@@ -607,7 +713,7 @@ async fn network(
             .filters(f)
             .send()
             .await
-            .map_err(|e| err("subnets", e.to_string()))?;
+            .map_err(|e| err("subnets", sdk_message(&e)))?;
         let public = public_subnets(c, d.subnets()).await?;
         n.subnets = d
             .subnets()
@@ -644,7 +750,7 @@ async fn network(
             )
             .send()
             .await
-            .map_err(|e| err("security groups", e.to_string()))?;
+            .map_err(|e| err("security groups", sdk_message(&e)))?;
         n.security_groups = d.security_groups().iter().map(observed_sg).collect();
         n.missing_security_groups = ids
             .iter()
@@ -652,7 +758,11 @@ async fn network(
             .cloned()
             .collect();
     }
-    n.managed_security_group = managed_security_group(c, &spec.resource_key()).await?;
+    // A delegate moved to another VPC gets a new group there; the old one goes with the Delete.
+    n.managed_security_group = managed_security_groups(c, &spec.resource_key())
+        .await?
+        .into_iter()
+        .find(|g| Some(&g.vpc_id) == n.vpc_id.as_ref());
     Ok(n)
 }
 
@@ -669,20 +779,12 @@ fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
     }
 }
 
-/// A resource tagged with owner `have` may be changed by a request from `want`: the same
-/// CloudFormation resource, or either side has no owner (direct invocations, older resources).
-pub fn same_owner(have: Option<&str>, want: Option<&str>) -> bool {
-    match (have, want) {
-        (Some(h), Some(w)) => h == w,
-        _ => true,
-    }
-}
-
-/// The security group this function created for the delegate `resource_key`, found by its tags.
-pub async fn managed_security_group(
+/// The security groups this function created for the delegate `resource_key` (one per VPC it
+/// has run in), found by their tags.
+pub async fn managed_security_groups(
     c: &Clients,
     resource_key: &str,
-) -> Result<Option<ObservedSecurityGroup>, ObserveError> {
+) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
     let d = c
         .ec2
         .describe_security_groups()
@@ -694,8 +796,8 @@ pub async fn managed_security_group(
         )
         .send()
         .await
-        .map_err(|e| err("security groups", e.to_string()))?;
-    Ok(d.security_groups().first().map(observed_sg))
+        .map_err(|e| err("security groups", sdk_message(&e)))?;
+    Ok(d.security_groups().iter().map(observed_sg).collect())
 }
 
 /// Which of these subnets route to an internet gateway, through their own route table or, when
@@ -723,7 +825,7 @@ async fn public_subnets(
         )
         .send()
         .await
-        .map_err(|e| err("route tables", e.to_string()))?;
+        .map_err(|e| err("route tables", sdk_message(&e)))?;
     let to_igw = |rt: &aws_sdk_ec2::types::RouteTable| {
         rt.routes()
             .iter()
@@ -773,30 +875,24 @@ pub async fn observe_for_delete(
         service: service(c, cluster, service_name).await?,
         ..Default::default()
     };
-    o.managed_security_group = managed_security_group(c, &key)
+    // A CloudFormation Delete removes what carries its owner tag, and untagged leftovers only
+    // when the service is its own: never what a direct invocation or another stack made.
+    let service_is_ours = o.service.as_ref().is_some_and(|s| s.owned_by(owner));
+    let may_remove = |tagged: Option<&str>| match (owner, tagged) {
+        (None, _) => true,
+        (Some(w), Some(h)) => w == h,
+        (Some(_), None) => service_is_ours,
+    };
+    o.managed_security_groups = managed_security_groups(c, &key)
         .await?
-        .filter(|g| same_owner(g.owner.as_deref(), owner));
+        .into_iter()
+        .filter(|g| may_remove(g.owner.as_deref()))
+        .collect();
 
-    let list = c
-        .ecs
-        .list_task_definitions()
-        .family_prefix(family)
-        .status(ecs::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .map_err(|e| err(format!("task definitions of {family}"), sdk_message(&e)))?;
-    for arn in list.task_definition_arns() {
-        let same_family = arn
-            .rsplit('/')
-            .next()
-            .and_then(|x| x.rsplit_once(':'))
-            .is_some_and(|(f, _)| f == family);
-        if !same_family {
-            continue;
-        }
-        if let Some(td) = describe_task_definition(c, arn).await? {
+    for arn in active_revisions(c, family).await? {
+        if let Some(td) = describe_task_definition(c, &arn).await? {
             let ours = td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str())
-                && same_owner(td.tags.get(crate::OWNER_TAG).map(String::as_str), owner);
+                && may_remove(td.tags.get(crate::OWNER_TAG).map(String::as_str));
             if ours {
                 o.our_revisions.push(td.arn);
             }

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::observe::{AwsvpcConfig, Observed, ObservedForDelete, ObservedService};
+use crate::observe::{
+    AwsvpcConfig, Observed, ObservedForDelete, ObservedService, ObservedTaskDefinition,
+};
 use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode};
 use crate::task_definition;
 
@@ -63,6 +65,15 @@ pub enum Action {
     RecreateService {
         #[serde(rename = "ServiceName")]
         service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    /// Record the owning stack on a service created before it had one.
+    TagService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Owner")]
+        owner: String,
         #[serde(rename = "Reason")]
         reason: String,
     },
@@ -213,21 +224,34 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
         }
     }
 
-    let latest = o.latest_task_definition.as_ref();
-    let reuse = latest
-        .filter(|l| task_definition::normalize(&l.doc) == task_definition::normalize(&rendered));
+    // Reuse the revision the service runs, else the family's latest, if either is what this
+    // spec renders: delegates sharing a family must not leapfrog each other with new revisions.
+    let wanted = task_definition::normalize(&rendered);
+    let candidates: Vec<&ObservedTaskDefinition> = [
+        o.current_task_definition.as_ref(),
+        o.latest_task_definition.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|td| td.status == "ACTIVE")
+    .collect();
+    let reuse = candidates
+        .iter()
+        .find(|td| task_definition::normalize(&td.doc) == wanted)
+        .copied();
     if reuse.is_none() {
-        let reason = match latest {
+        let reason = match candidates.first() {
             None => format!("family {} has no ACTIVE revision", spec.family),
-            Some(l) => format!(
-                "the latest ACTIVE revision ({}:{}) differs in {}",
+            Some(td) => format!(
+                "{} ({}:{}) differs in {}",
+                if o.current_task_definition.as_ref().map(|c| &c.arn) == Some(&td.arn) {
+                    "the revision the service runs"
+                } else {
+                    "the latest ACTIVE revision"
+                },
                 spec.family,
-                l.revision,
-                differences(
-                    &task_definition::normalize(&l.doc),
-                    &task_definition::normalize(&rendered)
-                )
-                .join(", ")
+                td.revision,
+                differences(&task_definition::normalize(&td.doc), &wanted).join(", ")
             ),
         };
         actions.push(Action::RegisterTaskDefinition {
@@ -263,8 +287,18 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
                     service: name,
                     reason,
                 });
-            } else if let Some(update) = update(spec, s, desired_td.as_deref(), network.as_ref()) {
-                actions.push(update);
+            } else {
+                actions.extend(update(spec, s, desired_td.as_deref(), network.as_ref()));
+            }
+            // Last, so that a failed Create never marks a delegate as its own. (A recreated
+            // service is created with the owner tag.)
+            let recreated = matches!(actions.last(), Some(Action::RecreateService { .. }));
+            if let (Some(owner), None, false) = (&spec.owner, s.owner(), recreated) {
+                actions.push(Action::TagService {
+                    service: spec.service_name.clone(),
+                    owner: owner.clone(),
+                    reason: "the service was created outside CloudFormation: this stack resource adopts it".into(),
+                });
             }
         }
     }
@@ -473,7 +507,7 @@ pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str
             reason: "registered by this delegate and used by no other managed service".into(),
         });
     }
-    if let Some(g) = &o.managed_security_group {
+    for g in &o.managed_security_groups {
         actions.push(Action::DeleteSecurityGroup {
             id: g.id.clone(),
             reason: format!("created by this function for the delegate ({})", g.name),
@@ -558,6 +592,7 @@ mod tests {
             latest_task_definition: Some(ObservedTaskDefinition {
                 arn: TD1.into(),
                 revision: 1,
+                status: "ACTIVE".into(),
                 doc,
                 tags: ours(),
             }),
@@ -592,6 +627,7 @@ mod tests {
                 Action::UpdateService { .. } => "UpdateService",
                 Action::WaitForServiceDrain { .. } => "WaitForServiceDrain",
                 Action::RecreateService { .. } => "RecreateService",
+                Action::TagService { .. } => "TagService",
                 Action::DeleteService { .. } => "DeleteService",
                 Action::DeregisterTaskDefinition { .. } => "DeregisterTaskDefinition",
                 Action::DeleteSecurityGroup { .. } => "DeleteSecurityGroup",
@@ -753,6 +789,43 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_family_does_not_leapfrog() {
+        // Another delegate registered a newer revision of the shared family; ours still runs the
+        // revision that matches its spec, so nothing is registered or redeployed.
+        let s = spec(json!({}));
+        let mut o = converged(&s);
+        let mine = o.latest_task_definition.clone().unwrap();
+        let mut theirs = mine.clone();
+        theirs.arn = "arn:aws:ecs:us-east-1:1:task-definition/harness-delegate-task-spec:2".into();
+        theirs.revision = 2;
+        theirs.doc["containerDefinitions"][0]["image"] = json!("someone/else");
+        o.latest_task_definition = Some(theirs);
+        o.current_task_definition = Some(mine);
+        assert_eq!(names(&plan(&s, &o).actions), Vec::<&str>::new());
+        // A deregistered revision is not reused, even when it matches.
+        o.current_task_definition.as_mut().unwrap().status = "INACTIVE".into();
+        let p = plan(&s, &o);
+        assert_eq!(
+            names(&p.actions),
+            vec!["RegisterTaskDefinition", "UpdateService"]
+        );
+    }
+
+    #[test]
+    fn a_stack_adopts_a_service_created_without_an_owner_last() {
+        let mut s = spec(json!({"DesiredCount": "2"}));
+        let o = converged(&spec(json!({})));
+        s.owner = Some("stack/Delegate".into());
+        let p = plan(&s, &o);
+        assert_eq!(names(&p.actions), vec!["UpdateService", "TagService"]);
+        // Its own service needs no tagging; another stack's is refused in pre-flight, not here.
+        let mut o = o;
+        let tags = &mut o.service.as_mut().unwrap().tags;
+        tags.insert(crate::OWNER_TAG.into(), "stack/Delegate".into());
+        assert_eq!(names(&plan(&s, &o).actions), vec!["UpdateService"]);
+    }
+
+    #[test]
     fn update_sends_only_what_changed() {
         let s = spec(json!({"DesiredCount": "3"}));
         let o = converged(&spec(json!({})));
@@ -848,10 +921,10 @@ mod tests {
             (
                 "everything ours",
                 ObservedForDelete {
-                    service: Some(svc(ours(), "ACTIVE")),
+                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
-                    managed_security_group: Some(sg.clone()),
+                    managed_security_groups: vec![sg.clone()],
                 },
                 vec![
                     "DeleteService",
@@ -862,10 +935,10 @@ mod tests {
             (
                 "revision shared with another delegate",
                 ObservedForDelete {
-                    service: Some(svc(ours(), "ACTIVE")),
+                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: [TD1.to_string()].into(),
-                    managed_security_group: None,
+                    managed_security_groups: vec![],
                 },
                 vec!["DeleteService"],
             ),
@@ -886,12 +959,20 @@ mod tests {
                 vec![],
             ),
             (
+                "made by a direct invocation: a stack's Delete leaves it",
+                ObservedForDelete {
+                    service: Some(svc(ours(), "ACTIVE")),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+            (
                 "another stack's delegate",
                 ObservedForDelete {
                     service: Some(svc(owned_by("other-stack/Delegate"), "ACTIVE")),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
-                    managed_security_group: Some(sg.clone()),
+                    managed_security_groups: vec![sg.clone()],
                 },
                 vec![],
             ),
@@ -911,5 +992,14 @@ mod tests {
                 "{what}"
             );
         }
+        // A direct Delete removes any managed delegate.
+        let direct = ObservedForDelete {
+            service: Some(svc(ours(), "ACTIVE")),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&plan_delete("harness-delegate", &direct, None)),
+            vec!["DeleteService"]
+        );
     }
 }

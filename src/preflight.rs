@@ -32,7 +32,7 @@ pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
                     spec.service_name
                 ),
             ));
-        } else if s.status != "INACTIVE" && !s.owned_by(spec.owner.as_deref()) {
+        } else if s.status != "INACTIVE" && !s.may_adopt(spec.owner.as_deref()) {
             p.push(Problem::new(
                 "ServiceName",
                 format!(
@@ -112,10 +112,18 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
     let n = &o.network;
     let cluster = spec.cluster_name();
     let Some(vpc) = &n.vpc_id else {
-        if o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE") {
+        if !n.vpc_candidates.is_empty() {
             p.push(Problem::new(
                 "VpcId",
-                format!("cannot tell which VPC cluster {cluster} runs in (it has no container instances and no awsvpc services): pass VpcId"),
+                format!(
+                    "cluster {cluster} runs awsvpc services in several VPCs ({}): pass VpcId or SubnetIds",
+                    n.vpc_candidates.join(", ")
+                ),
+            ));
+        } else if o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE") {
+            p.push(Problem::new(
+                "VpcId",
+                format!("cannot tell which VPC cluster {cluster} runs in (it has no container instances and no awsvpc services): pass VpcId or SubnetIds"),
             ));
         }
         return;
@@ -129,6 +137,7 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
     }
     let vpc_origin = match n.vpc_source {
         Some(crate::observe::VpcSource::Property) => format!("VpcId is {vpc}"),
+        Some(crate::observe::VpcSource::Subnets) => format!("the first of SubnetIds is in {vpc}"),
         _ => format!("cluster {cluster} runs in {vpc}"),
     };
     for id in &n.missing_subnets {

@@ -151,22 +151,29 @@ impl Default for RetryPolicy {
 }
 
 /// PUT the response. Retries connection failures, timeouts, 5xx and 429; a 4xx is final (an
-/// expired or forged URL does not get better).
+/// expired or forged URL does not get better). No attempt runs past `deadline` (the Lambda
+/// invocation's end).
 pub async fn send(
     http: &reqwest::Client,
     url: &reqwest::Url,
     resp: &CfnResponse,
     retry: RetryPolicy,
+    deadline: tokio::time::Instant,
 ) -> Result<(), RespondError> {
     let body = body(resp)?;
     let mut backoff = retry.first_backoff;
     let mut last = String::new();
     for attempt in 1..=retry.attempts {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left < Duration::from_millis(200) {
+            last = format!("{last} (no time left before the Lambda deadline)");
+            break;
+        }
         let r = http
             .put(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "")
             .body(body.clone())
-            .timeout(Duration::from_secs(10))
+            .timeout(left.min(Duration::from_secs(10)))
             .send()
             .await;
         match r {

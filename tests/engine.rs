@@ -944,3 +944,84 @@ async fn a_second_stack_cannot_take_over_or_delete_the_first_ones_delegate() {
     let family = props["TaskDefinitionFamily"].as_str().unwrap();
     assert_eq!(active_revisions(&c, family).await.len(), 1);
 }
+
+/// A delegate installed by a direct invocation has no owning stack. A stack whose Create fails
+/// must not delete it in its rollback; a stack whose Create succeeds adopts it.
+#[tokio::test]
+async fn a_failed_stack_never_deletes_a_delegate_it_did_not_make() {
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let props = w.ec2_props();
+    let h = handler(c.clone());
+    let direct = h
+        .handle(
+            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(direct["Status"], "SUCCESS");
+
+    let mut bad = props.clone();
+    bad["TaskRoleArn"] = json!("arn:aws:iam::123456789012:role/missing");
+    let failed = run_cfn(&c, &rx, cfn_event("Create", &rx.url("f"), &bad, None, None)).await;
+    assert_eq!(failed["Status"], "FAILED");
+    let physical = failed["PhysicalResourceId"].as_str().unwrap().to_string();
+    let del = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Delete", &rx.url("fd"), &bad, Some(&physical), None),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS");
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(
+        s.status(),
+        Some("ACTIVE"),
+        "the rollback deleted a delegate it did not make"
+    );
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    assert_eq!(active_revisions(&c, family).await.len(), 1);
+
+    let ok = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("ok"), &props, None, None),
+    )
+    .await;
+    assert_eq!(ok["Status"], "SUCCESS", "{ok}");
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert!(
+        s.tags().iter().any(
+            |t| t.key() == Some("harness-delegate:owner") && t.value() == Some("test/Delegate")
+        ),
+        "adopted: {:?}",
+        s.tags()
+    );
+    // Now the stack owns it, and its Delete removes it.
+    let del = run_cfn(
+        &c,
+        &rx,
+        cfn_event(
+            "Delete",
+            &rx.url("d"),
+            &props,
+            ok["PhysicalResourceId"].as_str(),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS");
+    assert_eq!(
+        service(&c, &w.cluster, "harness-delegate")
+            .await
+            .unwrap()
+            .status(),
+        Some("INACTIVE")
+    );
+    assert!(
+        active_revisions(&c, family).await.is_empty(),
+        "its untagged revision went with it"
+    );
+}

@@ -368,7 +368,7 @@ async fn failed_is_sent_before_the_deadline_when_aws_hangs() {
     }])
     .await;
     let started = std::time::Instant::now();
-    let body = create_through(&proxy, &w.fargate_props(), 9).await;
+    let body = create_through(&proxy, &w.fargate_props(), 14).await;
     let took = started.elapsed();
     assert_eq!(body["Status"], "FAILED");
     assert!(
@@ -377,11 +377,11 @@ async fn failed_is_sent_before_the_deadline_when_aws_hangs() {
         body["Reason"]
     );
     assert!(
-        took < Duration::from_secs(9),
+        took < Duration::from_secs(14),
         "answered after the deadline: {took:?}"
     );
     assert!(
-        took >= Duration::from_secs(3),
+        took >= Duration::from_secs(5),
         "answered too early: {took:?}"
     );
     assert!(service(&direct, &w.cluster, "harness-delegate")
@@ -598,7 +598,7 @@ async fn a_create_cut_off_by_the_deadline_is_cleaned_up_by_the_rollback_delete()
         times: 1,
     }])
     .await;
-    let body = create_through(&proxy, &props, 9).await;
+    let body = create_through(&proxy, &props, 14).await;
     assert_eq!(body["Status"], "FAILED");
     assert!(
         body["Reason"].as_str().unwrap().starts_with("timed out"),
