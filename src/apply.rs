@@ -4,6 +4,7 @@
 //! first), so a failed Create leaves nothing half-created. Waits (a service draining, a security
 //! group whose network interfaces are still being released) are bounded by the deadline.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use crate::observe::{sdk_message, AwsvpcConfig};
 use crate::plan::{Action, Plan};
 use crate::spec::{DelegateSpec, LaunchType};
-use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, OWNER_TAG, RESOURCE_TAG};
+use crate::{task_definition, Clients};
 
 /// An AWS write that failed, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -59,24 +60,8 @@ enum Created {
     Service { cluster: String, name: String },
 }
 
-/// The tags put on everything the function creates: the user's plus its own markers.
-pub fn tags_for(spec: &DelegateSpec) -> Vec<(String, String)> {
-    let mut t: Vec<(String, String)> = spec
-        .tags
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    t.push((MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into()));
-    t.push((RESOURCE_TAG.into(), spec.resource_key()));
-    if let Some(owner) = &spec.owner {
-        t.push((OWNER_TAG.into(), owner.clone()));
-    }
-    t
-}
-
-fn ecs_tags(spec: &DelegateSpec) -> Vec<ecs::Tag> {
-    tags_for(spec)
-        .into_iter()
+fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
+    tags.iter()
         .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
         .collect()
 }
@@ -136,7 +121,7 @@ impl<'a> Applier<'a> {
                     let req = task_definition::register_request(
                         &c.ecs,
                         &plan.desired.task_definition,
-                        &tags_for(spec),
+                        &spec.resource_tags(),
                     )
                     .map_err(|e| fail(format!("registering a revision of {family}"), e))?;
                     let out = req.send().await.map_err(|e| {
@@ -211,12 +196,12 @@ impl<'a> Applier<'a> {
                         service_arn = Some(arn.to_string());
                     }
                 }
-                Action::TagService { owner, .. } => {
+                Action::TagService { tags, .. } => {
                     let arn = service_arn.clone().unwrap_or_default();
                     c.ecs
                         .tag_resource()
                         .resource_arn(&arn)
-                        .tags(ecs::Tag::builder().key(OWNER_TAG).value(owner).build())
+                        .set_tags(Some(ecs_tags(tags)))
                         .send()
                         .await
                         .map_err(|e| {
@@ -224,6 +209,21 @@ impl<'a> Applier<'a> {
                                 format!("tagging service {}", spec.service_name),
                                 sdk_message(&e),
                             )
+                        })?;
+                }
+                Action::TagSecurityGroup { id, tags, .. } => {
+                    c.ec2
+                        .create_tags()
+                        .resources(id)
+                        .set_tags(Some(
+                            tags.iter()
+                                .map(|(k, v)| Ec2Tag::builder().key(k).value(v).build())
+                                .collect(),
+                        ))
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            fail(format!("tagging security group {id}"), sdk_message(&e))
                         })?;
                 }
                 Action::DeleteService { .. }
@@ -280,7 +280,8 @@ impl<'a> Applier<'a> {
         name: &str,
         vpc_id: &str,
     ) -> Result<String, ApplyError> {
-        let tags: Vec<Ec2Tag> = tags_for(spec)
+        let tags: Vec<Ec2Tag> = spec
+            .resource_tags()
             .into_iter()
             .chain([("Name".to_string(), name.to_string())])
             .map(|(k, v)| Ec2Tag::builder().key(k).value(v).build())
@@ -346,7 +347,7 @@ impl<'a> Applier<'a> {
             )
             .enable_ecs_managed_tags(true)
             .propagate_tags(ecs::PropagateTags::Service)
-            .set_tags(Some(ecs_tags(spec)));
+            .set_tags(Some(ecs_tags(&spec.resource_tags())));
         match spec.launch_type {
             LaunchType::Fargate => req = req.platform_version("LATEST"),
             LaunchType::Ec2 => {

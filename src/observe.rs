@@ -74,8 +74,14 @@ pub struct ObservedSecurityGroup {
     pub id: String,
     pub vpc_id: String,
     pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ObservedSecurityGroup {
     /// Its `harness-delegate:owner` tag, for the groups this function created.
-    pub owner: Option<String>,
+    pub fn owner(&self) -> Option<&str> {
+        self.tags.get(crate::OWNER_TAG).map(String::as_str)
+    }
 }
 
 /// Where the VPC the delegate runs in came from.
@@ -771,11 +777,16 @@ fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
         id: g.group_id().unwrap_or_default().to_string(),
         vpc_id: g.vpc_id().unwrap_or_default().to_string(),
         name: g.group_name().unwrap_or_default().to_string(),
-        owner: g
+        tags: g
             .tags()
             .iter()
-            .find(|t| t.key() == Some(crate::OWNER_TAG))
-            .and_then(|t| t.value().map(String::from)),
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
     }
 }
 
@@ -886,7 +897,7 @@ pub async fn observe_for_delete(
     o.managed_security_groups = managed_security_groups(c, &key)
         .await?
         .into_iter()
-        .filter(|g| may_remove(g.owner.as_deref()))
+        .filter(|g| may_remove(g.owner()))
         .collect();
 
     for arn in active_revisions(c, family).await? {

@@ -6,7 +6,7 @@
 //! the latest ACTIVE one; create-service is never planned on an ACTIVE name; a change of launch
 //! type or network mode is a replacement, said plainly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -68,12 +68,22 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
-    /// Record the owning stack on a service created before it had one.
+    /// Add or change tags on the service (a changed `Tags` property, or the owning stack on a
+    /// service created before it had one). Tags are only added or changed, never removed: the
+    /// function cannot tell tags it set from tags others set.
     TagService {
         #[serde(rename = "ServiceName")]
         service: String,
-        #[serde(rename = "Owner")]
-        owner: String,
+        #[serde(rename = "Tags")]
+        tags: BTreeMap<String, String>,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    TagSecurityGroup {
+        #[serde(rename = "GroupId")]
+        id: String,
+        #[serde(rename = "Tags")]
+        tags: BTreeMap<String, String>,
         #[serde(rename = "Reason")]
         reason: String,
     },
@@ -291,15 +301,34 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
                 actions.extend(update(spec, s, desired_td.as_deref(), network.as_ref()));
             }
             // Last, so that a failed Create never marks a delegate as its own. (A recreated
-            // service is created with the owner tag.)
+            // service is created with all its tags.)
             let recreated = matches!(actions.last(), Some(Action::RecreateService { .. }));
-            if let (Some(owner), None, false) = (&spec.owner, s.owner(), recreated) {
+            let missing = missing_tags(&spec.resource_tags(), &s.tags);
+            if !recreated && !missing.is_empty() {
+                let adopt = missing.contains_key(crate::OWNER_TAG);
                 actions.push(Action::TagService {
                     service: spec.service_name.clone(),
-                    owner: owner.clone(),
-                    reason: "the service was created outside CloudFormation: this stack resource adopts it".into(),
+                    reason: if adopt {
+                        "the service was created outside CloudFormation: this stack resource adopts it".into()
+                    } else {
+                        format!("tags to add or change: {}", missing.keys().cloned().collect::<Vec<_>>().join(", "))
+                    },
+                    tags: missing,
                 });
             }
+        }
+    }
+    if let Some(g) = &o.network.managed_security_group {
+        let missing = missing_tags(&spec.resource_tags(), &g.tags);
+        if network.is_some() && !missing.is_empty() {
+            actions.push(Action::TagSecurityGroup {
+                id: g.id.clone(),
+                reason: format!(
+                    "tags to add or change: {}",
+                    missing.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                tags: missing,
+            });
         }
     }
 
@@ -312,6 +341,17 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             vpc_id: o.network.vpc_id.clone(),
         },
     }
+}
+
+/// The desired tags that `have` lacks or holds with another value.
+fn missing_tags(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    want.iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn replacement_reason(spec: &DelegateSpec, s: &ObservedService) -> Option<String> {
@@ -585,7 +625,7 @@ mod tests {
                     id: "sg-ours".into(),
                     vpc_id: "vpc-1".into(),
                     name: "harness-delegate-delegate".into(),
-                    owner: None,
+                    tags: ours(),
                 }),
                 ..Default::default()
             },
@@ -628,6 +668,7 @@ mod tests {
                 Action::WaitForServiceDrain { .. } => "WaitForServiceDrain",
                 Action::RecreateService { .. } => "RecreateService",
                 Action::TagService { .. } => "TagService",
+                Action::TagSecurityGroup { .. } => "TagSecurityGroup",
                 Action::DeleteService { .. } => "DeleteService",
                 Action::DeregisterTaskDefinition { .. } => "DeregisterTaskDefinition",
                 Action::DeleteSecurityGroup { .. } => "DeleteSecurityGroup",
@@ -826,6 +867,24 @@ mod tests {
     }
 
     #[test]
+    fn changed_tags_are_added_to_the_service_and_group() {
+        let s = spec(
+            json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "Tags": {"cost-center": "42"}}),
+        );
+        let o = converged(&spec(fargate()));
+        let p = plan(&s, &o);
+        assert_eq!(names(&p.actions), vec!["TagService", "TagSecurityGroup"]);
+        let Action::TagService { tags, reason, .. } = &p.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            tags,
+            &BTreeMap::from([("cost-center".to_string(), "42".to_string())])
+        );
+        assert!(reason.contains("cost-center"), "{reason}");
+    }
+
+    #[test]
     fn update_sends_only_what_changed() {
         let s = spec(json!({"DesiredCount": "3"}));
         let o = converged(&spec(json!({})));
@@ -914,7 +973,7 @@ mod tests {
             id: "sg-ours".into(),
             vpc_id: "vpc-1".into(),
             name: "harness-delegate-delegate".into(),
-            owner: None,
+            tags: Default::default(),
         };
         let rows: Vec<(&str, ObservedForDelete, Vec<&str>)> = vec![
             ("nothing there", ObservedForDelete::default(), vec![]),

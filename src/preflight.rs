@@ -322,7 +322,7 @@ mod tests {
                     id: "sg-b".into(),
                     vpc_id: "vpc-1".into(),
                     name: "g".into(),
-                    owner: None,
+                    tags: Default::default(),
                 }],
                 ..Default::default()
             },

@@ -513,7 +513,7 @@ fn objs(v: &Value) -> &[Value] {
 pub fn register_request(
     client: &aws_sdk_ecs::Client,
     doc: &Value,
-    tags: &[(String, String)],
+    tags: &std::collections::BTreeMap<String, String>,
 ) -> Result<
     aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionFluentBuilder,
     String,

@@ -1025,3 +1025,66 @@ async fn a_failed_stack_never_deletes_a_delegate_it_did_not_make() {
         "its untagged revision went with it"
     );
 }
+
+/// A stack Update that only changes Tags reaches the service and the group, and then converges.
+#[tokio::test]
+async fn a_tag_change_reaches_the_service_and_the_group() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    let props = w.fargate_props();
+    let created = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let mut tagged = props.clone();
+    tagged["Tags"] = json!({"team": "platform", "cost-center": "42"});
+    let upd = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Update", &rx.url("u"), &tagged, Some(&arn), Some(&props)),
+    )
+    .await;
+    assert_eq!(upd["Status"], "SUCCESS", "{upd}");
+
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert!(
+        s.tags()
+            .iter()
+            .any(|t| t.key() == Some("cost-center") && t.value() == Some("42")),
+        "{:?}",
+        s.tags()
+    );
+    let g = groups_named(&c, &w.vpc, "harness-delegate-delegate").await;
+    let d = c
+        .ec2
+        .describe_security_groups()
+        .group_ids(&g[0])
+        .send()
+        .await
+        .unwrap();
+    let tags = d.security_groups()[0].tags();
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == Some("cost-center") && t.value() == Some("42")),
+        "{tags:?}"
+    );
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    assert_eq!(
+        active_revisions(&c, family).await.len(),
+        1,
+        "tags alone register no revision"
+    );
+
+    let plan = handler(c.clone())
+        .handle(
+            json!({"Action": "Plan", "ResourceProperties": tagged}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan["Actions"], json!([]), "converged after the tag change");
+}
