@@ -192,6 +192,15 @@ impl<'a> Applier<'a> {
                             sdk_message(&e),
                         )
                     })?;
+                    // The service runs the new revision and group now: undoing must not remove them.
+                    if *task_definition {
+                        self.created
+                            .retain(|c| !matches!(c, Created::TaskDefinition(_)));
+                    }
+                    if *network {
+                        self.created
+                            .retain(|c| !matches!(c, Created::SecurityGroup(_)));
+                    }
                     if let Some(arn) = out.service().and_then(|s| s.service_arn()) {
                         service_arn = Some(arn.to_string());
                     }

@@ -105,7 +105,7 @@ impl Handler {
         let spec = spec::parse(props)?;
         match action {
             DirectAction::Plan => {
-                let (plan, _) = prepare(&self.clients, &spec).await?;
+                let (_, plan, _) = prepare(&self.clients, &spec).await?;
                 Ok(plan_json(&plan))
             }
             DirectAction::Reconcile => {
@@ -202,7 +202,16 @@ impl Handler {
             reason = %resp.reason,
             "custom resource request handled"
         );
-        respond::send(&self.http, &url, &resp, self.retry, deadline).await?;
+        match respond::send(&self.http, &url, &resp, self.retry, deadline).await {
+            Ok(()) => {}
+            // An expired or refused URL stays refused: an invocation error would only make
+            // Lambda run the whole request again.
+            Err(e @ RespondError::Rejected(..)) => {
+                tracing::error!(error = %e, "CloudFormation refused the response");
+            }
+            // A transient failure: the invocation error lets Lambda's retry answer again.
+            Err(e) => return Err(e.into()),
+        }
         Ok(json!({
             "Status": resp.status,
             "PhysicalResourceId": resp.physical_resource_id,
@@ -342,7 +351,15 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
 pub fn owner_of(req: &CfnRequest) -> String {
     // arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>
     let stack = req.stack_id.split('/').nth(1).unwrap_or(&req.stack_id);
-    format!("{stack}/{}", req.logical_resource_id)
+    let owner = format!("{stack}/{}", req.logical_resource_id);
+    if owner.len() <= 256 {
+        return owner;
+    }
+    // Tag values hold 256 characters; long names keep a readable prefix and a stable hash.
+    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{}@{hash:016x}", &owner[..239])
 }
 
 /// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>` → (cluster, service). The old
@@ -377,14 +394,25 @@ fn data_of(a: &Applied) -> BTreeMap<String, String> {
 }
 
 /// observe → preflight → plan, without writing anything.
+///
+/// A request without an owner (a direct invocation) keeps the owner the service has, even one
+/// deleted out of band (INACTIVE), so that it never takes a stack's delegate from its stack.
 pub async fn prepare(
     c: &Clients,
     spec: &DelegateSpec,
-) -> Result<(Plan, observe::Observed), ReconcileError> {
+) -> Result<(DelegateSpec, Plan, observe::Observed), ReconcileError> {
     let observed = observe::observe(c, spec).await?;
-    preflight::check(spec, &observed)?;
-    let plan = plan::plan(spec, &observed);
-    Ok((plan, observed))
+    let mut spec = spec.clone();
+    if spec.owner.is_none() {
+        spec.owner = observed
+            .service
+            .as_ref()
+            .and_then(|s| s.owner().map(String::from));
+    }
+    preflight::check(&spec, &observed)?;
+    let plan = plan::plan(&spec, &observed);
+    preflight::check_adoption(&spec, &observed, &plan)?;
+    Ok((spec, plan, observed))
 }
 
 /// Converge the delegate to `spec`: prepare, then apply.
@@ -393,7 +421,7 @@ pub async fn reconcile(
     spec: &DelegateSpec,
     deadline: Instant,
 ) -> Result<(Plan, Applied), ReconcileError> {
-    let (plan, observed) = prepare(c, spec).await?;
+    let (spec, plan, observed) = prepare(c, spec).await?;
     let cluster_arn = observed
         .cluster
         .as_ref()
@@ -405,7 +433,7 @@ pub async fn reconcile(
         .filter(|s| s.status == "ACTIVE")
         .map(|s| s.arn.clone());
     let applied = Applier::new(c, deadline)
-        .reconcile(spec, &plan, &cluster_arn, current.as_deref())
+        .reconcile(&spec, &plan, &cluster_arn, current.as_deref())
         .await?;
     Ok((plan, applied))
 }
@@ -465,6 +493,26 @@ fn log_outcome(trigger: &str, key: &str, plan: &Plan, status: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_fit_in_a_tag_value() {
+        let event = |stack: &str, logical: &str| {
+            json!({"RequestType": "Create", "ResponseURL": "https://x.s3.amazonaws.com/a",
+                "StackId": format!("arn:aws:cloudformation:us-east-1:1:stack/{stack}/guid"),
+                "RequestId": "r", "LogicalResourceId": logical})
+        };
+        let owner = |e: Value| match crate::classify::classify(&e).unwrap() {
+            crate::classify::Trigger::CloudFormation(r) => owner_of(&r),
+            _ => unreachable!(),
+        };
+        assert_eq!(owner(event("prod", "Delegate")), "prod/Delegate");
+        let long = owner(event(&"s".repeat(128), &"L".repeat(255)));
+        assert_eq!(long.len(), 256);
+        assert_ne!(
+            long,
+            owner(event(&"s".repeat(128), &format!("{}M", "L".repeat(254))))
+        );
+    }
 
     #[test]
     fn service_arns() {

@@ -98,8 +98,10 @@ pub enum VpcSource {
 pub struct ObservedNetwork {
     pub vpc_id: Option<String>,
     pub vpc_source: Option<VpcSource>,
-    /// The VPCs of the cluster's awsvpc services, when they are several and none was chosen.
+    /// The VPCs the cluster spans, when they are several and none was chosen.
     pub vpc_candidates: Vec<String>,
+    /// The VPCs of the cluster's container instances, where EC2 tasks run.
+    pub instance_vpcs: Vec<String>,
     /// Whether the VPC (given or found) exists.
     pub vpc_exists: bool,
     /// The given `SubnetIds` that exist, or every subnet of the VPC when none were given.
@@ -503,15 +505,17 @@ async fn container_instances(
     cluster: &str,
 ) -> Result<Vec<ObservedInstance>, ObserveError> {
     let what = || format!("container instances of {cluster}");
-    let list = c
+    let arns = c
         .ecs
         .list_container_instances()
         .cluster(cluster)
         .status(ecs::ContainerInstanceStatus::Active)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<Result<Vec<String>, _>>()
         .await
         .map_err(|e| err(what(), sdk_message(&e)))?;
-    let arns = list.container_instance_arns();
     if arns.is_empty() {
         return Ok(vec![]);
     }
@@ -543,30 +547,45 @@ async fn container_instances(
     Ok(out)
 }
 
-/// The cluster's VPC: from its container instances, else from its awsvpc services.
+/// The VPC the delegate runs in: VpcId; for EC2 the container instances' VPC; for Fargate the
+/// given subnets' VPC, else the instances', else the one VPC the cluster's awsvpc services use.
 async fn discover_vpc(
     c: &Clients,
     spec: &DelegateSpec,
     instances: &[ObservedInstance],
 ) -> Result<VpcDiscovery, ObserveError> {
-    let found = |vpc: String, source| VpcDiscovery {
-        vpc: Some(vpc),
-        source: Some(source),
-        candidates: vec![],
-    };
-    if let Some(v) = &spec.vpc_id {
-        return Ok(found(v.clone(), VpcSource::Property));
-    }
-    // EC2 tasks run on the instances, so their VPC decides; Fargate tasks run where their
-    // subnets are.
     let ids: Vec<String> = instances
         .iter()
         .map(|i| i.ec2_instance_id.clone())
         .filter(|i| !i.is_empty())
         .collect();
-    if spec.launch_type == LaunchType::Ec2 && !ids.is_empty() {
-        if let Some(vpc) = instances_vpc(c, ids.clone()).await? {
-            return Ok(found(vpc, VpcSource::ContainerInstances));
+    let ec2 = spec.launch_type == LaunchType::Ec2;
+    // EC2 tasks run on the instances, so their VPC is checked even against a given VpcId.
+    let instance_vpcs = if ids.is_empty() || (!ec2 && spec.vpc_id.is_some()) {
+        vec![]
+    } else {
+        instance_vpcs(c, ids).await?
+    };
+    let found = |vpc: String, source| VpcDiscovery {
+        vpc: Some(vpc),
+        source: Some(source),
+        candidates: vec![],
+        instance_vpcs: instance_vpcs.clone(),
+    };
+    let undecided = |candidates: Vec<String>| VpcDiscovery {
+        vpc: None,
+        source: None,
+        candidates,
+        instance_vpcs: instance_vpcs.clone(),
+    };
+    if let Some(v) = &spec.vpc_id {
+        return Ok(found(v.clone(), VpcSource::Property));
+    }
+    if ec2 {
+        match instance_vpcs.as_slice() {
+            [] => {}
+            [one] => return Ok(found(one.clone(), VpcSource::ContainerInstances)),
+            several => return Ok(undecided(several.to_vec())),
         }
     }
     if let Some(first) = spec.subnet_ids.as_ref().and_then(|s| s.first()) {
@@ -578,10 +597,10 @@ async fn discover_vpc(
             return Ok(found(vpc, VpcSource::Subnets));
         }
     }
-    if !ids.is_empty() {
-        if let Some(vpc) = instances_vpc(c, ids).await? {
-            return Ok(found(vpc, VpcSource::ContainerInstances));
-        }
+    match instance_vpcs.as_slice() {
+        [] => {}
+        [one] => return Ok(found(one.clone(), VpcSource::ContainerInstances)),
+        several => return Ok(undecided(several.to_vec())),
     }
     // The cluster's awsvpc services tell which VPC it runs in, if they agree on one.
     let arns = c
@@ -620,27 +639,38 @@ async fn discover_vpc(
     let vpcs = subnet_vpcs(c, subnets.into_iter().collect()).await?;
     Ok(match vpcs.as_slice() {
         [one] => found(one.clone(), VpcSource::AwsvpcServices),
-        _ => VpcDiscovery {
-            vpc: None,
-            source: None,
-            candidates: vpcs,
-        },
+        _ => undecided(vpcs),
     })
 }
 
-/// The VPC of the first of these EC2 instances that has one.
-async fn instances_vpc(c: &Clients, ids: Vec<String>) -> Result<Option<String>, ObserveError> {
-    let d = c
-        .ec2
-        .describe_instances()
-        .set_instance_ids(Some(ids))
-        .send()
-        .await
-        .map_err(|e| err("EC2 instances of the cluster", sdk_message(&e)))?;
-    Ok(d.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find_map(|i| i.vpc_id().map(String::from)))
+/// The distinct VPCs of these EC2 instances. A filter, not InstanceIds, so that an instance
+/// terminated a moment ago is skipped rather than failing the call.
+async fn instance_vpcs(c: &Clients, ids: Vec<String>) -> Result<Vec<String>, ObserveError> {
+    let mut vpcs = BTreeSet::new();
+    for chunk in ids.chunks(200) {
+        let pages = c
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| err("EC2 instances of the cluster", sdk_message(&e)))?;
+        vpcs.extend(
+            pages
+                .iter()
+                .flat_map(|p| p.reservations())
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.vpc_id().map(String::from)),
+        );
+    }
+    Ok(vpcs.into_iter().collect())
 }
 
 /// The distinct VPCs these subnets are in.
@@ -672,8 +702,10 @@ async fn subnet_vpcs(c: &Clients, subnets: Vec<String>) -> Result<Vec<String>, O
 struct VpcDiscovery {
     vpc: Option<String>,
     source: Option<VpcSource>,
-    /// When the cluster's awsvpc services span several VPCs: those VPCs (none is chosen).
+    /// When the cluster spans several VPCs: those VPCs (none is chosen).
     candidates: Vec<String>,
+    /// The VPCs of the cluster's container instances (read for EC2, or to decide for Fargate).
+    instance_vpcs: Vec<String>,
 }
 
 async fn network(
@@ -687,6 +719,7 @@ async fn network(
         n.vpc_id = d.vpc;
         n.vpc_source = d.source;
         n.vpc_candidates = d.candidates;
+        n.instance_vpcs = d.instance_vpcs;
     }
     if let Some(vpc) = &n.vpc_id {
         let d = c

@@ -243,7 +243,7 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     ]
     .into_iter()
     .flatten()
-    .filter(|td| td.status == "ACTIVE")
+    .filter(|td| td.status == "ACTIVE" && td.doc["family"] == spec.family.as_str())
     .collect();
     let reuse = candidates
         .iter()
@@ -272,6 +272,7 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     let desired_td = reuse.map(|l| l.arn.clone());
 
     let name = spec.service_name.clone();
+    let mut tag_service = None;
     match o.service.as_ref() {
         None => actions.push(Action::CreateService {
             service: name,
@@ -300,18 +301,20 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             } else {
                 actions.extend(update(spec, s, desired_td.as_deref(), network.as_ref()));
             }
-            // Last, so that a failed Create never marks a delegate as its own. (A recreated
-            // service is created with all its tags.)
+            // A recreated service is created with all its tags.
             let recreated = matches!(actions.last(), Some(Action::RecreateService { .. }));
             let missing = missing_tags(&spec.resource_tags(), &s.tags);
             if !recreated && !missing.is_empty() {
                 let adopt = missing.contains_key(crate::OWNER_TAG);
-                actions.push(Action::TagService {
+                tag_service = Some(Action::TagService {
                     service: spec.service_name.clone(),
                     reason: if adopt {
                         "the service was created outside CloudFormation: this stack resource adopts it".into()
                     } else {
-                        format!("tags to add or change: {}", missing.keys().cloned().collect::<Vec<_>>().join(", "))
+                        format!(
+                            "tags to add or change: {}",
+                            missing.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
                     },
                     tags: missing,
                 });
@@ -331,6 +334,8 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             });
         }
     }
+    // Last of all, so that a failed Create never marks a delegate as its own.
+    actions.extend(tag_service);
 
     Plan {
         actions,
@@ -850,6 +855,15 @@ mod tests {
             names(&p.actions),
             vec!["RegisterTaskDefinition", "UpdateService"]
         );
+        // Nor is a revision of another family (TaskDefinitionFamily changed).
+        let moved = spec(json!({"TaskDefinitionFamily": "new-family"}));
+        let mut o = converged(&s);
+        o.current_task_definition = o.latest_task_definition.take();
+        let p = plan(&moved, &o);
+        assert_eq!(
+            names(&p.actions),
+            vec!["RegisterTaskDefinition", "UpdateService"]
+        );
     }
 
     #[test]
@@ -873,8 +887,8 @@ mod tests {
         );
         let o = converged(&spec(fargate()));
         let p = plan(&s, &o);
-        assert_eq!(names(&p.actions), vec!["TagService", "TagSecurityGroup"]);
-        let Action::TagService { tags, reason, .. } = &p.actions[0] else {
+        assert_eq!(names(&p.actions), vec!["TagSecurityGroup", "TagService"]);
+        let Action::TagService { tags, reason, .. } = &p.actions[1] else {
             panic!()
         };
         assert_eq!(

@@ -108,6 +108,38 @@ pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
     }
 }
 
+/// A stack adopts a managed delegate that has no owner (one a direct invocation installed) only
+/// when the delegate already is what the stack declares, apart from tags: otherwise a failed
+/// Create would have changed, or replaced, a delegate that its rollback then may not touch.
+pub fn check_adoption(
+    spec: &DelegateSpec,
+    o: &Observed,
+    plan: &crate::plan::Plan,
+) -> Result<(), Problems> {
+    use crate::plan::Action;
+    let adopting = spec.owner.is_some()
+        && o.service
+            .as_ref()
+            .is_some_and(|s| s.status == "ACTIVE" && s.owner().is_none());
+    let changes = plan.actions.iter().any(|a| {
+        !matches!(
+            a,
+            Action::TagService { .. } | Action::TagSecurityGroup { .. }
+        )
+    });
+    if adopting && changes {
+        return Err(Problems(vec![Problem::new(
+            "ServiceName",
+            format!(
+                "service {} in cluster {} was installed outside CloudFormation and differs from these properties: converge it first (a direct Reconcile with the same properties), or delete it, then create the stack again",
+                spec.service_name,
+                spec.cluster_name()
+            ),
+        )]));
+    }
+    Ok(())
+}
+
 fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
     let n = &o.network;
     let cluster = spec.cluster_name();
@@ -116,7 +148,7 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
             p.push(Problem::new(
                 "VpcId",
                 format!(
-                    "cluster {cluster} runs awsvpc services in several VPCs ({}): pass VpcId or SubnetIds",
+                    "cluster {cluster} spans several VPCs ({}): pass VpcId or SubnetIds",
                     n.vpc_candidates.join(", ")
                 ),
             ));
@@ -140,6 +172,18 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
         Some(crate::observe::VpcSource::Subnets) => format!("the first of SubnetIds is in {vpc}"),
         _ => format!("cluster {cluster} runs in {vpc}"),
     };
+    if spec.launch_type == LaunchType::Ec2
+        && !n.instance_vpcs.is_empty()
+        && !n.instance_vpcs.contains(vpc)
+    {
+        p.push(Problem::new(
+            "VpcId",
+            format!(
+                "{vpc_origin}, but the container instances of cluster {cluster} run in {}: EC2 tasks run on those instances, so pass VpcId and subnets of that VPC",
+                n.instance_vpcs.join(", ")
+            ),
+        ));
+    }
     for id in &n.missing_subnets {
         p.push(Problem::new(
             "SubnetIds",
@@ -342,6 +386,98 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(props(check(&s, &o)), vec!["VpcId"]);
+    }
+
+    #[test]
+    fn ec2_tasks_must_run_in_the_instances_vpc() {
+        let s = spec(json!({"NetworkMode": "awsvpc", "VpcId": "vpc-2", "SubnetIds": "subnet-b"}));
+        let o = Observed {
+            cluster: active_cluster(),
+            container_instances: vec![instance(8192)],
+            network: ObservedNetwork {
+                vpc_id: Some("vpc-2".into()),
+                vpc_source: Some(VpcSource::Property),
+                vpc_exists: true,
+                instance_vpcs: vec!["vpc-1".into()],
+                subnets: vec![ObservedSubnet {
+                    id: "subnet-b".into(),
+                    vpc_id: "vpc-2".into(),
+                    availability_zone: "a".into(),
+                    public: false,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = check(&s, &o).unwrap_err().to_string();
+        assert!(
+            e.contains("VpcId is vpc-2, but the container instances of cluster prod run in vpc-1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stack_adopts_only_a_delegate_that_already_matches() {
+        use crate::plan::{Action, Desired, Plan};
+        let mut s = spec(json!({}));
+        s.owner = Some("stack/Delegate".into());
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert(
+            crate::MANAGED_BY_TAG.to_string(),
+            crate::MANAGED_BY_VALUE.to_string(),
+        );
+        let o = Observed {
+            service: Some(ObservedService {
+                arn: "arn:svc".into(),
+                name: "harness-delegate".into(),
+                status: "ACTIVE".into(),
+                desired_count: 1,
+                task_definition: "td".into(),
+                launch_type: Some("EC2".into()),
+                network: None,
+                tags,
+            }),
+            ..Default::default()
+        };
+        let plan = |actions| Plan {
+            actions,
+            desired: Desired {
+                task_definition: json!({}),
+                task_definition_arn: None,
+                network: None,
+                vpc_id: None,
+            },
+        };
+        let tag = Action::TagService {
+            service: "harness-delegate".into(),
+            tags: Default::default(),
+            reason: String::new(),
+        };
+        assert!(check_adoption(&s, &o, &plan(vec![tag.clone()])).is_ok());
+        let update = Action::UpdateService {
+            service: "harness-delegate".into(),
+            desired_count: Some(2),
+            task_definition: false,
+            network: false,
+            reason: String::new(),
+        };
+        let e = check_adoption(&s, &o, &plan(vec![update, tag]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("installed outside CloudFormation and differs"),
+            "{e}"
+        );
+        // A direct invocation (no owner) changes it freely.
+        s.owner = None;
+        let update = Action::UpdateService {
+            service: "harness-delegate".into(),
+            desired_count: Some(2),
+            task_definition: false,
+            network: false,
+            reason: String::new(),
+        };
+        assert!(check_adoption(&s, &o, &plan(vec![update])).is_ok());
     }
 
     #[test]

@@ -204,7 +204,8 @@ pub async fn send(
         }
         tracing::warn!(attempt, error = %last, "CloudFormation response PUT failed, retrying");
         if attempt < retry.attempts {
-            tokio::time::sleep(backoff).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(backoff.min(left)).await;
             backoff *= 2;
         }
     }

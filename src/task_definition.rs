@@ -368,6 +368,16 @@ fn check_field(p: &str, v: &Value, field: &Field, out: &mut Vec<String>) {
 pub fn check_overrides(patch: &Value, problems: &mut Vec<Problem>) {
     let mut out = Vec::new();
     check_fields("TaskDefinitionOverrides", patch, SCHEMA, &mut out);
+    for k in ["cpu", "memory"] {
+        // ECS accepts "1 vCPU" or "8 GB" but stores units: the comparison would never match.
+        let v = &patch[k];
+        if !v.is_null()
+            && v.as_u64().is_none()
+            && v.as_str().is_none_or(|s| s.parse::<u32>().is_err())
+        {
+            out.push(format!("TaskDefinitionOverrides.{k} must be a whole number of {} (e.g. \"2048\"); better, set {}", if k == "cpu" { "cpu units" } else { "MiB" }, if k == "cpu" { "Cpu" } else { "Memory" }));
+        }
+    }
     if patch.get("family").is_some() {
         out.push("TaskDefinitionOverrides.family: set TaskDefinitionFamily instead".to_string());
     }

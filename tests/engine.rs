@@ -984,6 +984,31 @@ async fn a_failed_stack_never_deletes_a_delegate_it_did_not_make() {
     let family = props["TaskDefinitionFamily"].as_str().unwrap();
     assert_eq!(active_revisions(&c, family).await.len(), 1);
 
+    // A stack declaring something else for it is refused, and nothing changes.
+    let mut different = props.clone();
+    different["DesiredCount"] = json!("3");
+    let refused = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("r"), &different, None, None),
+    )
+    .await;
+    assert_eq!(refused["Status"], "FAILED");
+    assert!(
+        refused["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("installed outside CloudFormation and differs"),
+        "{refused}"
+    );
+    assert_eq!(
+        service(&c, &w.cluster, "harness-delegate")
+            .await
+            .unwrap()
+            .desired_count(),
+        1
+    );
+
     let ok = run_cfn(
         &c,
         &rx,
@@ -1087,4 +1112,61 @@ async fn a_tag_change_reaches_the_service_and_the_group() {
         .await
         .unwrap();
     assert_eq!(plan["Actions"], json!([]), "converged after the tag change");
+}
+
+/// A direct Reconcile that repairs a stack's delegate (deleted out of band) keeps the stack as
+/// its owner, so the stack's Delete still removes it.
+#[tokio::test]
+async fn a_direct_repair_keeps_the_stack_as_owner() {
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let props = w.ec2_props();
+    let created = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    c.ecs
+        .delete_service()
+        .cluster(&w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+
+    let r = handler(c.clone())
+        .handle(
+            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(action_names(&r), vec!["CreateService"]);
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert!(
+        s.tags().iter().any(
+            |t| t.key() == Some("harness-delegate:owner") && t.value() == Some("test/Delegate")
+        ),
+        "{:?}",
+        s.tags()
+    );
+
+    let del = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Delete", &rx.url("d"), &props, Some(&arn), None),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS");
+    assert_eq!(
+        service(&c, &w.cluster, "harness-delegate")
+            .await
+            .unwrap()
+            .status(),
+        Some("INACTIVE")
+    );
 }
