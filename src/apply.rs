@@ -109,6 +109,9 @@ impl<'a> Applier<'a> {
         let mut created_group: Option<String> = None;
         let mut td_arn = plan.desired.task_definition_arn.clone();
         let mut service_arn = current_service_arn.map(String::from);
+        // The awsvpc configuration to send, once the group this run may create has its id.
+        let resolved =
+            |group: Option<&str>| plan.desired.network.as_ref().map(|n| n.resolved(group));
 
         for action in &plan.actions {
             tracing::info!(action = ?action, "applying");
@@ -139,11 +142,7 @@ impl<'a> Applier<'a> {
                     td_arn = Some(arn);
                 }
                 Action::CreateService { .. } => {
-                    let network = plan
-                        .desired
-                        .network
-                        .as_ref()
-                        .map(|n| n.resolved(created_group.as_deref()));
+                    let network = resolved(created_group.as_deref());
                     let td = td_arn.clone().unwrap_or_default();
                     service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
                 }
@@ -156,11 +155,7 @@ impl<'a> Applier<'a> {
                         .await?;
                     self.wait_until_gone(&spec.cluster, &spec.service_name)
                         .await?;
-                    let network = plan
-                        .desired
-                        .network
-                        .as_ref()
-                        .map(|n| n.resolved(created_group.as_deref()));
+                    let network = resolved(created_group.as_deref());
                     let td = td_arn.clone().unwrap_or_default();
                     service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
                 }
@@ -180,10 +175,8 @@ impl<'a> Applier<'a> {
                         u = u.task_definition(td_arn.clone().unwrap_or_default());
                     }
                     if *network {
-                        if let Some(n) = &plan.desired.network {
-                            u = u.network_configuration(network_configuration(
-                                &n.resolved(created_group.as_deref()),
-                            ));
+                        if let Some(n) = resolved(created_group.as_deref()) {
+                            u = u.network_configuration(network_configuration(&n));
                         }
                     }
                     let out = u.send().await.map_err(|e| {
@@ -243,11 +236,7 @@ impl<'a> Applier<'a> {
             }
         }
 
-        let network = plan
-            .desired
-            .network
-            .as_ref()
-            .map(|n| n.resolved(created_group.as_deref()));
+        let network = resolved(created_group.as_deref());
         let td = match td_arn {
             Some(t) => t,
             None => return Err(fail("reconcile", "no task definition revision was chosen")),

@@ -135,14 +135,11 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         // Without a usable URL there is no one to answer; say so in the invocation error.
         let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
-        let respond_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
 
         let clients = self.clients.clone();
         let work_req = req.clone();
         // Apply stops its own waits a little earlier, so it can still undo what it created.
-        let apply_deadline = respond_by
-            .checked_sub(Duration::from_secs(5))
-            .unwrap_or(respond_by);
+        let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
         let work = async move { cloudformation_work(&clients, &work_req, apply_deadline).await };
         self.answer(req, url, deadline, work).await
     }
@@ -159,7 +156,7 @@ impl Handler {
     where
         F: std::future::Future<Output = Outcome> + Send + 'static,
     {
-        let respond_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+        let respond_by = respond_by(deadline);
         let task = tokio::spawn(work);
         let abort = task.abort_handle();
         let outcome = match tokio::time::timeout_at(respond_by, task).await {
@@ -219,6 +216,16 @@ impl Handler {
             "Data": resp.data,
         }))
     }
+}
+
+/// `by` less `margin`, or `by` itself when that would be before the clock's start.
+fn earlier(by: Instant, margin: Duration) -> Instant {
+    by.checked_sub(margin).unwrap_or(by)
+}
+
+/// When CloudFormation is answered FAILED if the work has not finished.
+fn respond_by(deadline: Instant) -> Instant {
+    earlier(deadline, DEADLINE_MARGIN)
 }
 
 /// What a CloudFormation request came to.

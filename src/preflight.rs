@@ -263,6 +263,15 @@ mod tests {
         }
     }
 
+    fn subnet(id: &str, vpc: &str) -> ObservedSubnet {
+        ObservedSubnet {
+            id: id.into(),
+            vpc_id: vpc.into(),
+            availability_zone: "a".into(),
+            public: false,
+        }
+    }
+
     fn props(r: Result<(), Problems>) -> Vec<String> {
         r.err()
             .map(|p| p.0)
@@ -322,12 +331,7 @@ mod tests {
             network: ObservedNetwork {
                 vpc_id: Some("vpc-1".into()),
                 vpc_exists: true,
-                subnets: vec![ObservedSubnet {
-                    id: "subnet-1".into(),
-                    vpc_id: "vpc-1".into(),
-                    availability_zone: "a".into(),
-                    public: false,
-                }],
+                subnets: vec![subnet("subnet-1", "vpc-1")],
                 ..Default::default()
             },
             ..Default::default()
@@ -355,12 +359,7 @@ mod tests {
                 vpc_id: Some("vpc-2".into()),
                 vpc_source: Some(VpcSource::ContainerInstances),
                 vpc_exists: true,
-                subnets: vec![ObservedSubnet {
-                    id: "subnet-a".into(),
-                    vpc_id: "vpc-1".into(),
-                    availability_zone: "a".into(),
-                    public: false,
-                }],
+                subnets: vec![subnet("subnet-a", "vpc-1")],
                 missing_subnets: vec!["subnet-x".into()],
                 security_groups: vec![ObservedSecurityGroup {
                     id: "sg-b".into(),
@@ -399,12 +398,7 @@ mod tests {
                 vpc_source: Some(VpcSource::Property),
                 vpc_exists: true,
                 instance_vpcs: vec!["vpc-1".into()],
-                subnets: vec![ObservedSubnet {
-                    id: "subnet-b".into(),
-                    vpc_id: "vpc-2".into(),
-                    availability_zone: "a".into(),
-                    public: false,
-                }],
+                subnets: vec![subnet("subnet-b", "vpc-2")],
                 ..Default::default()
             },
             ..Default::default()

@@ -89,6 +89,16 @@ pub enum DelegateGeneration {
     NextGen,
 }
 
+impl DelegateGeneration {
+    /// The environment variable the delegate reads its token from.
+    pub fn token_variable(self) -> &'static str {
+        match self {
+            DelegateGeneration::NextGen => "DELEGATE_TOKEN",
+            DelegateGeneration::FirstGen => "ACCOUNT_SECRET",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum AssignPublicIp {
     #[serde(rename = "ENABLED")]

@@ -24,10 +24,7 @@ pub fn render(spec: &DelegateSpec) -> Value {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut push = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
     let manager = spec.manager_host_and_port.trim_end_matches('/');
-    let token_var = match spec.generation {
-        DelegateGeneration::NextGen => "DELEGATE_TOKEN",
-        DelegateGeneration::FirstGen => "ACCOUNT_SECRET",
-    };
+    let token_var = spec.generation.token_variable();
     push("ACCOUNT_ID", &spec.account_id);
     push("MANAGER_HOST_AND_PORT", manager);
     if let DelegateToken::Plain(t) = &spec.token {
@@ -164,10 +161,7 @@ pub fn check_rendered(spec: &DelegateSpec, doc: &Value) -> Vec<Problem> {
     {
         return vec![];
     }
-    let token_var = match spec.generation {
-        DelegateGeneration::NextGen => "DELEGATE_TOKEN",
-        DelegateGeneration::FirstGen => "ACCOUNT_SECRET",
-    };
+    let token_var = spec.generation.token_variable();
     let containers = doc["containerDefinitions"]
         .as_array()
         .cloned()
