@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use crate::observe::{sdk_message, AwsvpcConfig};
 use crate::plan::{Action, Plan};
-use crate::spec::{DelegateSpec, LaunchType};
+use crate::record::{self, Record};
+use crate::spec::LaunchType;
 use crate::{task_definition, Clients};
 
 /// An AWS write that failed, with what was being done.
@@ -57,7 +58,24 @@ pub struct Applied {
 enum Created {
     SecurityGroup(String),
     TaskDefinition(String),
-    Service { cluster: String, name: String },
+    Service {
+        cluster: String,
+        name: String,
+    },
+    /// Record keys written on a resource: `previous` is what they were.
+    Record {
+        arn: String,
+        previous: BTreeMap<String, String>,
+        written: Vec<String>,
+    },
+}
+
+/// The delegate a plan is applied to: the cluster as given (name or ARN) and the record the
+/// converge leaves, which also says what the service is (its name, launch type, count, tags).
+#[derive(Debug, Clone)]
+pub struct ServiceTarget {
+    pub cluster: String,
+    pub record: Record,
 }
 
 fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
@@ -81,15 +99,18 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Apply a reconcile plan. `cluster_arn` is the observed cluster's ARN.
+    /// Apply a reconcile or heal plan. `cluster_arn` is the observed cluster's ARN.
     pub async fn reconcile(
         &mut self,
-        spec: &DelegateSpec,
+        target: &ServiceTarget,
         plan: &Plan,
         cluster_arn: &str,
         current_service_arn: Option<&str>,
     ) -> Result<Applied, ApplyError> {
-        match self.run(spec, plan, cluster_arn, current_service_arn).await {
+        match self
+            .run(target, plan, cluster_arn, current_service_arn)
+            .await
+        {
             Ok(a) => Ok(a),
             Err(e) => {
                 self.undo().await;
@@ -100,14 +121,22 @@ impl<'a> Applier<'a> {
 
     async fn run(
         &mut self,
-        spec: &DelegateSpec,
+        target: &ServiceTarget,
         plan: &Plan,
         cluster_arn: &str,
         current_service_arn: Option<&str>,
     ) -> Result<Applied, ApplyError> {
         let c = self.clients;
+        let cluster = target.cluster.as_str();
+        let name = target.record.service.as_str();
+        // The record, with the revision filled in once it is known.
+        let mut record = target.record.clone();
         let mut created_group: Option<String> = None;
+        let mut registered = false;
         let mut td_arn = plan.desired.task_definition_arn.clone();
+        if let Some(td) = &td_arn {
+            record.task_definition = record::revision_name(td).to_string();
+        }
         let mut service_arn = current_service_arn.map(String::from);
         // The awsvpc configuration to send, once the group this run may create has its id.
         let resolved =
@@ -116,15 +145,19 @@ impl<'a> Applier<'a> {
         for action in &plan.actions {
             tracing::info!(action = ?action, "applying");
             match action {
-                Action::CreateSecurityGroup { name, vpc_id, .. } => {
-                    let id = self.create_security_group(spec, name, vpc_id).await?;
+                Action::CreateSecurityGroup {
+                    name: group,
+                    vpc_id,
+                    ..
+                } => {
+                    let id = self.create_security_group(&record, group, vpc_id).await?;
                     created_group = Some(id);
                 }
                 Action::RegisterTaskDefinition { family, .. } => {
                     let req = task_definition::register_request(
                         &c.ecs,
                         &plan.desired.task_definition,
-                        &spec.resource_tags(),
+                        &record.all_tags(false),
                     )
                     .map_err(|e| fail(format!("registering a revision of {family}"), e))?;
                     let out = req.send().await.map_err(|e| {
@@ -139,25 +172,70 @@ impl<'a> Applier<'a> {
                         .unwrap_or_default()
                         .to_string();
                     self.created.push(Created::TaskDefinition(arn.clone()));
+                    record.task_definition = record::revision_name(&arn).to_string();
+                    registered = true;
                     td_arn = Some(arn);
+                }
+                Action::RecordSpec {
+                    on_service,
+                    on_revision,
+                    previous_service,
+                    previous_revision,
+                    ..
+                } => {
+                    if *on_revision && !registered {
+                        let arn = td_arn.clone().unwrap_or_default();
+                        self.write_record(&arn, record.tags(false), previous_revision)
+                            .await?;
+                    }
+                    if *on_service {
+                        let arn = service_arn.clone().unwrap_or_default();
+                        self.write_record(&arn, record.tags(true), previous_service)
+                            .await?;
+                    }
                 }
                 Action::CreateService { .. } => {
                     let network = resolved(created_group.as_deref());
                     let td = td_arn.clone().unwrap_or_default();
-                    service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
+                    service_arn = Some(
+                        self.create_service(cluster, &record, &td, network.as_ref())
+                            .await?,
+                    );
+                    self.commit_records();
                 }
                 Action::WaitForServiceDrain { .. } => {
-                    self.wait_until_gone(&spec.cluster, &spec.service_name)
-                        .await?;
+                    self.wait_until_gone(cluster, name).await?;
                 }
                 Action::RecreateService { .. } => {
-                    self.delete_service(&spec.cluster, &spec.service_name)
-                        .await?;
-                    self.wait_until_gone(&spec.cluster, &spec.service_name)
-                        .await?;
+                    self.delete_service(cluster, name).await?;
+                    self.wait_until_gone(cluster, name).await?;
                     let network = resolved(created_group.as_deref());
                     let td = td_arn.clone().unwrap_or_default();
-                    service_arn = Some(self.create_service(spec, &td, network.as_ref()).await?);
+                    service_arn = Some(
+                        self.create_service(cluster, &record, &td, network.as_ref())
+                            .await?,
+                    );
+                    self.commit_records();
+                }
+                Action::ForceNewDeployment { .. } => {
+                    c.ecs
+                        .update_service()
+                        .cluster(cluster)
+                        .service(name)
+                        .force_new_deployment(true)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            fail(format!("redeploying service {name}"), sdk_message(&e))
+                        })?;
+                    let now = (record::now_millis() / 1000).to_string();
+                    let arn = service_arn.clone().unwrap_or_default();
+                    self.tag(
+                        &arn,
+                        &BTreeMap::from([(record::REDEPLOYED_AT_TAG.to_string(), now)]),
+                    )
+                    .await
+                    .map_err(|e| fail(format!("tagging service {name}"), e))?;
                 }
                 Action::UpdateService {
                     desired_count,
@@ -168,8 +246,8 @@ impl<'a> Applier<'a> {
                     let mut u = c
                         .ecs
                         .update_service()
-                        .cluster(&spec.cluster)
-                        .service(&spec.service_name)
+                        .cluster(cluster)
+                        .service(name)
                         .set_desired_count(*desired_count);
                     if *task_definition {
                         u = u.task_definition(td_arn.clone().unwrap_or_default());
@@ -179,12 +257,11 @@ impl<'a> Applier<'a> {
                             u = u.network_configuration(network_configuration(&n));
                         }
                     }
-                    let out = u.send().await.map_err(|e| {
-                        fail(
-                            format!("updating service {}", spec.service_name),
-                            sdk_message(&e),
-                        )
-                    })?;
+                    let out = u
+                        .send()
+                        .await
+                        .map_err(|e| fail(format!("updating service {name}"), sdk_message(&e)))?;
+                    self.commit_records();
                     // The service runs the new revision and group now: undoing must not remove them.
                     if *task_definition {
                         self.created
@@ -200,18 +277,9 @@ impl<'a> Applier<'a> {
                 }
                 Action::TagService { tags, .. } => {
                     let arn = service_arn.clone().unwrap_or_default();
-                    c.ecs
-                        .tag_resource()
-                        .resource_arn(&arn)
-                        .set_tags(Some(ecs_tags(tags)))
-                        .send()
+                    self.tag(&arn, tags)
                         .await
-                        .map_err(|e| {
-                            fail(
-                                format!("tagging service {}", spec.service_name),
-                                sdk_message(&e),
-                            )
-                        })?;
+                        .map_err(|e| fail(format!("tagging service {name}"), e))?;
                 }
                 Action::TagSecurityGroup { id, tags, .. } => {
                     c.ec2
@@ -229,6 +297,7 @@ impl<'a> Applier<'a> {
                         })?;
                 }
                 Action::DeleteService { .. }
+                | Action::RemoveRecord { .. }
                 | Action::DeregisterTaskDefinition { .. }
                 | Action::DeleteSecurityGroup { .. } => {
                     unreachable!("delete actions are applied by Applier::delete")
@@ -247,7 +316,7 @@ impl<'a> Applier<'a> {
         };
         Ok(Applied {
             service_arn,
-            service_name: spec.service_name.clone(),
+            service_name: name.to_string(),
             cluster_arn: cluster_arn.to_string(),
             task_definition_arn: td,
             vpc_id: plan.desired.vpc_id.clone().unwrap_or_default(),
@@ -274,11 +343,11 @@ impl<'a> Applier<'a> {
 
     async fn create_security_group(
         &mut self,
-        spec: &DelegateSpec,
+        record: &Record,
         name: &str,
         vpc_id: &str,
     ) -> Result<String, ApplyError> {
-        let tags: Vec<Ec2Tag> = spec
+        let tags: Vec<Ec2Tag> = record
             .resource_tags()
             .into_iter()
             .chain([("Name".to_string(), name.to_string())])
@@ -292,7 +361,7 @@ impl<'a> Applier<'a> {
             .vpc_id(vpc_id)
             .description(format!(
                 "Harness delegate {}: outbound only (created by harness-ecs-delegate-bootstrap)",
-                spec.resource_key()
+                record.key()
             ))
             .tag_specifications(
                 TagSpecification::builder()
@@ -319,7 +388,8 @@ impl<'a> Applier<'a> {
 
     async fn create_service(
         &mut self,
-        spec: &DelegateSpec,
+        cluster: &str,
+        record: &Record,
         task_definition_arn: &str,
         network: Option<&AwsvpcConfig>,
     ) -> Result<String, ApplyError> {
@@ -327,11 +397,11 @@ impl<'a> Applier<'a> {
             .clients
             .ecs
             .create_service()
-            .cluster(&spec.cluster)
-            .service_name(&spec.service_name)
+            .cluster(cluster)
+            .service_name(&record.service)
             .task_definition(task_definition_arn)
-            .desired_count(spec.desired_count)
-            .launch_type(ecs::LaunchType::from(spec.launch_type.as_str()))
+            .desired_count(record.desired_count)
+            .launch_type(ecs::LaunchType::from(record.launch_type.as_str()))
             .scheduling_strategy(ecs::SchedulingStrategy::Replica)
             .deployment_configuration(
                 ecs::DeploymentConfiguration::builder()
@@ -345,8 +415,8 @@ impl<'a> Applier<'a> {
             )
             .enable_ecs_managed_tags(true)
             .propagate_tags(ecs::PropagateTags::Service)
-            .set_tags(Some(ecs_tags(&spec.resource_tags())));
-        match spec.launch_type {
+            .set_tags(Some(ecs_tags(&record.all_tags(true))));
+        match record.launch_type {
             LaunchType::Fargate => req = req.platform_version("LATEST"),
             LaunchType::Ec2 => {
                 for field in ["attribute:ecs.availability-zone", "instanceId"] {
@@ -364,19 +434,77 @@ impl<'a> Applier<'a> {
         }
         let out = req.send().await.map_err(|e| {
             fail(
-                format!("creating service {}", spec.service_name),
+                format!("creating service {}", record.service),
                 sdk_message(&e),
             )
         })?;
         self.created.push(Created::Service {
-            cluster: spec.cluster.clone(),
-            name: spec.service_name.clone(),
+            cluster: cluster.to_string(),
+            name: record.service.clone(),
         });
         Ok(out
             .service()
             .and_then(|s| s.service_arn())
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// Add or change tags on an ECS resource.
+    async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), String> {
+        self.clients
+            .ecs
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(ecs_tags(tags)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_message(&e))
+    }
+
+    /// Remove tags from an ECS resource.
+    async fn untag(&self, arn: &str, keys: &[String]) -> Result<(), String> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.clients
+            .ecs
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_message(&e))
+    }
+
+    /// Write a record on a resource, dropping record keys it no longer needs (a split value
+    /// that got shorter), and remember what was there for undo.
+    async fn write_record(
+        &mut self,
+        arn: &str,
+        tags: BTreeMap<String, String>,
+        previous: &BTreeMap<String, String>,
+    ) -> Result<(), ApplyError> {
+        let what = || format!("recording the configuration on {arn}");
+        let stale: Vec<String> = previous
+            .keys()
+            .filter(|k| !tags.contains_key(*k))
+            .cloned()
+            .collect();
+        self.created.push(Created::Record {
+            arn: arn.to_string(),
+            previous: previous.clone(),
+            written: tags.keys().cloned().collect(),
+        });
+        self.tag(arn, &tags).await.map_err(|e| fail(what(), e))?;
+        self.untag(arn, &stale).await.map_err(|e| fail(what(), e))
+    }
+
+    /// The service now runs what the record says: a later failure must not roll it back.
+    fn commit_records(&mut self) {
+        self.created
+            .retain(|c| !matches!(c, Created::Record { .. }));
     }
 
     /// Scale to 0 and delete with force.
@@ -450,6 +578,21 @@ impl<'a> Applier<'a> {
         for action in actions {
             tracing::info!(action = ?action, "applying");
             match action {
+                Action::RemoveRecord {
+                    resources, keys, ..
+                } => {
+                    for (arn, keys) in resources.iter().zip(keys) {
+                        if let Err(e) = self.untag(arn, keys).await {
+                            // A service deleted out of band may refuse tag changes; what
+                            // matters is that it is gone.
+                            if arn.contains(":service/") {
+                                tracing::warn!(resource = %arn, error = %e, "could not remove the record");
+                                continue;
+                            }
+                            return Err(fail(format!("removing the record from {arn}"), e));
+                        }
+                    }
+                }
                 Action::DeleteService { service, .. } => {
                     self.delete_service(cluster, service).await?;
                 }
@@ -532,6 +675,25 @@ impl<'a> Applier<'a> {
                 Created::SecurityGroup(id) => {
                     // A service just deleted may still hold the group; wait for it first.
                     self.delete_security_group(id).await
+                }
+                Created::Record {
+                    arn,
+                    previous,
+                    written,
+                } => {
+                    let added: Vec<String> = written
+                        .iter()
+                        .filter(|k| !previous.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    let restored = if previous.is_empty() {
+                        Ok(())
+                    } else {
+                        self.tag(arn, previous).await
+                    };
+                    restored
+                        .and(self.untag(arn, &added).await)
+                        .map_err(|e| fail(format!("restoring the record on {arn}"), e))
                 }
             };
             if let Err(e) = r {

@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use crate::heal::Target;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestType {
     Create,
@@ -54,23 +56,34 @@ pub enum Trigger {
         action: DirectAction,
         properties: Value,
     },
-    /// EventBridge scheduled event (`source: aws.events`).
+    /// EventBridge scheduled event (`source: aws.events`): heal every delegate.
     Schedule,
     /// EventBridge ECS event (`source: aws.ecs`).
-    EcsEvent {
-        detail_type: String,
+    EcsEvent(EcsEvent),
+    /// Direct `{"Action": "Heal", "Targets": […]}`; no targets: every delegate.
+    Heal {
+        targets: Option<Vec<Target>>,
     },
+}
+
+/// An ECS event: the delegate it calls to heal, or why it calls for nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EcsEvent {
+    pub detail_type: String,
+    pub target: Result<Target, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
     #[error("this looks like a CloudFormation request but lacks {0}, so it cannot be answered; CloudFormation always sends RequestType, ResponseURL, StackId, RequestId and LogicalResourceId")]
     IncompleteCloudFormation(String),
-    #[error("unknown Action \"{0}\": use Reconcile, Plan or Delete, e.g. {{\"Action\": \"Plan\", \"ResourceProperties\": {{…}}}}")]
+    #[error("unknown Action \"{0}\": use Reconcile, Plan, Delete or Heal, e.g. {{\"Action\": \"Plan\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\"}}")]
     UnknownAction(String),
+    #[error("Targets{0}: pass a list of {{\"ClusterName\": \"…\", \"ServiceName\": \"…\"}} (ServiceName defaults to harness-delegate), or leave Targets out to heal every delegate")]
+    BadTargets(String),
     #[error("a direct {0} invocation needs ResourceProperties: {{\"Action\": \"{0}\", \"ResourceProperties\": {{\"ClusterName\": …}}}}")]
     MissingProperties(String),
-    #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}}")]
+    #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\", \"Targets\": […]}}")]
     Unrecognised,
 }
 
@@ -122,15 +135,16 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
     }
     match event.get("source").and_then(Value::as_str) {
         Some("aws.events") => return Ok(Trigger::Schedule),
-        Some("aws.ecs") => {
-            return Ok(Trigger::EcsEvent {
-                detail_type: str_field(event, "detail-type").unwrap_or_default(),
-            })
-        }
+        Some("aws.ecs") => return Ok(Trigger::EcsEvent(ecs_event(event))),
         _ => {}
     }
     if let Some(action) = event.get("Action") {
         let raw = action.as_str().unwrap_or_default();
+        if raw == "Heal" {
+            return Ok(Trigger::Heal {
+                targets: targets(event.get("Targets"))?,
+            });
+        }
         let action = match raw {
             "Reconcile" => DirectAction::Reconcile,
             "Plan" => DirectAction::Plan,
@@ -143,6 +157,92 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
         return Ok(Trigger::Direct { action, properties });
     }
     Err(ClassifyError::Unrecognised)
+}
+
+/// The `Targets` of a direct Heal. `None` (absent, null or empty): every delegate.
+fn targets(v: Option<&Value>) -> Result<Option<Vec<Target>>, ClassifyError> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ClassifyError::BadTargets(" is not a list".into())),
+    };
+    let mut out = Vec::new();
+    for (i, t) in items.iter().enumerate() {
+        let text = |k: &str| {
+            t.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let Some(cluster) = text("ClusterName") else {
+            return Err(ClassifyError::BadTargets(format!(
+                "[{i}] has no ClusterName"
+            )));
+        };
+        if t.get("ServiceName").is_some_and(|s| !s.is_string()) {
+            return Err(ClassifyError::BadTargets(format!(
+                "[{i}].ServiceName is not a string"
+            )));
+        }
+        out.push(Target {
+            cluster: cluster.to_string(),
+            service: text("ServiceName")
+                .unwrap_or(crate::spec::DEFAULT_SERVICE_NAME)
+                .to_string(),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Which delegate an ECS event is about, if it calls for a heal: a service's warning or error,
+/// a FAILED deployment, a service's task that STOPPED. Everything else is ignored (said why).
+fn ecs_event(event: &Value) -> EcsEvent {
+    let detail_type = str_field(event, "detail-type").unwrap_or_default();
+    let detail = &event["detail"];
+    let field = |k: &str| detail.get(k).and_then(Value::as_str).unwrap_or_default();
+    // arn:aws:ecs:<region>:<account>:service/<cluster>/<service>
+    let service_arn = || -> Option<Target> {
+        let arn = event["resources"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|r| r.contains(":service/"))?;
+        let path = arn.split_once(":service/")?.1;
+        let (cluster, service) = path.split_once('/')?;
+        Some(Target {
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+        })
+    };
+    let target = match detail_type.as_str() {
+        "ECS Service Action" => match field("eventType") {
+            "WARN" | "ERROR" => service_arn().ok_or_else(|| "names no service".to_string()),
+            other => Err(format!("{} {other}: nothing to heal", field("eventName"))),
+        },
+        "ECS Deployment State Change" => match field("eventName") {
+            "SERVICE_DEPLOYMENT_FAILED" => {
+                service_arn().ok_or_else(|| "names no service".to_string())
+            }
+            other => Err(format!("{other}: nothing to heal")),
+        },
+        "ECS Task State Change" => {
+            let service = field("group").strip_prefix("service:");
+            match (field("lastStatus"), service) {
+                ("STOPPED", Some(service)) if !field("clusterArn").is_empty() => Ok(Target {
+                    cluster: crate::spec::cluster_short_name(field("clusterArn")).to_string(),
+                    service: service.to_string(),
+                }),
+                ("STOPPED", _) => Err("a task that belongs to no service: nothing to heal".into()),
+                (status, _) => Err(format!("a task is {status}: nothing to heal")),
+            }
+        }
+        other => Err(format!("\"{other}\" events call for no heal")),
+    };
+    EcsEvent {
+        detail_type,
+        target,
+    }
 }
 
 #[cfg(test)]
@@ -182,14 +282,16 @@ mod tests {
             .unwrap(),
             Trigger::Schedule
         );
-        assert_eq!(
+        assert!(matches!(
             classify(
                 &json!({"source": "aws.ecs", "detail-type": "ECS Service Action", "detail": {}})
             )
             .unwrap(),
-            Trigger::EcsEvent {
-                detail_type: "ECS Service Action".into()
-            }
+            Trigger::EcsEvent(EcsEvent { target: Err(_), .. })
+        ));
+        assert_eq!(
+            classify(&json!({"Action": "Heal"})).unwrap(),
+            Trigger::Heal { targets: None }
         );
         assert_eq!(
             classify(&json!({"Action": "Plan", "ResourceProperties": {"a": 1}})).unwrap(),

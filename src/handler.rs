@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::apply::{Applied, Applier};
+use crate::apply::{Applied, Applier, ServiceTarget};
 use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, RequestType, Trigger};
+use crate::heal::{HealSettings, Scope};
 use crate::plan::Plan;
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy, Status};
 use crate::spec::{self, DelegateSpec, Problems};
@@ -34,8 +35,6 @@ pub enum ReconcileError {
     Observe(#[from] observe::ObserveError),
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +56,6 @@ impl HandlerError {
             HandlerError::Reconcile(ReconcileError::Invalid(_)) => "InvalidProperties",
             HandlerError::Reconcile(ReconcileError::Observe(_)) => "AwsReadFailed",
             HandlerError::Reconcile(ReconcileError::Apply(_)) => "AwsWriteFailed",
-            HandlerError::Reconcile(ReconcileError::Unsupported(_)) => "Unsupported",
         }
     }
 }
@@ -68,6 +66,7 @@ pub struct Handler {
     /// `RESPONSE_URL_ALLOW_LOOPBACK=true`: accept http ResponseURLs to loopback (tests, local runs).
     pub allow_loopback: bool,
     pub retry: RetryPolicy,
+    pub heal: HealSettings,
 }
 
 impl Handler {
@@ -79,6 +78,7 @@ impl Handler {
             http: reqwest::Client::new(),
             allow_loopback,
             retry: RetryPolicy::default(),
+            heal: HealSettings::from_env(),
         }
     }
 
@@ -89,11 +89,38 @@ impl Handler {
             Trigger::Direct { action, properties } => {
                 Ok(self.direct(action, &properties, deadline).await?)
             }
-            Trigger::Schedule | Trigger::EcsEvent { .. } => Err(ReconcileError::Unsupported(
-                "EventBridge events (scheduled self-healing, ECS events) are not handled by this version yet; nothing was changed".into(),
-            )
-            .into()),
+            Trigger::Schedule => Ok(self.heal(Scope::All, "Schedule", deadline).await?),
+            Trigger::Heal { targets } => {
+                let scope = targets.map_or(Scope::All, Scope::Targets);
+                Ok(self.heal(scope, "Heal", deadline).await?)
+            }
+            Trigger::EcsEvent(e) => match e.target {
+                Ok(t) => Ok(self
+                    .heal(Scope::Targets(vec![t]), &e.detail_type, deadline)
+                    .await?),
+                Err(why) => {
+                    tracing::info!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
+                    Ok(json!({"Status": "IGNORED", "Reason": why}))
+                }
+            },
         }
+    }
+
+    async fn heal(
+        &self,
+        scope: Scope,
+        trigger: &str,
+        deadline: Instant,
+    ) -> Result<Value, ReconcileError> {
+        let report = crate::heal::heal(
+            &self.clients,
+            scope,
+            self.heal,
+            trigger,
+            earlier(deadline, DEADLINE_MARGIN),
+        )
+        .await?;
+        Ok(report.to_json())
     }
 
     async fn direct(
@@ -439,8 +466,14 @@ pub async fn reconcile(
         .as_ref()
         .filter(|s| s.status == "ACTIVE")
         .map(|s| s.arn.clone());
+    let mut record = plan.desired.record.clone();
+    record.applied_at = crate::record::now_millis();
+    let target = ServiceTarget {
+        cluster: spec.cluster.clone(),
+        record,
+    };
     let applied = Applier::new(c, deadline)
-        .reconcile(&spec, &plan, &cluster_arn, current.as_deref())
+        .reconcile(&target, &plan, &cluster_arn, current.as_deref())
         .await?;
     Ok((plan, applied))
 }

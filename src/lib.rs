@@ -1,17 +1,21 @@
 //! harness-ecs-delegate-bootstrap: installs the Harness ECS Delegate into an ECS cluster and keeps
-//! it installed, driven by CloudFormation custom-resource events or direct invocations.
+//! it installed, driven by CloudFormation custom-resource events, EventBridge (a schedule, ECS
+//! events) or direct invocations.
 //!
 //! The flow, one module per step: [`classify`] the event → parse the [`spec`] → [`observe`] AWS →
 //! [`preflight`] checks → [`plan`] (pure) → [`apply`] → [`respond`]. [`handler`] wires the steps
 //! together for each kind of trigger; [`task_definition`] renders and compares the delegate's task
-//! definition.
+//! definition. Self-healing runs the same steps from the [`record`] a converge leaves on the
+//! delegate's resources instead of a spec; [`heal`] finds the delegates and reports per delegate.
 
 pub mod apply;
 pub mod classify;
 pub mod handler;
+pub mod heal;
 pub mod observe;
 pub mod plan;
 pub mod preflight;
+pub mod record;
 pub mod respond;
 pub mod spec;
 pub mod task_definition;
@@ -32,6 +36,8 @@ pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
+    /// The Resource Groups Tagging API: finds every delegate's record by its tags.
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
 }
 
 impl Clients {
@@ -40,6 +46,7 @@ impl Clients {
             ecs: aws_sdk_ecs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(config),
         }
     }
 

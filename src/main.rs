@@ -125,8 +125,11 @@ fn as_plan(event: &Value) -> Result<Value, lambda_runtime::Error> {
             )
         }
         Trigger::Direct { properties, .. } => properties,
-        Trigger::Schedule | Trigger::EcsEvent { .. } => {
-            return Err("EventBridge events carry no delegate properties to plan".into())
+        Trigger::Schedule | Trigger::EcsEvent(_) | Trigger::Heal { .. } => {
+            return Err(
+                "heal events carry no delegate properties to plan: `invoke` runs the heal and reports per delegate what it found and did"
+                    .into(),
+            )
         }
     };
     Ok(json!({"Action": "Plan", "ResourceProperties": props}))

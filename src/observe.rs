@@ -147,7 +147,7 @@ pub struct AwsvpcConfig {
     pub assign_public_ip: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObservedService {
     pub arn: String,
     pub name: String,
@@ -158,6 +158,17 @@ pub struct ObservedService {
     pub launch_type: Option<String>,
     pub network: Option<AwsvpcConfig>,
     pub tags: BTreeMap<String, String>,
+    pub running_count: i32,
+    /// The PRIMARY deployment (the one ECS is rolling out or has rolled out).
+    pub deployment: Option<ObservedDeployment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedDeployment {
+    /// COMPLETED, IN_PROGRESS or FAILED.
+    pub rollout_state: String,
+    /// Tasks of this deployment that failed in a row (stopped before or after RUNNING).
+    pub failed_tasks: i32,
 }
 
 impl ObservedService {
@@ -214,6 +225,20 @@ pub struct ObservedForDelete {
     /// Task definitions used by other services this function manages.
     pub used_by_other_services: BTreeSet<String>,
     pub managed_security_groups: Vec<ObservedSecurityGroup>,
+    /// Resources (the service, any revision) that carry this delegate's record, with its keys.
+    pub records: Vec<(String, Vec<String>)>,
+}
+
+/// What heal sees of one delegate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedForHeal {
+    /// The cluster's status; `None`: it does not exist.
+    pub cluster_status: Option<String>,
+    pub service: Option<ObservedService>,
+    /// The recorded revision, whatever its status; `None`: it no longer exists.
+    pub revision: Option<ObservedTaskDefinition>,
+    /// The group this function created for the delegate in the recorded VPC.
+    pub managed_security_group: Option<ObservedSecurityGroup>,
 }
 
 pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, ObserveError> {
@@ -448,7 +473,7 @@ fn ecs_tags(tags: &[ecs::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn observed_service(s: &ecs::Service) -> ObservedService {
+pub fn observed_service(s: &ecs::Service) -> ObservedService {
     let network = s
         .network_configuration()
         .and_then(|n| n.awsvpc_configuration())
@@ -469,7 +494,104 @@ fn observed_service(s: &ecs::Service) -> ObservedService {
         launch_type: s.launch_type().map(|l| l.as_str().to_string()),
         network,
         tags: ecs_tags(s.tags()),
+        running_count: s.running_count(),
+        deployment: s
+            .deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY"))
+            .map(|d| ObservedDeployment {
+                rollout_state: d
+                    .rollout_state()
+                    .map(|r| r.as_str().to_string())
+                    .unwrap_or_default(),
+                failed_tasks: d.failed_tasks(),
+            }),
     }
+}
+
+/// Resources of `types` (`ecs:service`, `ecs:task-definition`, `ec2:security-group`) that this
+/// function manages, of the delegate `key` if given, with their tags: every page.
+pub async fn tagged_resources(
+    c: &Clients,
+    types: &[&str],
+    key: Option<&str>,
+) -> Result<Vec<(String, BTreeMap<String, String>)>, ObserveError> {
+    use aws_sdk_resourcegroupstagging::types::TagFilter;
+    let mut req = c
+        .tagging
+        .get_resources()
+        .tag_filters(
+            TagFilter::builder()
+                .key(MANAGED_BY_TAG)
+                .values(MANAGED_BY_VALUE)
+                .build(),
+        )
+        .resources_per_page(100);
+    if let Some(k) = key {
+        req = req.tag_filters(TagFilter::builder().key(RESOURCE_TAG).values(k).build());
+    }
+    for t in types {
+        req = req.resource_type_filters(*t);
+    }
+    let pages = req
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| err("resources tagged as managed delegates", sdk_message(&e)))?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.resource_tag_mapping_list())
+        .filter_map(|m| {
+            let tags = m
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            Some((m.resource_arn()?.to_string(), tags))
+        })
+        .collect())
+}
+
+/// The named services of one cluster, described ten at a time (DescribeServices' limit) with
+/// their tags. `None`: the cluster does not exist.
+pub async fn services(
+    c: &Clients,
+    cluster: &str,
+    names: &[String],
+) -> Result<Option<BTreeMap<String, ObservedService>>, ObserveError> {
+    let mut out = BTreeMap::new();
+    for chunk in names.chunks(10) {
+        let d = c
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(chunk.to_vec()))
+            .include(ecs::ServiceField::Tags)
+            .send()
+            .await;
+        match d {
+            Ok(d) => out.extend(
+                d.services()
+                    .iter()
+                    .map(observed_service)
+                    .map(|s| (s.name.clone(), s)),
+            ),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_cluster_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(err(
+                    format!("ECS services of cluster {cluster}"),
+                    sdk_message(&e),
+                ))
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 pub async fn service(
@@ -829,13 +951,27 @@ pub async fn managed_security_groups(
     c: &Clients,
     resource_key: &str,
 ) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
+    managed_security_groups_of(c, &[resource_key.to_string()]).await
+}
+
+/// The security groups this function created for any of these delegates (at most 200 keys).
+pub async fn managed_security_groups_of(
+    c: &Clients,
+    resource_keys: &[String],
+) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
     let d = c
         .ec2
         .describe_security_groups()
         .filters(
             Filter::builder()
                 .name(format!("tag:{RESOURCE_TAG}"))
-                .values(resource_key)
+                .set_values(Some(resource_keys.to_vec()))
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{MANAGED_BY_TAG}"))
+                .values(MANAGED_BY_VALUE)
                 .build(),
         )
         .send()
@@ -944,6 +1080,20 @@ pub async fn observe_for_delete(
     }
     if !o.our_revisions.is_empty() {
         o.used_by_other_services = task_definitions_of_managed_services(c, &key).await?;
+    }
+    // The record heal works from, wherever it is: the service and any revision, deregistered
+    // ones included.
+    if let Some(s) = o.service.as_ref().filter(|s| s.owned_by(owner)) {
+        let keys = crate::record::record_keys(&s.tags);
+        if !keys.is_empty() {
+            o.records.push((s.arn.clone(), keys));
+        }
+    }
+    for (arn, tags) in tagged_resources(c, &["ecs:task-definition"], Some(&key)).await? {
+        let keys = crate::record::record_keys(&tags);
+        if !keys.is_empty() && may_remove(tags.get(crate::OWNER_TAG).map(String::as_str)) {
+            o.records.push((arn, keys));
+        }
     }
     Ok(o)
 }

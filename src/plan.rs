@@ -12,8 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::observe::{
-    AwsvpcConfig, Observed, ObservedForDelete, ObservedService, ObservedTaskDefinition,
+    AwsvpcConfig, Observed, ObservedForDelete, ObservedForHeal, ObservedService,
+    ObservedTaskDefinition,
 };
+use crate::record::{self, Record, RecordedGroups, RecordedNetwork};
 use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode};
 use crate::task_definition;
 
@@ -87,6 +89,39 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
+    /// Write the record heal works from (see `record`) before the service changes: on the
+    /// service when it exists and is kept, on the revision when an existing one is reused. The
+    /// skipped fields hold the record keys as they were, to put back if the run fails.
+    RecordSpec {
+        #[serde(rename = "OnService")]
+        on_service: bool,
+        #[serde(rename = "OnRevision")]
+        on_revision: bool,
+        #[serde(rename = "Reason")]
+        reason: String,
+        #[serde(skip)]
+        previous_service: BTreeMap<String, String>,
+        #[serde(skip)]
+        previous_revision: BTreeMap<String, String>,
+    },
+    /// Heal only: start a new deployment of the same configuration (a failed deployment or a
+    /// crash loop), and note when on the service, for the back-off.
+    ForceNewDeployment {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
+    /// Delete only, first: remove the record so that no heal can bring the delegate back.
+    RemoveRecord {
+        #[serde(rename = "Resources")]
+        resources: Vec<String>,
+        #[serde(rename = "Reason")]
+        reason: String,
+        /// The record keys each resource carries.
+        #[serde(skip)]
+        keys: Vec<Vec<String>>,
+    },
     DeleteService {
         #[serde(rename = "ServiceName")]
         service: String,
@@ -156,6 +191,9 @@ pub struct Desired {
     pub network: Option<DesiredNetwork>,
     #[serde(rename = "VpcId", skip_serializing_if = "Option::is_none")]
     pub vpc_id: Option<String>,
+    /// What the converge records for heal (its revision and time are filled in by apply).
+    #[serde(skip)]
+    pub record: Record,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -235,15 +273,22 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     }
 
     // Reuse the revision the service runs, else the family's latest, if either is what this
-    // spec renders: delegates sharing a family must not leapfrog each other with new revisions.
+    // spec renders and was registered for this delegate: delegates sharing a family must not
+    // leapfrog each other with new revisions, and each keeps the record heal works from on a
+    // revision of its own.
     let wanted = task_definition::normalize(&rendered);
+    let key = spec.resource_key();
     let candidates: Vec<&ObservedTaskDefinition> = [
         o.current_task_definition.as_ref(),
         o.latest_task_definition.as_ref(),
     ]
     .into_iter()
     .flatten()
-    .filter(|td| td.status == "ACTIVE" && td.doc["family"] == spec.family.as_str())
+    .filter(|td| {
+        td.status == "ACTIVE"
+            && td.doc["family"] == spec.family.as_str()
+            && td.tags.get(crate::RESOURCE_TAG) == Some(&key)
+    })
     .collect();
     let reuse = candidates
         .iter()
@@ -251,7 +296,10 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
         .copied();
     if reuse.is_none() {
         let reason = match candidates.first() {
-            None => format!("family {} has no ACTIVE revision", spec.family),
+            None => format!(
+                "family {} has no ACTIVE revision registered for this delegate",
+                spec.family
+            ),
             Some(td) => format!(
                 "{} ({}:{}) differs in {}",
                 if o.current_task_definition.as_ref().map(|c| &c.arn) == Some(&td.arn) {
@@ -271,38 +319,36 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     }
     let desired_td = reuse.map(|l| l.arn.clone());
 
+    let wanted_service = WantedService::of(spec);
     let name = spec.service_name.clone();
     let mut tag_service = None;
+    let mut service_actions = Vec::new();
     match o.service.as_ref() {
-        None => actions.push(Action::CreateService {
+        None => service_actions.push(Action::CreateService {
             service: name,
             reason: "the service does not exist".into(),
         }),
-        Some(s) if s.status == "INACTIVE" => actions.push(Action::CreateService {
+        Some(s) if s.status == "INACTIVE" => service_actions.push(Action::CreateService {
             service: name,
             reason: "the service was deleted (INACTIVE)".into(),
         }),
-        Some(s) if s.status == "DRAINING" => {
-            actions.push(Action::WaitForServiceDrain {
-                service: name.clone(),
-                reason: "the service is DRAINING after a delete; a new one of the same name can only be created once it is gone".into(),
-            });
-            actions.push(Action::CreateService {
-                service: name,
-                reason: "the service was deleted (DRAINING)".into(),
-            });
-        }
+        Some(s) if s.status == "DRAINING" => service_actions.extend(recreate_drained(&name)),
         Some(s) => {
-            if let Some(reason) = replacement_reason(spec, s) {
-                actions.push(Action::RecreateService {
+            if let Some(reason) = replacement_reason(&wanted_service, s) {
+                service_actions.push(Action::RecreateService {
                     service: name,
                     reason,
                 });
             } else {
-                actions.extend(update(spec, s, desired_td.as_deref(), network.as_ref()));
+                service_actions.extend(update(
+                    &wanted_service,
+                    s,
+                    desired_td.as_deref(),
+                    network.as_ref(),
+                ));
             }
             // A recreated service is created with all its tags.
-            let recreated = matches!(actions.last(), Some(Action::RecreateService { .. }));
+            let recreated = matches!(service_actions.last(), Some(Action::RecreateService { .. }));
             let missing = missing_tags(&spec.resource_tags(), &s.tags);
             if !recreated && !missing.is_empty() {
                 let adopt = missing.contains_key(crate::OWNER_TAG);
@@ -321,6 +367,40 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             }
         }
     }
+
+    // The record goes on before the service changes, so a heal meanwhile repairs toward it.
+    let record = desired_record(spec, network.as_ref(), o, desired_td.as_deref());
+    let kept_service = o
+        .service
+        .as_ref()
+        .filter(|s| s.status == "ACTIVE")
+        .filter(|_| {
+            !service_actions
+                .iter()
+                .any(|a| matches!(a, Action::RecreateService { .. }))
+        });
+    let stale = |tags: &BTreeMap<String, String>, revision: Option<&str>| !matches!(Record::from_tags(tags, revision), Some(Ok(r)) if r.same_as(&record));
+    let on_service = kept_service.is_some_and(|s| desired_td.is_none() || stale(&s.tags, None));
+    let on_revision = reuse.is_some_and(|td| stale(&td.tags, Some(record::revision_name(&td.arn))));
+    if on_service || on_revision {
+        let recorded = |tags: Option<&BTreeMap<String, String>>| -> BTreeMap<String, String> {
+            tags.map(|t| {
+                record::record_keys(t)
+                    .into_iter()
+                    .map(|k| (k.clone(), t[&k].clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        actions.push(Action::RecordSpec {
+            on_service,
+            on_revision,
+            reason: "record the applied configuration, which self-healing restores".into(),
+            previous_service: recorded(kept_service.map(|s| &s.tags)),
+            previous_revision: recorded(reuse.map(|td| &td.tags)),
+        });
+    }
+    actions.extend(service_actions);
     if let Some(g) = &o.network.managed_security_group {
         let missing = missing_tags(&spec.resource_tags(), &g.tags);
         if network.is_some() && !missing.is_empty() {
@@ -344,7 +424,82 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             task_definition_arn: desired_td,
             network,
             vpc_id: o.network.vpc_id.clone(),
+            record,
         },
+    }
+}
+
+/// The record a converge to `spec` leaves (its time is set when applied).
+fn desired_record(
+    spec: &DelegateSpec,
+    network: Option<&DesiredNetwork>,
+    o: &Observed,
+    task_definition: Option<&str>,
+) -> Record {
+    Record {
+        cluster: spec.cluster_name().to_string(),
+        service: spec.service_name.clone(),
+        owner: spec.owner.clone(),
+        launch_type: spec.launch_type,
+        network_mode: spec.network_mode,
+        desired_count: spec.desired_count,
+        task_definition: task_definition
+            .map(record::revision_name)
+            .unwrap_or_default()
+            .to_string(),
+        network: network.map(|n| RecordedNetwork {
+            vpc_id: o.network.vpc_id.clone().unwrap_or_default(),
+            subnets: n.subnets.clone(),
+            security_groups: match &spec.security_group_ids {
+                Some(ids) => RecordedGroups::Given(ids.clone()),
+                None => RecordedGroups::Managed,
+            },
+            assign_public_ip: n.assign_public_ip,
+        }),
+        applied_at: 0,
+        user_tags: spec.tags.clone(),
+    }
+}
+
+/// A DRAINING service must be gone before one of its name can be created again.
+fn recreate_drained(name: &str) -> [Action; 2] {
+    [
+        Action::WaitForServiceDrain {
+            service: name.to_string(),
+            reason: "the service is DRAINING after a delete; a new one of the same name can only be created once it is gone".into(),
+        },
+        Action::CreateService {
+            service: name.to_string(),
+            reason: "the service was deleted (DRAINING)".into(),
+        },
+    ]
+}
+
+/// The service settings a plan converges to: from a spec (reconcile) or a record (heal).
+struct WantedService<'a> {
+    name: &'a str,
+    launch_type: LaunchType,
+    network_mode: NetworkMode,
+    desired_count: i32,
+}
+
+impl<'a> WantedService<'a> {
+    fn of(spec: &'a DelegateSpec) -> Self {
+        WantedService {
+            name: &spec.service_name,
+            launch_type: spec.launch_type,
+            network_mode: spec.network_mode,
+            desired_count: spec.desired_count,
+        }
+    }
+
+    fn recorded(r: &'a Record) -> Self {
+        WantedService {
+            name: &r.service,
+            launch_type: r.launch_type,
+            network_mode: r.network_mode,
+            desired_count: r.desired_count,
+        }
     }
 }
 
@@ -359,8 +514,8 @@ fn missing_tags(
         .collect()
 }
 
-fn replacement_reason(spec: &DelegateSpec, s: &ObservedService) -> Option<String> {
-    let want = spec.launch_type.as_str();
+fn replacement_reason(wanted: &WantedService, s: &ObservedService) -> Option<String> {
+    let want = wanted.launch_type.as_str();
     if let Some(have) = &s.launch_type {
         if have != want {
             return Some(format!(
@@ -369,7 +524,7 @@ fn replacement_reason(spec: &DelegateSpec, s: &ObservedService) -> Option<String
         }
     }
     let have_awsvpc = s.network.is_some();
-    let want_awsvpc = spec.network_mode == NetworkMode::Awsvpc;
+    let want_awsvpc = wanted.network_mode == NetworkMode::Awsvpc;
     if have_awsvpc != want_awsvpc {
         let (from, to) = if want_awsvpc {
             ("bridge", "awsvpc")
@@ -384,18 +539,18 @@ fn replacement_reason(spec: &DelegateSpec, s: &ObservedService) -> Option<String
 }
 
 fn update(
-    spec: &DelegateSpec,
+    wanted: &WantedService,
     s: &ObservedService,
     desired_td: Option<&str>,
     network: Option<&crate::plan::DesiredNetwork>,
 ) -> Option<Action> {
     let mut changes = Vec::new();
-    let desired_count = (s.desired_count != spec.desired_count).then(|| {
+    let desired_count = (s.desired_count != wanted.desired_count).then(|| {
         changes.push(format!(
             "desired count {} -> {}",
-            s.desired_count, spec.desired_count
+            s.desired_count, wanted.desired_count
         ));
-        spec.desired_count
+        wanted.desired_count
     });
     let td_changed = match desired_td {
         Some(arn) => s.task_definition != arn,
@@ -451,7 +606,7 @@ fn update(
         return None;
     }
     Some(Action::UpdateService {
-        service: spec.service_name.clone(),
+        service: wanted.name.to_string(),
         desired_count,
         task_definition: td_changed,
         network: net_changed,
@@ -535,6 +690,13 @@ pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str
     if someone_elses {
         return actions;
     }
+    if !o.records.is_empty() {
+        actions.push(Action::RemoveRecord {
+            resources: o.records.iter().map(|(arn, _)| arn.clone()).collect(),
+            reason: "first of all, so that self-healing cannot bring the delegate back".into(),
+            keys: o.records.iter().map(|(_, k)| k.clone()).collect(),
+        });
+    }
     if let Some(s) = &o.service {
         if s.status != "INACTIVE" && s.managed_by_us() {
             actions.push(Action::DeleteService {
@@ -559,6 +721,189 @@ pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str
         });
     }
     actions
+}
+
+/// Failed tasks in a row, with fewer tasks running than desired, that make a crash loop.
+pub const CRASH_LOOP_FAILED_TASKS: i32 = 2;
+
+/// What heal will do for one delegate, and what it noticed but leaves alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealPlan {
+    pub plan: Plan,
+    /// Observations that call for no action (a crash loop inside its back-off window).
+    pub notes: Vec<String>,
+}
+
+/// Why a delegate cannot be healed: said in the report, nothing is changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CannotHeal(pub String);
+
+/// Plan the repair of one delegate toward its record. `now` and `redeploy_backoff` are in
+/// seconds: a forced deployment happens at most once per back-off window.
+pub fn plan_heal(
+    r: &Record,
+    o: &ObservedForHeal,
+    now: u64,
+    redeploy_backoff: u64,
+) -> Result<HealPlan, CannotHeal> {
+    match o.cluster_status.as_deref() {
+        Some("ACTIVE") => {}
+        None => {
+            return Err(CannotHeal(format!(
+                "cluster {} no longer exists: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack",
+                r.cluster
+            )))
+        }
+        Some(status) => {
+            return Err(CannotHeal(format!(
+                "cluster {} is {status}: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack",
+                r.cluster
+            )))
+        }
+    }
+    let mut actions = Vec::new();
+    let mut notes = Vec::new();
+    let Some(revision) = &o.revision else {
+        return Err(CannotHeal(format!(
+            "the recorded task definition {} no longer exists (deleted, not just deregistered), and the record holds no secrets to rebuild it: run a stack Update to register it again",
+            r.task_definition
+        )));
+    };
+    let family = revision.doc["family"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let desired_td = if revision.status == "ACTIVE" {
+        Some(revision.arn.clone())
+    } else {
+        actions.push(Action::RegisterTaskDefinition {
+            family,
+            reason: format!(
+                "the recorded revision {} was deregistered ({}): a copy of it is registered",
+                r.task_definition, revision.status
+            ),
+        });
+        None
+    };
+
+    let network = r.network.as_ref().map(|n| DesiredNetwork {
+        subnets: n.subnets.clone(),
+        security_groups: match &n.security_groups {
+            RecordedGroups::Given(ids) => ids
+                .iter()
+                .cloned()
+                .map(SecurityGroupRef::Existing)
+                .collect(),
+            RecordedGroups::Managed => vec![match &o.managed_security_group {
+                Some(g) => SecurityGroupRef::Existing(g.id.clone()),
+                None => SecurityGroupRef::ToCreate,
+            }],
+        },
+        assign_public_ip: n.assign_public_ip,
+    });
+    if let (Some(n), Some(net)) = (&r.network, &network) {
+        if net.security_groups.contains(&SecurityGroupRef::ToCreate) {
+            actions.push(Action::CreateSecurityGroup {
+                name: format!("{}-delegate", r.service),
+                vpc_id: n.vpc_id.clone(),
+                reason: "the delegate's own security group was deleted: it is created again".into(),
+            });
+        }
+    }
+
+    let wanted = WantedService::recorded(r);
+    let name = r.service.clone();
+    let mut service_actions = Vec::new();
+    match &o.service {
+        None => service_actions.push(Action::CreateService {
+            service: name,
+            reason: "the service was deleted: it is created again as recorded".into(),
+        }),
+        Some(s) if s.status == "INACTIVE" => service_actions.push(Action::CreateService {
+            service: name,
+            reason: "the service was deleted (INACTIVE): it is created again as recorded".into(),
+        }),
+        Some(s) if s.status == "DRAINING" => service_actions.extend(recreate_drained(&name)),
+        Some(s) if s.tags.get(crate::RESOURCE_TAG) != Some(&r.key()) => {
+            return Err(CannotHeal(format!(
+                "service {} in cluster {} is not this delegate's (it lacks the delegate's tags): it is left alone; delete or rename it, then run the heal again",
+                r.service, r.cluster
+            )))
+        }
+        Some(s) => {
+            if let Some(reason) = replacement_reason(&wanted, s) {
+                service_actions.push(Action::RecreateService {
+                    service: name,
+                    reason,
+                });
+            } else if let Some(u) = update(&wanted, s, desired_td.as_deref(), network.as_ref()) {
+                service_actions.push(u);
+            } else if let Some(why) = stuck(s) {
+                let last = s
+                    .tags
+                    .get(record::REDEPLOYED_AT_TAG)
+                    .and_then(|t| t.parse::<u64>().ok());
+                match last.filter(|t| now.saturating_sub(*t) < redeploy_backoff) {
+                    Some(t) => notes.push(format!(
+                        "{why}; a new deployment was forced {}s ago, the next no sooner than {}s after that",
+                        now.saturating_sub(t),
+                        redeploy_backoff
+                    )),
+                    None => service_actions.push(Action::ForceNewDeployment {
+                        service: name,
+                        reason: format!("{why}: a new deployment is forced (at most once every {redeploy_backoff}s)"),
+                    }),
+                }
+            }
+        }
+    }
+    // A re-registered revision is recorded on the kept service before the service moves to it.
+    let kept = o.service.as_ref().is_some_and(|s| s.status == "ACTIVE")
+        && !service_actions
+            .iter()
+            .any(|a| matches!(a, Action::RecreateService { .. }));
+    if desired_td.is_none() && kept {
+        let s = o.service.as_ref().expect("kept service");
+        actions.push(Action::RecordSpec {
+            on_service: true,
+            on_revision: false,
+            reason: "record the re-registered revision".into(),
+            previous_service: record::record_keys(&s.tags)
+                .into_iter()
+                .map(|k| (k.clone(), s.tags[&k].clone()))
+                .collect(),
+            previous_revision: BTreeMap::new(),
+        });
+    }
+    actions.extend(service_actions);
+    Ok(HealPlan {
+        plan: Plan {
+            actions,
+            desired: Desired {
+                task_definition: revision.doc.clone(),
+                task_definition_arn: desired_td,
+                network,
+                vpc_id: r.network.as_ref().map(|n| n.vpc_id.clone()),
+                record: r.clone(),
+            },
+        },
+        notes,
+    })
+}
+
+/// Why the service needs a new deployment of the same configuration, if it does.
+fn stuck(s: &ObservedService) -> Option<String> {
+    let d = s.deployment.as_ref()?;
+    if d.rollout_state == "FAILED" {
+        return Some("the latest deployment FAILED".into());
+    }
+    (s.running_count < s.desired_count && d.failed_tasks >= CRASH_LOOP_FAILED_TASKS).then(|| {
+        format!(
+            "tasks keep stopping: {} of {} running, {} failed in a row",
+            s.running_count, s.desired_count, d.failed_tasks
+        )
+    })
 }
 
 #[cfg(test)]
@@ -608,8 +953,19 @@ mod tests {
         }
     }
 
-    /// The world in which `spec` is already fully converged.
+    /// The world in which `spec` is already fully converged, its record written.
     fn converged(s: &DelegateSpec) -> Observed {
+        let mut o = converged_unrecorded(s);
+        let mut record = plan(s, &o).desired.record;
+        record.applied_at = 1;
+        o.service.as_mut().unwrap().tags.extend(record.tags(true));
+        let td = o.latest_task_definition.as_mut().unwrap();
+        td.tags.extend(record.tags(false));
+        o
+    }
+
+    /// The world in which `spec` is converged by a version that wrote no record.
+    fn converged_unrecorded(s: &DelegateSpec) -> Observed {
         let doc = crate::task_definition::render(s);
         let awsvpc = s.network_mode == NetworkMode::Awsvpc;
         Observed {
@@ -657,26 +1013,20 @@ mod tests {
                     assign_public_ip: "DISABLED".into(),
                 }),
                 tags: ours(),
+                ..Default::default()
             }),
             ..Default::default()
         }
     }
 
-    fn names(actions: &[Action]) -> Vec<&'static str> {
+    fn names(actions: &[Action]) -> Vec<String> {
         actions
             .iter()
-            .map(|a| match a {
-                Action::CreateSecurityGroup { .. } => "CreateSecurityGroup",
-                Action::RegisterTaskDefinition { .. } => "RegisterTaskDefinition",
-                Action::CreateService { .. } => "CreateService",
-                Action::UpdateService { .. } => "UpdateService",
-                Action::WaitForServiceDrain { .. } => "WaitForServiceDrain",
-                Action::RecreateService { .. } => "RecreateService",
-                Action::TagService { .. } => "TagService",
-                Action::TagSecurityGroup { .. } => "TagSecurityGroup",
-                Action::DeleteService { .. } => "DeleteService",
-                Action::DeregisterTaskDefinition { .. } => "DeregisterTaskDefinition",
-                Action::DeleteSecurityGroup { .. } => "DeleteSecurityGroup",
+            .map(|a| {
+                serde_json::to_value(a).unwrap()["Action"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
             .collect()
     }
@@ -745,7 +1095,7 @@ mod tests {
                     o.latest_task_definition.as_mut().unwrap().doc["containerDefinitions"][0]
                         ["image"] = json!("harness/delegate:old");
                 },
-                vec!["RegisterTaskDefinition", "UpdateService"],
+                vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"],
                 "container image",
             ),
             (
@@ -816,7 +1166,7 @@ mod tests {
                 "revision deregistered, service still on it",
                 json!({}),
                 |o| o.latest_task_definition = None,
-                vec!["RegisterTaskDefinition", "UpdateService"],
+                vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"],
                 "has no ACTIVE revision",
             ),
         ];
@@ -848,12 +1198,23 @@ mod tests {
         o.latest_task_definition = Some(theirs);
         o.current_task_definition = Some(mine);
         assert_eq!(names(&plan(&s, &o).actions), Vec::<&str>::new());
+        // A matching revision registered for the same delegate in another cluster is not
+        // shared: each delegate keeps its record on a revision of its own.
+        let mut o2 = o.clone();
+        let other = o2.current_task_definition.as_mut().unwrap();
+        other
+            .tags
+            .insert(RESOURCE_TAG.into(), "other-cluster/harness-delegate".into());
+        assert_eq!(
+            names(&plan(&s, &o2).actions),
+            vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"]
+        );
         // A deregistered revision is not reused, even when it matches.
         o.current_task_definition.as_mut().unwrap().status = "INACTIVE".into();
         let p = plan(&s, &o);
         assert_eq!(
             names(&p.actions),
-            vec!["RegisterTaskDefinition", "UpdateService"]
+            vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"]
         );
         // Nor is a revision of another family (TaskDefinitionFamily changed).
         let moved = spec(json!({"TaskDefinitionFamily": "new-family"}));
@@ -862,7 +1223,7 @@ mod tests {
         let p = plan(&moved, &o);
         assert_eq!(
             names(&p.actions),
-            vec!["RegisterTaskDefinition", "UpdateService"]
+            vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"]
         );
     }
 
@@ -872,12 +1233,18 @@ mod tests {
         let o = converged(&spec(json!({})));
         s.owner = Some("stack/Delegate".into());
         let p = plan(&s, &o);
-        assert_eq!(names(&p.actions), vec!["UpdateService", "TagService"]);
+        assert_eq!(
+            names(&p.actions),
+            vec!["RecordSpec", "UpdateService", "TagService"]
+        );
         // Its own service needs no tagging; another stack's is refused in pre-flight, not here.
         let mut o = o;
         let tags = &mut o.service.as_mut().unwrap().tags;
         tags.insert(crate::OWNER_TAG.into(), "stack/Delegate".into());
-        assert_eq!(names(&plan(&s, &o).actions), vec!["UpdateService"]);
+        assert_eq!(
+            names(&plan(&s, &o).actions),
+            vec!["RecordSpec", "UpdateService"]
+        );
     }
 
     #[test]
@@ -903,8 +1270,15 @@ mod tests {
         let s = spec(json!({"DesiredCount": "3"}));
         let o = converged(&spec(json!({})));
         let p = plan(&s, &o);
+        // The record first (so a heal meanwhile repairs toward it), then only the count.
+        assert!(
+            matches!(&p.actions[0], Action::RecordSpec { on_service: true, on_revision: true, previous_service, .. }
+                if previous_service[record::SERVICE_TAG] == "launch=EC2 network=bridge desired=1"),
+            "{:?}",
+            p.actions[0]
+        );
         assert_eq!(
-            p.actions,
+            p.actions[1..],
             vec![Action::UpdateService {
                 service: "harness-delegate".into(),
                 desired_count: Some(3),
@@ -922,7 +1296,7 @@ mod tests {
         let p = plan(&s, &converged(&spec(json!({}))));
         assert_eq!(
             names(&p.actions),
-            vec!["RegisterTaskDefinition", "UpdateService"]
+            vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"]
         );
         let text = serde_json::to_string(&p.actions).unwrap();
         assert!(text.contains("differs in memory"), "{text}");
@@ -982,6 +1356,7 @@ mod tests {
             launch_type: Some("EC2".into()),
             network: None,
             tags,
+            ..Default::default()
         };
         let sg = ObservedSecurityGroup {
             id: "sg-ours".into(),
@@ -998,8 +1373,10 @@ mod tests {
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
                     managed_security_groups: vec![sg.clone()],
+                    records: vec![("arn:svc".into(), vec![record::APPLIED_AT_TAG.into()])],
                 },
                 vec![
+                    "RemoveRecord",
                     "DeleteService",
                     "DeregisterTaskDefinition",
                     "DeleteSecurityGroup",
@@ -1012,6 +1389,7 @@ mod tests {
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: [TD1.to_string()].into(),
                     managed_security_groups: vec![],
+                    records: vec![],
                 },
                 vec!["DeleteService"],
             ),
@@ -1046,6 +1424,7 @@ mod tests {
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
                     managed_security_groups: vec![sg.clone()],
+                    records: vec![(TD1.into(), vec![record::APPLIED_AT_TAG.into()])],
                 },
                 vec![],
             ),
@@ -1074,5 +1453,255 @@ mod tests {
             names(&plan_delete("harness-delegate", &direct, None)),
             vec!["DeleteService"]
         );
+    }
+
+    /// A Fargate delegate converged by a stack, as heal reads it back: its record, and a world
+    /// exactly as recorded.
+    fn recorded() -> (Record, ObservedForHeal) {
+        let s = spec(fargate());
+        let mut o = converged(&s);
+        let record = Record::from_tags(&o.service.as_ref().unwrap().tags, None)
+            .unwrap()
+            .unwrap();
+        let service = o.service.take();
+        let healthy = ObservedForHeal {
+            cluster_status: Some("ACTIVE".into()),
+            service: service.map(|s| ObservedService {
+                running_count: 1,
+                deployment: Some(ObservedDeployment {
+                    rollout_state: "COMPLETED".into(),
+                    failed_tasks: 0,
+                }),
+                ..s
+            }),
+            revision: o.latest_task_definition.take(),
+            managed_security_group: o.network.managed_security_group.take(),
+        };
+        (record, healthy)
+    }
+
+    /// The repair matrix, one row per situation: (what, how the world differs from the record,
+    /// expected actions (`None`: nothing can be done), text the reasons must contain).
+    #[test]
+    fn heal_table() {
+        const NOW: u64 = 1_800_000_000;
+        const BACKOFF: u64 = 3600;
+        type Tweak = fn(&mut ObservedForHeal);
+        fn svc(o: &mut ObservedForHeal) -> &mut ObservedService {
+            o.service.as_mut().unwrap()
+        }
+        fn crash_loop(o: &mut ObservedForHeal) {
+            let s = svc(o);
+            s.running_count = 0;
+            s.deployment.as_mut().unwrap().rollout_state = "IN_PROGRESS".into();
+            s.deployment.as_mut().unwrap().failed_tasks = 3;
+        }
+        let rows: Vec<(&str, Tweak, Option<Vec<&str>>, &str)> = vec![
+            ("everything as recorded: no write", |_| {}, Some(vec![]), ""),
+            (
+                "service deleted (gone)",
+                |o| o.service = None,
+                Some(vec!["CreateService"]),
+                "was deleted",
+            ),
+            (
+                "service deleted (INACTIVE)",
+                |o| svc(o).status = "INACTIVE".into(),
+                Some(vec!["CreateService"]),
+                "INACTIVE",
+            ),
+            (
+                "service deleted (DRAINING)",
+                |o| svc(o).status = "DRAINING".into(),
+                Some(vec!["WaitForServiceDrain", "CreateService"]),
+                "DRAINING",
+            ),
+            (
+                "desired count lowered out of band",
+                |o| svc(o).desired_count = 0,
+                Some(vec!["UpdateService"]),
+                "desired count 0 -> 1",
+            ),
+            (
+                "desired count raised out of band",
+                |o| svc(o).desired_count = 5,
+                Some(vec!["UpdateService"]),
+                "desired count 5 -> 1",
+            ),
+            (
+                "recorded revision deregistered",
+                |o| o.revision.as_mut().unwrap().status = "INACTIVE".into(),
+                Some(vec![
+                    "RegisterTaskDefinition",
+                    "RecordSpec",
+                    "UpdateService",
+                ]),
+                "was deregistered (INACTIVE): a copy of it is registered",
+            ),
+            (
+                "service moved to a revision that is not ours",
+                |o| {
+                    svc(o).task_definition =
+                        "arn:aws:ecs:us-east-1:1:task-definition/other:9".into()
+                },
+                Some(vec!["UpdateService"]),
+                "task definition -> harness-delegate-task-spec:1",
+            ),
+            (
+                "subnets changed out of band",
+                |o| svc(o).network.as_mut().unwrap().subnets = ["subnet-pub".to_string()].into(),
+                Some(vec!["UpdateService"]),
+                "subnets subnet-pub -> subnet-priv1,subnet-priv2",
+            ),
+            (
+                "security groups changed out of band",
+                |o| {
+                    svc(o).network.as_mut().unwrap().security_groups =
+                        ["sg-open".to_string()].into()
+                },
+                Some(vec!["UpdateService"]),
+                "security groups sg-open -> sg-ours",
+            ),
+            (
+                "public IP changed out of band",
+                |o| svc(o).network.as_mut().unwrap().assign_public_ip = "ENABLED".into(),
+                Some(vec!["UpdateService"]),
+                "public IP ENABLED -> DISABLED",
+            ),
+            (
+                "our security group deleted",
+                |o| o.managed_security_group = None,
+                Some(vec!["CreateSecurityGroup", "UpdateService"]),
+                "security group was deleted",
+            ),
+            (
+                "latest deployment FAILED",
+                |o| svc(o).deployment.as_mut().unwrap().rollout_state = "FAILED".into(),
+                Some(vec!["ForceNewDeployment"]),
+                "the latest deployment FAILED",
+            ),
+            (
+                "tasks keep stopping",
+                crash_loop,
+                Some(vec!["ForceNewDeployment"]),
+                "0 of 1 running, 3 failed in a row",
+            ),
+            (
+                "tasks keep stopping, redeployed inside the back-off window",
+                |o| {
+                    crash_loop(o);
+                    let at = (NOW - 600).to_string();
+                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                },
+                Some(vec![]),
+                "",
+            ),
+            (
+                "tasks keep stopping, last redeploy before the window",
+                |o| {
+                    crash_loop(o);
+                    let at = (NOW - BACKOFF - 1).to_string();
+                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                },
+                Some(vec!["ForceNewDeployment"]),
+                "at most once every 3600s",
+            ),
+            (
+                "fewer running than desired, but no task failed (starting up)",
+                |o| svc(o).running_count = 0,
+                Some(vec![]),
+                "",
+            ),
+            (
+                "launch type changed out of band",
+                |o| svc(o).launch_type = Some("EC2".into()),
+                Some(vec!["RecreateService"]),
+                "from EC2 to FARGATE",
+            ),
+            (
+                "cluster gone",
+                |o| o.cluster_status = None,
+                None,
+                "no longer exists: nothing can be healed, and no cluster is created",
+            ),
+            (
+                "cluster INACTIVE",
+                |o| o.cluster_status = Some("INACTIVE".into()),
+                None,
+                "is INACTIVE: nothing can be healed",
+            ),
+            (
+                "recorded revision deleted for good",
+                |o| o.revision = None,
+                None,
+                "run a stack Update",
+            ),
+            (
+                "the name now belongs to a service that is not the delegate's",
+                |o| svc(o).tags.clear(),
+                None,
+                "is not this delegate's",
+            ),
+        ];
+        for (what, tweak, expected, text) in rows {
+            let (record, mut o) = recorded();
+            tweak(&mut o);
+            match (plan_heal(&record, &o, NOW, BACKOFF), expected) {
+                (Ok(p), Some(expected)) => {
+                    assert_eq!(names(&p.plan.actions), expected, "{what}");
+                    let reasons = serde_json::to_string(&p.plan.actions).unwrap();
+                    assert!(reasons.contains(text), "{what}: {reasons} lacks {text:?}");
+                }
+                (Err(e), None) => assert!(e.0.contains(text), "{what}: {e}"),
+                (got, want) => panic!("{what}: got {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn heal_notes_a_crash_loop_inside_its_back_off() {
+        let (record, mut o) = recorded();
+        let s = o.service.as_mut().unwrap();
+        s.deployment.as_mut().unwrap().rollout_state = "FAILED".into();
+        s.tags
+            .insert(record::REDEPLOYED_AT_TAG.into(), "1000".into());
+        let p = plan_heal(&record, &o, 1600, 3600).unwrap();
+        assert!(p.plan.actions.is_empty());
+        assert_eq!(
+            p.notes,
+            vec!["the latest deployment FAILED; a new deployment was forced 600s ago, the next no sooner than 3600s after that"]
+        );
+    }
+
+    #[test]
+    fn heal_recreates_a_deleted_service_as_recorded() {
+        let (record, mut o) = recorded();
+        o.service = None;
+        let p = plan_heal(&record, &o, 0, 0).unwrap().plan;
+        let n = p.desired.network.unwrap().resolved(None);
+        assert_eq!(
+            n.subnets,
+            ["subnet-priv1", "subnet-priv2"].map(String::from).into()
+        );
+        assert_eq!(n.security_groups, ["sg-ours".to_string()].into());
+        assert_eq!(n.assign_public_ip, "DISABLED");
+        assert_eq!(p.desired.task_definition_arn.as_deref(), Some(TD1));
+        assert_eq!(p.desired.record, record);
+    }
+
+    #[test]
+    fn a_record_from_an_earlier_version_is_written_on_the_next_converge() {
+        let s = spec(fargate());
+        let o = converged_unrecorded(&s);
+        let p = plan(&s, &o);
+        assert_eq!(names(&p.actions), vec!["RecordSpec"]);
+        assert!(matches!(
+            &p.actions[0],
+            Action::RecordSpec {
+                on_service: true,
+                on_revision: true,
+                ..
+            }
+        ));
     }
 }

@@ -124,7 +124,7 @@ pub fn check_adoption(
     let changes = plan.actions.iter().any(|a| {
         !matches!(
             a,
-            Action::TagService { .. } | Action::TagSecurityGroup { .. }
+            Action::TagService { .. } | Action::TagSecurityGroup { .. } | Action::RecordSpec { .. }
         )
     });
     if adopting && changes {
@@ -430,6 +430,7 @@ mod tests {
                 launch_type: Some("EC2".into()),
                 network: None,
                 tags,
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -440,6 +441,7 @@ mod tests {
                 task_definition_arn: None,
                 network: None,
                 vpc_id: None,
+                record: Default::default(),
             },
         };
         let tag = Action::TagService {
@@ -488,7 +490,7 @@ mod tests {
                 task_definition: "td".into(),
                 launch_type: Some("EC2".into()),
                 network: None,
-                tags: Default::default(),
+                ..Default::default()
             }),
             ..Default::default()
         };

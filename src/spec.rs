@@ -48,9 +48,13 @@ pub const DEFAULT_FAMILY: &str = "harness-delegate-task-spec";
 pub const DEFAULT_IMAGE: &str = "harness/delegate:latest";
 pub const DEFAULT_MANAGER: &str = "https://app.harness.io";
 pub const DEFAULT_BRIDGE_HOSTNAME: &str = "Harness-ECS-Delegate";
+/// ECS allows 50 tags a resource; the function's own (identity, owner and the record heal works
+/// from) take up to 12.
+pub const MAX_USER_TAGS: usize = 38;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum LaunchType {
+    #[default]
     #[serde(rename = "EC2")]
     Ec2,
     #[serde(rename = "FARGATE")]
@@ -66,8 +70,9 @@ impl LaunchType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum NetworkMode {
+    #[default]
     #[serde(rename = "bridge")]
     Bridge,
     #[serde(rename = "awsvpc")]
@@ -749,12 +754,11 @@ fn validate_name(p: &mut Vec<Problem>, prop: &str, name: &str, max: usize) {
 }
 
 fn validate_tags(p: &mut Vec<Problem>, tags: &BTreeMap<String, String>) {
-    // ECS allows 50 tags per resource; the function adds its own management tags.
-    if tags.len() > 40 {
+    if tags.len() > MAX_USER_TAGS {
         p.push(Problem::new(
             "Tags",
             format!(
-                "{} tags is too many: at most 40 (ECS allows 50 and the function adds its own)",
+                "{} tags is too many: at most {MAX_USER_TAGS} (ECS allows 50 and the function adds its own, including the record self-healing works from)",
                 tags.len()
             ),
         ));

@@ -609,11 +609,12 @@ async fn two_delegates_share_a_family_and_delete_keeps_the_other_ones_revision()
         (ra["Status"].as_str(), rb["Status"].as_str()),
         (Some("SUCCESS"), Some("SUCCESS"))
     );
-    assert_eq!(
-        ra["Data"]["TaskDefinitionArn"], rb["Data"]["TaskDefinitionArn"],
-        "same definition: one revision"
+    // Each delegate runs a revision of its own, which carries its record for self-healing.
+    assert_ne!(
+        ra["Data"]["TaskDefinitionArn"],
+        rb["Data"]["TaskDefinitionArn"]
     );
-    assert_eq!(active_revisions(&c, &family).await.len(), 1);
+    assert_eq!(active_revisions(&c, &family).await.len(), 2);
 
     let del = run_cfn(
         &c,
@@ -629,9 +630,9 @@ async fn two_delegates_share_a_family_and_delete_keeps_the_other_ones_revision()
     .await;
     assert_eq!(del["Status"], "SUCCESS");
     assert_eq!(
-        active_revisions(&c, &family).await.len(),
-        1,
-        "b still uses the revision"
+        active_revisions(&c, &family).await,
+        vec![rb["Data"]["TaskDefinitionArn"].as_str().unwrap()],
+        "b's revision stays registered"
     );
     assert_eq!(
         service(&c, &b.cluster, "harness-delegate")

@@ -109,6 +109,7 @@ pub fn handler(clients: Clients) -> Handler {
             attempts: 3,
             first_backoff: Duration::from_millis(50),
         },
+        heal: Default::default(),
     }
 }
 
