@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod proxy;
+#[allow(unused_imports)] // not every test binary uses the proxy
+pub use proxy::*;
+
 // ---- moto -------------------------------------------------------------------------------------
 
 static MOTO: OnceLock<String> = OnceLock::new();
@@ -85,9 +89,15 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn clients_for(endpoint: &str) -> Clients {
+    clients_at(endpoint, "us-east-1").await
+}
+
+/// Clients for `region` of the AWS at `endpoint`. moto keeps regions apart, so a test that heals
+/// "every delegate in the region" gets a region of its own.
+pub async fn clients_at(endpoint: &str, region: &str) -> Clients {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(aws_sdk_ecs::config::Credentials::new(
             "testing", "testing", None, None, "tests",
         ))
@@ -98,6 +108,39 @@ pub async fn clients_for(endpoint: &str) -> Clients {
 
 pub async fn clients() -> Clients {
     clients_for(&moto()).await
+}
+
+/// A region no other test of this binary uses (moto knows these).
+pub fn fresh_region() -> &'static str {
+    const REGIONS: &[&str] = &[
+        "us-west-2",
+        "us-west-1",
+        "us-east-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-central-1",
+        "eu-north-1",
+        "ap-south-1",
+        "ap-south-2",
+        "eu-central-2",
+        "il-central-1",
+        "ap-northeast-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ca-central-1",
+        "sa-east-1",
+        "ap-northeast-3",
+        "eu-south-1",
+        "me-south-1",
+        "af-south-1",
+        "ap-east-1",
+    ];
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst) as usize;
+    REGIONS
+        .get(n)
+        .expect("more region-isolated tests than regions: add regions to fresh_region")
 }
 
 pub fn handler(clients: Clients) -> Handler {
@@ -405,6 +448,8 @@ pub struct World {
 /// cluster, roles, and (optionally) one EC2 container instance in the first private subnet.
 pub async fn seed(c: &Clients, with_instance: bool) -> World {
     let name = unique("t");
+    let region = c.ecs.config().region().expect("a region").to_string();
+    let az = |x: &str| format!("{region}{x}");
     let vpc = c
         .ec2
         .create_vpc()
@@ -414,13 +459,13 @@ pub async fn seed(c: &Clients, with_instance: bool) -> World {
         .unwrap();
     let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
     let mut private = Vec::new();
-    for (cidr, az) in [("10.7.1.0/24", "us-east-1a"), ("10.7.2.0/24", "us-east-1b")] {
+    for (cidr, zone) in [("10.7.1.0/24", az("a")), ("10.7.2.0/24", az("b"))] {
         let s = c
             .ec2
             .create_subnet()
             .vpc_id(&vpc)
             .cidr_block(cidr)
-            .availability_zone(az)
+            .availability_zone(zone)
             .send()
             .await
             .unwrap();
@@ -431,7 +476,7 @@ pub async fn seed(c: &Clients, with_instance: bool) -> World {
         .create_subnet()
         .vpc_id(&vpc)
         .cidr_block("10.7.100.0/24")
-        .availability_zone("us-east-1a")
+        .availability_zone(az("a"))
         .send()
         .await
         .unwrap();

@@ -1,0 +1,749 @@
+//! Self-healing against moto: every row of the repair matrix, driven by the sample events in
+//! `events/`, and the three consequences of healing from the record (an Update is never
+//! reverted, a Delete is never undone, delegates sharing a family heal independently).
+//!
+//! Each test installs its delegate with a stack Create in a region of its own (a scheduled heal
+//! covers the whole region) and heals through a proxy that records every AWS call, so "no write"
+//! is checked on the wire. What moto cannot show (tasks that fail, deployments that fail) is
+//! patched into moto's DescribeServices answers by the proxy.
+
+mod support;
+
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::Clients;
+use serde_json::{json, Value};
+use support::*;
+
+/// A Fargate delegate installed by a stack Create, in a region of its own.
+struct Installed {
+    /// Straight to moto: for changes made out of band and for checks.
+    c: Clients,
+    /// Through the recording proxy: what heal uses.
+    proxy: Proxy,
+    via: Clients,
+    w: World,
+    props: Value,
+    rx: Receiver,
+    /// The physical id (the service ARN).
+    arn: String,
+    data: Value,
+}
+
+impl Installed {
+    async fn new(rules: Vec<Rule>) -> Installed {
+        Self::with(rules, |_| {}).await
+    }
+
+    async fn with(rules: Vec<Rule>, props: impl FnOnce(&mut Value)) -> Installed {
+        let region = fresh_region();
+        let c = clients_at(&moto(), region).await;
+        let w = seed(&c, false).await;
+        let mut p = w.fargate_props();
+        props(&mut p);
+        let proxy = Proxy::start(rules).await;
+        let via = proxy.clients_in(region).await;
+        let rx = Receiver::start(0).await;
+        let body = cfn(
+            &c,
+            &rx,
+            cfn_event("Create", &rx.url("create"), &p, None, None),
+        )
+        .await;
+        assert_eq!(body["Status"], "SUCCESS", "{body}");
+        Installed {
+            arn: body["PhysicalResourceId"].as_str().unwrap().to_string(),
+            data: body["Data"].clone(),
+            c,
+            proxy,
+            via,
+            w,
+            props: p,
+            rx,
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}/harness-delegate", self.w.cluster)
+    }
+
+    /// A sample event from `events/`, aimed at this delegate's cluster.
+    fn event(&self, name: &str) -> Value {
+        let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("harness-demo") || name == "heal-schedule",
+            "{name}: the sample events name the demo cluster"
+        );
+        serde_json::from_str(&text.replace("harness-demo", &self.w.cluster)).unwrap()
+    }
+
+    /// Run an event through the handler, reaching AWS through the proxy; calls counted afresh.
+    async fn run(&self, event: Value) -> Value {
+        self.proxy.reset_counts();
+        handler(self.via.clone())
+            .handle(event, deadline_in(120))
+            .await
+            .expect("heal answers")
+    }
+
+    /// The scheduled heal (events/heal-schedule.json); returns this delegate's report.
+    async fn heal(&self) -> Value {
+        let result = self.run(self.event("heal-schedule")).await;
+        report_of(&result, &self.key())
+    }
+
+    async fn service(&self) -> aws_sdk_ecs::types::Service {
+        service(&self.c, &self.w.cluster, "harness-delegate")
+            .await
+            .expect("the service exists")
+    }
+}
+
+/// One stack request through the handler; the body CloudFormation received.
+async fn cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
+    handler(c.clone())
+        .handle(event, deadline_in(120))
+        .await
+        .expect("answered");
+    rx.bodies().pop().expect("a response")
+}
+
+fn report_of(result: &Value, key: &str) -> Value {
+    result["Delegates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a heal report: {result}"))
+        .iter()
+        .find(|d| d["Delegate"] == key)
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} not in {result}"))
+}
+
+fn actions(report: &Value) -> Vec<String> {
+    action_names(report)
+}
+
+fn network(s: &aws_sdk_ecs::types::Service) -> (Vec<String>, Vec<String>, String) {
+    let a = s
+        .network_configuration()
+        .unwrap()
+        .awsvpc_configuration()
+        .unwrap();
+    let mut subnets = a.subnets().to_vec();
+    subnets.sort();
+    (
+        subnets,
+        a.security_groups().to_vec(),
+        a.assign_public_ip().unwrap().as_str().to_string(),
+    )
+}
+
+fn update(
+    c: &Clients,
+    cluster: &str,
+) -> aws_sdk_ecs::operation::update_service::builders::UpdateServiceFluentBuilder {
+    c.ecs
+        .update_service()
+        .cluster(cluster)
+        .service("harness-delegate")
+}
+
+#[tokio::test]
+async fn everything_as_recorded_means_no_write_call() {
+    let i = Installed::new(vec![]).await;
+    let r = i.heal().await;
+    assert_eq!(r["Outcome"], "Converged", "{r}");
+    assert_eq!(r["Found"], json!(["as recorded"]));
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+    assert!(i.proxy.calls("DescribeServices") >= 1);
+    // A targeted heal of the same delegate reads no more than the service and its revision
+    // (and its security group, which only a read can prove is still there).
+    let r = report_of(&i.run(i.event("heal")).await, &i.key());
+    assert_eq!(r["Outcome"], "Converged", "{r}");
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+    assert_eq!(
+        (
+            i.proxy.calls("DescribeServices"),
+            i.proxy.calls("DescribeTaskDefinition"),
+            i.proxy.calls("GetResources")
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_service_is_created_again_as_recorded() {
+    let i = Installed::new(vec![]).await;
+    let before = i.service().await;
+    i.c.ecs
+        .delete_service()
+        .cluster(&i.w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(i.service().await.status(), Some("INACTIVE"));
+
+    let r = i.heal().await;
+    assert_eq!(r["Outcome"], "Repaired", "{r}");
+    assert_eq!(actions(&r), vec!["CreateService"]);
+    let after = i.service().await;
+    assert_eq!(after.status(), Some("ACTIVE"));
+    assert_eq!(after.desired_count(), 1);
+    assert_eq!(after.launch_type(), before.launch_type());
+    assert_eq!(after.task_definition(), before.task_definition());
+    assert_eq!(network(&after), network(&before), "the recorded network");
+    let tag = |s: &aws_sdk_ecs::types::Service, k: &str| {
+        s.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(String::from)
+    };
+    for k in [
+        "team",
+        "harness-delegate:owner",
+        "harness-delegate:applied-at",
+        "harness-delegate:task-definition",
+    ] {
+        assert_eq!(tag(&after, k), tag(&before, k), "tag {k}");
+    }
+    // And the next heal finds nothing to do.
+    assert_eq!(i.heal().await["Outcome"], "Converged");
+    assert!(i.proxy.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_desired_count_changed_out_of_band_is_set_back() {
+    let i = Installed::new(vec![]).await;
+    for drifted in [0, 3] {
+        update(&i.c, &i.w.cluster)
+            .desired_count(drifted)
+            .send()
+            .await
+            .unwrap();
+        let r = i.heal().await;
+        assert_eq!(actions(&r), vec!["UpdateService"], "{r}");
+        assert!(r["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("desired count {drifted} -> 1")));
+        assert_eq!(i.service().await.desired_count(), 1);
+        let sent = i.proxy.last_body("UpdateService");
+        assert_eq!(sent["desiredCount"], 1);
+        assert!(
+            sent.get("taskDefinition").is_none(),
+            "only the count: {sent}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deregistered_revision_is_registered_again_and_used() {
+    let i = Installed::new(vec![]).await;
+    let family = i.props["TaskDefinitionFamily"].as_str().unwrap();
+    let old = i.data["TaskDefinitionArn"].as_str().unwrap().to_string();
+    i.c.ecs
+        .deregister_task_definition()
+        .task_definition(&old)
+        .send()
+        .await
+        .unwrap();
+    assert!(active_revisions(&i.c, family).await.is_empty());
+
+    let r = i.heal().await;
+    assert_eq!(
+        actions(&r),
+        vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"],
+        "{r}"
+    );
+    let now = active_revisions(&i.c, family).await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], old);
+    assert_eq!(i.service().await.task_definition(), Some(now[0].as_str()));
+    // The copy is the same definition, secrets reference included.
+    let describe = |arn: String| {
+        let c = i.c.clone();
+        async move {
+            c.ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+                .unwrap()
+                .task_definition()
+                .unwrap()
+                .clone()
+        }
+    };
+    let (a, b) = (describe(old).await, describe(now[0].clone()).await);
+    assert_eq!(a.container_definitions(), b.container_definitions());
+    assert_eq!((a.cpu(), a.memory()), (b.cpu(), b.memory()));
+    assert_eq!(a.execution_role_arn(), b.execution_role_arn());
+    assert_eq!(i.heal().await["Outcome"], "Converged");
+}
+
+#[tokio::test]
+async fn a_service_moved_to_a_foreign_revision_is_pointed_back() {
+    let i = Installed::new(vec![]).await;
+    let foreign =
+        i.c.ecs
+            .register_task_definition()
+            .family(unique("someone-elses"))
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("x")
+                    .image("busybox")
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    let foreign = foreign
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string();
+    update(&i.c, &i.w.cluster)
+        .task_definition(&foreign)
+        .send()
+        .await
+        .unwrap();
+
+    let r = i.heal().await;
+    assert_eq!(actions(&r), vec!["UpdateService"], "{r}");
+    assert_eq!(
+        i.service().await.task_definition(),
+        i.data["TaskDefinitionArn"].as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_network_configuration_changed_out_of_band_is_put_back() {
+    let i = Installed::new(vec![]).await;
+    let before = network(&i.service().await);
+    let open =
+        i.c.ec2
+            .create_security_group()
+            .group_name(unique("wide-open"))
+            .description("x")
+            .vpc_id(&i.w.vpc)
+            .send()
+            .await
+            .unwrap();
+    update(&i.c, &i.w.cluster)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(&i.w.public)
+                        .security_groups(open.group_id().unwrap())
+                        .assign_public_ip(aws_sdk_ecs::types::AssignPublicIp::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(network(&i.service().await), before);
+
+    let r = i.heal().await;
+    assert_eq!(actions(&r), vec!["UpdateService"], "{r}");
+    let found = r["Found"][0].as_str().unwrap();
+    for what in [
+        "subnets",
+        "security groups",
+        "public IP ENABLED -> DISABLED",
+    ] {
+        assert!(found.contains(what), "{found}");
+    }
+    assert_eq!(network(&i.service().await), before);
+}
+
+#[tokio::test]
+async fn a_deleted_security_group_is_created_again_and_used() {
+    let i = Installed::new(vec![]).await;
+    let old = i.data["SecurityGroupIds"].as_str().unwrap().to_string();
+    // AWS refuses while tasks' ENIs use it; moto runs no tasks, so it can go at once.
+    i.c.ec2
+        .delete_security_group()
+        .group_id(&old)
+        .send()
+        .await
+        .unwrap();
+
+    let r = i.heal().await;
+    assert_eq!(
+        actions(&r),
+        vec!["CreateSecurityGroup", "UpdateService"],
+        "{r}"
+    );
+    let groups = groups_named(&i.c, &i.w.vpc, "harness-delegate-delegate").await;
+    assert_eq!(groups.len(), 1);
+    assert_ne!(groups[0], old);
+    assert_eq!(network(&i.service().await).1, groups);
+    assert_eq!(i.heal().await["Outcome"], "Converged");
+}
+
+/// moto never fails a deployment: the proxy reports the PRIMARY deployment FAILED.
+fn deployment_failed(v: &mut Value) {
+    for s in v["services"].as_array_mut().into_iter().flatten() {
+        s["deployments"][0]["rolloutState"] = json!("FAILED");
+    }
+}
+
+/// moto never runs tasks: the proxy reports none running and three failed in a row.
+fn crash_loop(v: &mut Value) {
+    for s in v["services"].as_array_mut().into_iter().flatten() {
+        s["runningCount"] = json!(0);
+        s["deployments"][0]["failedTasks"] = json!(3);
+        s["deployments"][0]["rolloutState"] = json!("IN_PROGRESS");
+    }
+}
+
+async fn redeploys_once_per_back_off(patch: fn(&mut Value), found: &str) {
+    let rule = Rule {
+        operation: "DescribeServices",
+        fault: Fault::Patch(patch),
+        times: u32::MAX,
+    };
+    let i = Installed::new(vec![rule]).await;
+    let r = i.heal().await;
+    assert_eq!(actions(&r), vec!["ForceNewDeployment"], "{r}");
+    assert!(r["Found"][0].as_str().unwrap().contains(found), "{r}");
+    assert_eq!(i.proxy.calls("UpdateService"), 1);
+    assert_eq!(
+        i.proxy.last_body("UpdateService")["forceNewDeployment"],
+        true
+    );
+    // Nothing else of the service changed.
+    assert!(i
+        .proxy
+        .last_body("UpdateService")
+        .get("desiredCount")
+        .is_none());
+
+    // Still failing a minute later: inside the back-off window, noted and left alone.
+    let r = i.heal().await;
+    assert_eq!(r["Outcome"], "Converged", "{r}");
+    assert!(
+        r["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains("a new deployment was forced"),
+        "{r}"
+    );
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+
+    // Once the window has passed (the recorded time moved back), it is redeployed again.
+    let arn = i.service().await.service_arn().unwrap().to_string();
+    let past = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3601)
+        .to_string();
+    i.c.ecs
+        .tag_resource()
+        .resource_arn(arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key("harness-delegate:redeployed-at")
+                .value(past)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = i.heal().await;
+    assert_eq!(actions(&r), vec!["ForceNewDeployment"], "{r}");
+}
+
+#[tokio::test]
+async fn a_failed_deployment_is_redeployed_once_per_back_off_window() {
+    redeploys_once_per_back_off(deployment_failed, "the latest deployment FAILED").await;
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_redeployed_once_per_back_off_window() {
+    redeploys_once_per_back_off(crash_loop, "0 of 1 running, 3 failed in a row").await;
+}
+
+#[tokio::test]
+async fn a_deleted_cluster_is_reported_and_nothing_is_created() {
+    let i = Installed::new(vec![]).await;
+    i.c.ecs
+        .delete_service()
+        .cluster(&i.w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    i.c.ecs
+        .delete_cluster()
+        .cluster(&i.w.cluster)
+        .send()
+        .await
+        .unwrap();
+
+    let result = i.run(i.event("heal-schedule")).await;
+    assert_eq!(result["Status"], "FAILED", "{result}");
+    let r = report_of(&result, &i.key());
+    assert_eq!(r["Outcome"], "CannotHeal");
+    let found = r["Found"][0].as_str().unwrap();
+    assert!(
+        found.contains(&format!("cluster {} is INACTIVE", i.w.cluster))
+            && found.contains("no cluster is created"),
+        "{found}"
+    );
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+}
+
+#[tokio::test]
+async fn a_heal_during_or_after_an_update_never_reverts_it() {
+    // The Update's UpdateService is held for five seconds; a heal runs meanwhile.
+    let hold = Rule {
+        operation: "UpdateService",
+        fault: Fault::Delay(Duration::from_secs(5)),
+        times: 1,
+    };
+    let i = Installed::new(vec![hold]).await;
+    let mut new_props = i.props.clone();
+    new_props["DesiredCount"] = json!("2");
+    new_props["Image"] = json!("harness/delegate:26.11.1");
+    let update = cfn_event(
+        "Update",
+        &i.rx.url("update"),
+        &new_props,
+        Some(&i.arn),
+        Some(&i.props),
+    );
+    let stack = {
+        let via = i.via.clone();
+        tokio::spawn(async move {
+            handler(via)
+                .handle(update, deadline_in(120))
+                .await
+                .expect("answered")
+        })
+    };
+    // Mid-Update: the new record is on the service, the service itself not yet changed.
+    let recorded = |s: &aws_sdk_ecs::types::Service| {
+        s.tags().iter().any(|t| {
+            t.key() == Some("harness-delegate:service")
+                && t.value().is_some_and(|v| v.ends_with("desired=2"))
+        })
+    };
+    let mut waited = 0;
+    while !recorded(&i.service().await) {
+        assert!(waited < 40, "the Update never recorded its configuration");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        i.service().await.desired_count(),
+        1,
+        "held before UpdateService"
+    );
+    let during = report_of(
+        &handler(i.c.clone())
+            .handle(i.event("heal-schedule"), deadline_in(120))
+            .await
+            .unwrap(),
+        &i.key(),
+    );
+    // The heal repairs toward the Update, not back to what the stack had before.
+    assert_eq!(during["Outcome"], "Repaired", "{during}");
+    assert_eq!(actions(&during), vec!["UpdateService"], "{during}");
+    assert_eq!(i.service().await.desired_count(), 2, "{during}");
+    stack.await.unwrap();
+    let body = i.rx.bodies().pop().unwrap();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert!(
+        matches!(
+            during["Outcome"].as_str(),
+            Some("Repaired" | "Converged" | "Superseded")
+        ),
+        "{during}"
+    );
+    // Whatever the heal did, it did toward the Update.
+    let s = i.service().await;
+    assert_eq!(s.desired_count(), 2, "{during}");
+    let td = s.task_definition().unwrap().to_string();
+    assert_eq!(body["Data"]["TaskDefinitionArn"], td.as_str());
+    // After the Update: nothing to do, nothing written.
+    let after = i.heal().await;
+    assert_eq!(after["Outcome"], "Converged", "{after}");
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+    assert_eq!(i.service().await.desired_count(), 2);
+}
+
+#[tokio::test]
+async fn after_a_delete_nothing_is_resurrected() {
+    let i = Installed::new(vec![]).await;
+    let family = i.props["TaskDefinitionFamily"].as_str().unwrap();
+    let del = cfn(
+        &i.c,
+        &i.rx,
+        cfn_event("Delete", &i.rx.url("delete"), &i.props, Some(&i.arn), None),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS", "{del}");
+
+    let result = i.run(i.event("heal-schedule")).await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert!(
+        result["Delegates"].as_array().unwrap().is_empty(),
+        "nothing left to heal: {result}"
+    );
+    // Named explicitly, by a direct Heal or an ECS event, it is not brought back either.
+    for name in ["heal", "ecs-task-stopped"] {
+        let r = report_of(&i.run(i.event(name)).await, &i.key());
+        assert_eq!(r["Outcome"], "NotManaged", "{name}: {r}");
+        assert!(
+            i.proxy.writes().is_empty(),
+            "{name}: {:?}",
+            i.proxy.writes()
+        );
+    }
+    assert_eq!(i.service().await.status(), Some("INACTIVE"));
+    assert!(active_revisions(&i.c, family).await.is_empty());
+}
+
+#[tokio::test]
+async fn two_delegates_sharing_a_family_heal_independently() {
+    let family = unique("shared");
+    let a = Installed::with(vec![], |p| p["TaskDefinitionFamily"] = json!(family)).await;
+    // The same delegate in a second cluster of the same region, as the install guide suggests.
+    let b = seed(&a.c, false).await;
+    let mut pb = a.props.clone();
+    pb["ClusterName"] = json!(b.cluster);
+    pb["VpcId"] = json!(b.vpc);
+    let mut eb = cfn_event("Create", &a.rx.url("b"), &pb, None, None);
+    eb["LogicalResourceId"] = json!("SecondDelegate");
+    let created = cfn(&a.c, &a.rx, eb).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let b_key = format!("{}/harness-delegate", b.cluster);
+    let b_td = created["Data"]["TaskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(a.data["TaskDefinitionArn"], b_td.as_str());
+
+    // A drifts in count, B loses its service: one scheduled heal repairs each its own way.
+    update(&a.c, &a.w.cluster)
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    a.c.ecs
+        .delete_service()
+        .cluster(&b.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let result = a.run(a.event("heal-schedule")).await;
+    let (ra, rb) = (report_of(&result, &a.key()), report_of(&result, &b_key));
+    assert_eq!(actions(&ra), vec!["UpdateService"], "{result}");
+    assert_eq!(actions(&rb), vec!["CreateService"], "{result}");
+    let sb = service(&a.c, &b.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(
+        sb.task_definition(),
+        Some(b_td.as_str()),
+        "B runs its own revision"
+    );
+    assert_eq!(a.service().await.desired_count(), 1);
+
+    // Deleting A leaves B's revision registered, and B keeps healing.
+    let del = cfn(
+        &a.c,
+        &a.rx,
+        cfn_event("Delete", &a.rx.url("da"), &a.props, Some(&a.arn), None),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS");
+    assert_eq!(active_revisions(&a.c, &family).await, vec![b_td.clone()]);
+    update(&a.c, &b.cluster)
+        .desired_count(4)
+        .send()
+        .await
+        .unwrap();
+    let result = a.run(a.event("heal-schedule")).await;
+    let delegates: Vec<&str> = result["Delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Delegate"].as_str().unwrap())
+        .collect();
+    assert_eq!(delegates, vec![b_key.as_str()], "A is gone for good");
+    assert_eq!(actions(&report_of(&result, &b_key)), vec!["UpdateService"]);
+    let sb = service(&a.c, &b.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(sb.desired_count(), 1);
+}
+
+#[tokio::test]
+async fn ecs_events_heal_their_delegate_and_ignore_other_services() {
+    let i = Installed::new(vec![]).await;
+    update(&i.c, &i.w.cluster)
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    // A delegate task stopped: that delegate is healed, and only it.
+    let result = i.run(i.event("ecs-task-stopped")).await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(result["Delegates"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        actions(&report_of(&result, &i.key())),
+        vec!["UpdateService"]
+    );
+    assert_eq!(i.service().await.desired_count(), 1);
+    assert_eq!(
+        i.proxy.calls("GetResources"),
+        0,
+        "no region scan for one delegate"
+    );
+
+    // A placement failure of the delegate: healed (here: nothing to do).
+    let r = report_of(&i.run(i.event("ecs-service-action")).await, &i.key());
+    assert_eq!(r["Outcome"], "Converged", "{r}");
+
+    // The same event about a service that is not a delegate: a log line, not an error.
+    let other = unique("web");
+    i.c.ecs
+        .create_service()
+        .cluster(&i.w.cluster)
+        .service_name(&other)
+        .task_definition(i.data["TaskDefinitionArn"].as_str().unwrap())
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    let mut e = i.event("ecs-service-action");
+    e["resources"][0] = json!(e["resources"][0]
+        .as_str()
+        .unwrap()
+        .replace("/harness-delegate", &format!("/{other}")));
+    let result = i.run(e).await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    let r = report_of(&result, &format!("{}/{other}", i.w.cluster));
+    assert_eq!(r["Outcome"], "NotManaged");
+    assert_eq!(r["Found"][0], "not managed by this function: ignored");
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+
+    // Informational events call for nothing at all.
+    let mut steady = i.event("ecs-service-action");
+    steady["detail"]["eventType"] = json!("INFO");
+    steady["detail"]["eventName"] = json!("SERVICE_STEADY_STATE");
+    let result = i.run(steady).await;
+    assert_eq!(result["Status"], "IGNORED", "{result}");
+    assert!(i.proxy.writes().is_empty());
+}

@@ -1,0 +1,232 @@
+//! A fault-injecting proxy between the function and moto: per operation (ECS's X-Amz-Target,
+//! or the Action of EC2/IAM/tagging form bodies) it throttles, fails, delays, rejects, answers
+//! in moto's place or patches moto's answer; and it records every call, so tests can assert
+//! what was asked of AWS and that nothing was written.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::Clients;
+use serde_json::{json, Value};
+
+use super::*;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// ECS's JSON throttling error, or EC2's RequestLimitExceeded.
+    Throttle,
+    /// An HTML 500, as moto and load balancers give.
+    ServerError,
+    Delay(Duration),
+    /// A successful answer with this JSON body instead of moto's (states moto never reaches).
+    Respond(Value),
+    /// An AWS rejection: HTTP 400 with this `__type` and message (ECS JSON protocol).
+    Reject(&'static str, &'static str),
+    /// moto's answer, changed by this function (ECS JSON): states moto never reaches, on top
+    /// of the real state.
+    Patch(fn(&mut Value)),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub operation: &'static str,
+    pub fault: Fault,
+    /// How many matching calls get the fault; `u32::MAX` for all.
+    pub times: u32,
+}
+
+#[derive(Clone)]
+pub struct Proxy {
+    pub endpoint: String,
+    calls: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// The JSON bodies of ECS calls, by operation, to check what was asked of AWS.
+    bodies: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Every operation called, in order.
+    order: Arc<Mutex<Vec<String>>>,
+}
+
+/// The operation a request calls: ECS names it in X-Amz-Target, EC2 and IAM in the form body.
+pub fn operation(req: &Request) -> String {
+    if let Some(t) = req.header("x-amz-target") {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    let body = String::from_utf8_lossy(&req.body);
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Proxy {
+    pub async fn start(rules: Vec<Rule>) -> Proxy {
+        let upstream = moto();
+        let rules = Arc::new(Mutex::new(rules));
+        let calls: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
+        let bodies: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
+        let order: Arc<Mutex<Vec<String>>> = Default::default();
+        let (r, c, b, o) = (rules.clone(), calls.clone(), bodies.clone(), order.clone());
+        let http = reqwest::Client::new();
+        let addr = serve(Arc::new(move |req: Request| {
+            let (rules, calls, bodies, order, http, upstream) = (
+                r.clone(),
+                c.clone(),
+                b.clone(),
+                o.clone(),
+                http.clone(),
+                upstream.clone(),
+            );
+            Box::pin(async move {
+                let op = operation(&req);
+                *calls.lock().unwrap().entry(op.clone()).or_default() += 1;
+                order.lock().unwrap().push(op.clone());
+                if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
+                    bodies.lock().unwrap().push((op.clone(), v));
+                }
+                let fault = {
+                    let mut rules = rules.lock().unwrap();
+                    rules.iter_mut().find(|r| r.operation == op && r.times > 0).map(|r| {
+                        r.times = r.times.saturating_sub(1);
+                        r.fault.clone()
+                    })
+                };
+                let ecs = req.header("x-amz-target").is_some();
+                match fault {
+                    Some(Fault::Throttle) if ecs => {
+                        return json_error(400, "ThrottlingException", "Rate exceeded");
+                    }
+                    Some(Fault::Throttle) => {
+                        return Response {
+                            status: 503,
+                            headers: vec![("Content-Type".into(), "text/xml".into())],
+                            body: b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>".to_vec(),
+                        };
+                    }
+                    Some(Fault::ServerError) => {
+                        return Response {
+                            status: 500,
+                            headers: vec![("Content-Type".into(), "text/html".into())],
+                            body: b"<html><body>Internal Server Error</body></html>".to_vec(),
+                        };
+                    }
+                    Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
+                    Some(Fault::Respond(body)) => {
+                        return Response {
+                            status: 200,
+                            headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+                            body: body.to_string().into_bytes(),
+                        }
+                    }
+                    Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                    Some(Fault::Patch(change)) => {
+                        let mut resp = forward(&http, &upstream, req).await;
+                        let mut v: Value = serde_json::from_slice(&resp.body).expect("an ECS JSON answer");
+                        change(&mut v);
+                        resp.body = v.to_string().into_bytes();
+                        return resp;
+                    }
+                    None => {}
+                }
+                forward(&http, &upstream, req).await
+            })
+        }))
+        .await;
+        Proxy {
+            endpoint: format!("http://{addr}"),
+            calls,
+            bodies,
+            order,
+        }
+    }
+
+    pub fn last_body(&self, op: &str) -> Value {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .rev()
+            .find(|(o, _)| o == op)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {op} call"))
+    }
+
+    pub fn calls(&self, op: &str) -> u32 {
+        self.calls.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    /// The bodies of every call of `op` so far.
+    pub fn bodies(&self, op: &str) -> Vec<Value> {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The operations that change something (anything but Describe*, List*, Get*), in order.
+    pub fn writes(&self) -> Vec<String> {
+        let order = self.order.lock().unwrap();
+        order
+            .iter()
+            .filter(|op| {
+                !["Describe", "List", "Get"]
+                    .iter()
+                    .any(|p| op.starts_with(p))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Forget the calls counted so far.
+    pub fn reset_counts(&self) {
+        self.calls.lock().unwrap().clear();
+        self.order.lock().unwrap().clear();
+        self.bodies.lock().unwrap().clear();
+    }
+
+    pub async fn clients(&self) -> Clients {
+        clients_for(&self.endpoint).await
+    }
+
+    /// Clients that reach moto through this proxy in `region`.
+    pub async fn clients_in(&self, region: &str) -> Clients {
+        clients_at(&self.endpoint, region).await
+    }
+}
+
+pub fn json_error(status: u16, kind: &str, message: &str) -> Response {
+    Response {
+        status,
+        headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+        body: json!({"__type": kind, "message": message})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+pub async fn forward(http: &reqwest::Client, upstream: &str, req: Request) -> Response {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+    let mut r = http.request(method, format!("{upstream}{}", req.path));
+    for (k, v) in &req.headers {
+        if !["host", "content-length", "connection", "transfer-encoding"]
+            .contains(&k.to_ascii_lowercase().as_str())
+        {
+            r = r.header(k, v);
+        }
+    }
+    let resp = r.body(req.body).send().await.expect("moto answers");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str().eq_ignore_ascii_case("content-type") || k.as_str().starts_with("x-amz")
+        })
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: resp.bytes().await.unwrap().to_vec(),
+    }
+}
