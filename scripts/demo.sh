@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on the moto emulator: seed what a platform team already has, install a Fargate
-# delegate through the function as CloudFormation would, show the service, then delete it.
+# delegate through the function as CloudFormation would, show the service, break it out of band
+# and let the scheduled heal repair it, then delete it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +69,35 @@ step "7. CloudFormation Update (DesiredCount 2, Memory 8192): $BIN invoke events
 $BIN invoke events/update.json >/dev/null
 show_service
 
-step "8. CloudFormation Delete: $BIN invoke events/delete.json"
+step "8. Someone deletes the delegate's service out of band"
+$PY <<'PY'
+import boto3
+ecs = boto3.client("ecs")
+ecs.delete_service(cluster="harness-demo", service="harness-delegate", force=True)
+s = ecs.describe_services(cluster="harness-demo", services=["harness-delegate"])["services"][0]
+print("  service status:", s["status"])
+PY
+
+step "9. The scheduled heal (EventBridge, every 5 minutes): $BIN invoke events/heal-schedule.json"
+# One structured log line per delegate goes to the log; the result says the same per delegate.
+RUST_LOG=info $BIN invoke events/heal-schedule.json 2>/tmp/harness-demo-heal.log | $PY -c 'import json, sys
+r = json.load(sys.stdin)
+print("  status:", r["Status"])
+for d in r["Delegates"]:
+    print("  %s: %s" % (d["Delegate"], d["Outcome"]))
+    for f in d["Found"]:
+        print("    found:", f)
+    for a in d["Actions"]:
+        print("    did:  ", a["Action"])'
+echo "  log line: $(grep -m1 'delegate heal' /tmp/harness-demo-heal.log)"
+show_service
+
+step "10. The next heal finds everything as recorded and writes nothing"
+$BIN invoke events/heal-schedule.json | $PY -c 'import json, sys
+for d in json.load(sys.stdin)["Delegates"]:
+    print("  %s: %s (%s)" % (d["Delegate"], d["Outcome"], "; ".join(d["Found"])))'
+
+step "11. CloudFormation Delete: $BIN invoke events/delete.json"
 $BIN invoke events/delete.json >/dev/null
 show_response delete
 $PY <<'PY'
@@ -79,4 +108,9 @@ print("  service status:", s[0]["status"] if s else "gone")
 print("  ACTIVE revisions:", ecs.list_task_definitions(familyPrefix="harness-delegate-task-spec", status="ACTIVE")["taskDefinitionArns"])
 print("  delegate security groups:", [g["GroupId"] for g in ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["harness-delegate-delegate"]}])["SecurityGroups"]])
 PY
+
+step "12. A heal after the Delete resurrects nothing"
+$BIN invoke events/heal.json | $PY -c 'import json, sys
+for d in json.load(sys.stdin)["Delegates"]:
+    print("  %s: %s (%s)" % (d["Delegate"], d["Outcome"], "; ".join(d["Found"])))'
 echo; echo "demo finished: the emulator stops now"

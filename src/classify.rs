@@ -335,4 +335,119 @@ mod tests {
             Err(ClassifyError::Unrecognised)
         );
     }
+
+    fn event(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn demo() -> Target {
+        Target {
+            cluster: "harness-demo".into(),
+            service: "harness-delegate".into(),
+        }
+    }
+
+    #[test]
+    fn the_sample_heal_events() {
+        assert_eq!(
+            classify(&event(include_str!("../events/heal-schedule.json"))),
+            Ok(Trigger::Schedule)
+        );
+        assert_eq!(
+            classify(&event(include_str!("../events/heal.json"))),
+            Ok(Trigger::Heal {
+                targets: Some(vec![demo()])
+            })
+        );
+        for (name, text, kind) in [
+            (
+                "service action",
+                include_str!("../events/ecs-service-action.json"),
+                "ECS Service Action",
+            ),
+            (
+                "task stopped",
+                include_str!("../events/ecs-task-stopped.json"),
+                "ECS Task State Change",
+            ),
+        ] {
+            assert_eq!(
+                classify(&event(text)),
+                Ok(Trigger::EcsEvent(EcsEvent {
+                    detail_type: kind.into(),
+                    target: Ok(demo())
+                })),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn ecs_events_that_call_for_no_heal_say_why() {
+        let target = |e: Value| match classify(&e) {
+            Ok(Trigger::EcsEvent(e)) => e.target,
+            other => panic!("{other:?}"),
+        };
+        let deployment = |name: &str| {
+            json!({"source": "aws.ecs", "detail-type": "ECS Deployment State Change",
+                "resources": ["arn:aws:ecs:us-east-1:1:service/prod/harness-delegate"],
+                "detail": {"eventType": "ERROR", "eventName": name}})
+        };
+        assert_eq!(
+            target(deployment("SERVICE_DEPLOYMENT_FAILED")),
+            Ok(Target {
+                cluster: "prod".into(),
+                service: "harness-delegate".into()
+            })
+        );
+        assert!(target(deployment("SERVICE_DEPLOYMENT_COMPLETED"))
+            .unwrap_err()
+            .contains("nothing to heal"));
+        let mut running = event(include_str!("../events/ecs-task-stopped.json"));
+        running["detail"]["lastStatus"] = json!("RUNNING");
+        assert_eq!(
+            target(running),
+            Err("a task is RUNNING: nothing to heal".into())
+        );
+        let mut standalone = event(include_str!("../events/ecs-task-stopped.json"));
+        standalone["detail"]["group"] = json!("family:batch-job");
+        assert!(target(standalone)
+            .unwrap_err()
+            .contains("belongs to no service"));
+        let instance = json!({"source": "aws.ecs", "detail-type": "ECS Container Instance State Change", "detail": {}});
+        assert!(target(instance).unwrap_err().contains("call for no heal"));
+    }
+
+    #[test]
+    fn heal_targets_are_checked() {
+        assert_eq!(
+            classify(&json!({"Action": "Heal", "Targets": []})),
+            Ok(Trigger::Heal { targets: None })
+        );
+        assert_eq!(
+            classify(&json!({"Action": "Heal", "Targets": [{"ClusterName": "prod"}]})),
+            Ok(Trigger::Heal {
+                targets: Some(vec![Target {
+                    cluster: "prod".into(),
+                    service: "harness-delegate".into()
+                }])
+            })
+        );
+        for (bad, says) in [
+            (json!("prod"), "Targets is not a list"),
+            (
+                json!([{"ServiceName": "x"}]),
+                "Targets[0] has no ClusterName",
+            ),
+            (
+                json!([{"ClusterName": "prod", "ServiceName": 3}]),
+                "Targets[0].ServiceName is not a string",
+            ),
+        ] {
+            let e = classify(&json!({"Action": "Heal", "Targets": bad}))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says) && e.contains("ClusterName"), "{e}");
+        }
+    }
 }

@@ -112,6 +112,10 @@ async fn the_binary_serves_events_from_the_runtime_api() {
             "inv-plan",
             json!({"Action": "Plan", "ResourceProperties": good}),
         ),
+        (
+            "inv-heal",
+            json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster}]}),
+        ),
     ];
     for (id, e) in &events {
         api.events
@@ -180,7 +184,13 @@ async fn the_binary_serves_events_from_the_runtime_api() {
             .iter()
             .map(|p| p.request_id.as_str())
             .collect::<Vec<_>>(),
-        vec!["inv-create", "inv-bad", "inv-unknown", "inv-plan"]
+        vec![
+            "inv-create",
+            "inv-bad",
+            "inv-unknown",
+            "inv-plan",
+            "inv-heal"
+        ]
     );
 
     let create = by_id("inv-create");
@@ -209,6 +219,30 @@ async fn the_binary_serves_events_from_the_runtime_api() {
         plan.body["Actions"],
         json!([]),
         "the Create converged, so the plan is empty"
+    );
+
+    let heal = by_id("inv-heal");
+    assert_eq!(heal.kind, "response");
+    assert_eq!(heal.body["Status"], "SUCCESS", "{:?}", heal.body);
+    let key = format!("{}/harness-delegate", w.cluster);
+    assert_eq!(heal.body["Delegates"][0]["Delegate"], key.as_str());
+    assert_eq!(heal.body["Delegates"][0]["Outcome"], "Converged");
+    // One structured (JSON) log line per healed delegate, readable in CloudWatch Logs.
+    let heal_lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "delegate heal")
+        .collect();
+    assert_eq!(heal_lines.len(), 1, "{logs}");
+    let f = &heal_lines[0]["fields"];
+    assert_eq!(
+        (
+            f["trigger"].as_str(),
+            f["delegate"].as_str(),
+            f["outcome"].as_str()
+        ),
+        (Some("Heal"), Some(key.as_str()), Some("Converged")),
+        "{f}"
     );
 
     // CloudFormation got one answer per CloudFormation request.
