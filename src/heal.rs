@@ -27,6 +27,9 @@ use crate::Clients;
 /// eat the account's ECS request rate that other tools share.
 const CLUSTERS_AT_ONCE: usize = 8;
 
+/// Time a repair of one delegate may need; a delegate is not started with less left.
+const DELEGATE_TIME: Duration = Duration::from_secs(20);
+
 /// Heal's settings, from the function's environment.
 #[derive(Debug, Clone, Copy)]
 pub struct HealSettings {
@@ -308,6 +311,14 @@ async fn heal_cluster(
     };
     let mut out = Vec::new();
     for cand in cands {
+        // What the invocation has no time left for, the next heal does.
+        if Instant::now() + DELEGATE_TIME >= deadline {
+            out.push(failed(
+                key_of(&cand),
+                "not reached before the invocation's deadline: the next heal continues (raise the function's Timeout if this repeats)",
+            ));
+            continue;
+        }
         let service = services
             .as_ref()
             .and_then(|s| s.get(&cand.service))
@@ -330,6 +341,25 @@ async fn heal_cluster(
         out.push(report);
     }
     out
+}
+
+/// The newest record; among records of one converge (a revision heal registered again carries
+/// its original's time) the one naming the latest revision, so that the copy is not copied again.
+fn newest(found: Vec<Found>) -> Option<Found> {
+    found.into_iter().max_by_key(|f| {
+        (
+            f.record.applied_at,
+            revision_number(&f.record.task_definition),
+        )
+    })
+}
+
+/// `family:7` → 7.
+fn revision_number(task_definition: &str) -> u64 {
+    task_definition
+        .rsplit_once(':')
+        .and_then(|(_, r)| r.parse().ok())
+        .unwrap_or(0)
 }
 
 fn key_of(cand: &Candidate) -> String {
@@ -382,7 +412,7 @@ async fn heal_one(
             }
         }
     }
-    let Some(chosen) = found.into_iter().max_by_key(|f| f.record.applied_at) else {
+    let Some(chosen) = newest(found) else {
         let why = match &service {
             Some(s) if s.managed_by_us() && s.status == "ACTIVE" => "managed by this function but has no record yet (installed by an earlier version): run a stack Update or a direct Reconcile to record it",
             Some(s) if s.managed_by_us() => "no record: the delegate was deleted, nothing to resurrect",
@@ -541,5 +571,38 @@ fn log(trigger: &str, d: &DelegateReport) {
         Outcome::Converged | Outcome::NotManaged => tracing::info!(
             trigger, delegate = %d.delegate, outcome, found, "delegate heal"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_record_wins_and_a_copy_beats_its_original() {
+        let found = |applied_at: u64, td: &str| Found {
+            record: Record {
+                applied_at,
+                task_definition: td.into(),
+                ..Default::default()
+            },
+            revision: Some(format!("arn:aws:ecs:r:1:task-definition/{td}")),
+        };
+        let pick = |f: Vec<Found>| newest(f).map(|f| f.record.task_definition);
+        assert_eq!(pick(vec![]), None);
+        // An Update's record beats the one before it, whatever the order found.
+        assert_eq!(
+            pick(vec![found(2, "f:3"), found(1, "f:9")]),
+            Some("f:3".into())
+        );
+        // A deregistered original (f:3) and heal's copy of it (f:4) carry the same time.
+        assert_eq!(
+            pick(vec![found(2, "f:4"), found(2, "f:3")]),
+            Some("f:4".into())
+        );
+        assert_eq!(
+            pick(vec![found(2, "f:3"), found(2, "f:4")]),
+            Some("f:4".into())
+        );
     }
 }

@@ -282,6 +282,18 @@ async fn a_deregistered_revision_is_registered_again_and_used() {
     assert_eq!((a.cpu(), a.memory()), (b.cpu(), b.memory()));
     assert_eq!(a.execution_role_arn(), b.execution_role_arn());
     assert_eq!(i.heal().await["Outcome"], "Converged");
+    // The deregistered original still carries the record; the copy is what heal keeps using.
+    i.c.ecs
+        .delete_service()
+        .cluster(&i.w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(actions(&i.heal().await), vec!["CreateService"]);
+    assert_eq!(active_revisions(&i.c, family).await, now);
+    assert_eq!(i.service().await.task_definition(), Some(now[0].as_str()));
 }
 
 #[tokio::test]
@@ -746,4 +758,127 @@ async fn ecs_events_heal_their_delegate_and_ignore_other_services() {
     let result = i.run(steady).await;
     assert_eq!(result["Status"], "IGNORED", "{result}");
     assert!(i.proxy.writes().is_empty());
+}
+
+#[tokio::test]
+async fn an_ec2_bridge_delegate_is_healed_too() {
+    let region = fresh_region();
+    let c = clients_at(&moto(), region).await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let props = w.ec2_props();
+    let body = cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    c.ecs
+        .delete_service()
+        .cluster(&w.cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(vec![]).await;
+    let h = handler(proxy.clients_in(region).await);
+    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let result = h.handle(event, deadline_in(120)).await.unwrap();
+    let r = report_of(&result, &format!("{}/harness-delegate", w.cluster));
+    assert_eq!(actions(&r), vec!["CreateService"], "{r}");
+    let sent = proxy.last_body("CreateService");
+    assert_eq!(sent["launchType"], "EC2");
+    assert!(sent.get("networkConfiguration").is_none(), "bridge: {sent}");
+    assert_eq!(
+        sent["placementStrategy"][0]["field"],
+        "attribute:ecs.availability-zone"
+    );
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(s.status(), Some("ACTIVE"));
+    assert_eq!(
+        s.task_definition(),
+        body["Data"]["TaskDefinitionArn"].as_str()
+    );
+    // No security group is looked for: a bridge delegate has none.
+    assert_eq!(proxy.calls("DescribeSecurityGroups"), 0);
+}
+
+#[tokio::test]
+async fn many_delegates_are_described_ten_at_a_time() {
+    let region = fresh_region();
+    let c = clients_at(&moto(), region).await;
+    let w = seed(&c, false).await;
+    let h = handler(c.clone());
+    for n in 0..12 {
+        let mut p = w.fargate_props();
+        p["ServiceName"] = json!(format!("delegate-{n:02}"));
+        let r = h
+            .handle(
+                json!({"Action": "Reconcile", "ResourceProperties": p}),
+                deadline_in(120),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r["Status"], "SUCCESS", "{r}");
+    }
+    let proxy = Proxy::start(vec![]).await;
+    let h = handler(proxy.clients_in(region).await);
+    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let result = h.handle(event, deadline_in(120)).await.unwrap();
+    let delegates = result["Delegates"].as_array().unwrap();
+    assert_eq!(delegates.len(), 12, "{result}");
+    assert!(
+        delegates.iter().all(|d| d["Outcome"] == "Converged"),
+        "{result}"
+    );
+    assert_eq!(proxy.calls("DescribeServices"), 2, "12 services, 10 a call");
+    assert_eq!(proxy.calls("DescribeTaskDefinition"), 12);
+    assert_eq!(
+        proxy.calls("DescribeSecurityGroups"),
+        1,
+        "one call for every group"
+    );
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+}
+
+/// Each DescribeServices answer shows a newer record than the one before: as if a stack Update
+/// recorded its configuration between heal's first read and its writes.
+fn record_keeps_changing(v: &mut Value) {
+    static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let at = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    for s in v["services"].as_array_mut().into_iter().flatten() {
+        for t in s["tags"].as_array_mut().into_iter().flatten() {
+            if t["key"] == "harness-delegate:applied-at" {
+                t["value"] = json!(format!("{}", 4_000_000_000_000u64 + at));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_heal_stands_down_when_a_newer_record_appears_meanwhile() {
+    let rule = Rule {
+        operation: "DescribeServices",
+        fault: Fault::Patch(record_keeps_changing),
+        times: u32::MAX,
+    };
+    let i = Installed::new(vec![rule]).await;
+    update(&i.c, &i.w.cluster)
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    let r = report_of(&i.run(i.event("heal")).await, &i.key());
+    assert_eq!(r["Outcome"], "Superseded", "{r}");
+    assert!(
+        r["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains("a newer configuration was recorded"),
+        "{r}"
+    );
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
+    assert_eq!(i.service().await.desired_count(), 0, "left to the Update");
 }
