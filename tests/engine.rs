@@ -3,34 +3,8 @@
 
 mod support;
 
-use harness_ecs_delegate_bootstrap::Clients;
 use serde_json::{json, Value};
 use support::*;
-
-/// Run one CloudFormation request through the handler; return the body CloudFormation received.
-async fn run_cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
-    let before = rx.count();
-    let request_id = event["RequestId"].clone();
-    let h = handler(c.clone());
-    h.handle(event, deadline_in(120))
-        .await
-        .expect("handler answers CloudFormation");
-    assert_eq!(rx.count(), before + 1, "exactly one response per request");
-    let req = rx.requests.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(req.method, "PUT");
-    assert_eq!(
-        req.header("content-type").unwrap_or(""),
-        "",
-        "Content-Type must be empty"
-    );
-    assert!(req.body.len() <= 4096);
-    let body = req.json();
-    assert_eq!(
-        body["RequestId"], request_id,
-        "the response answers this request"
-    );
-    body
-}
 
 #[tokio::test]
 async fn fargate_delegate_create_again_update_delete() {

@@ -44,7 +44,7 @@ impl Installed {
         let proxy = Proxy::start(rules).await;
         let via = proxy.clients_in(region).await;
         let rx = Receiver::start(0).await;
-        let body = cfn(
+        let body = run_cfn(
             &c,
             &rx,
             cfn_event("Create", &rx.url("create"), &p, None, None),
@@ -98,15 +98,6 @@ impl Installed {
             .await
             .expect("the service exists")
     }
-}
-
-/// One stack request through the handler; the body CloudFormation received.
-async fn cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
-    handler(c.clone())
-        .handle(event, deadline_in(120))
-        .await
-        .expect("answered");
-    rx.bodies().pop().expect("a response")
 }
 
 fn report_of(result: &Value, key: &str) -> Value {
@@ -175,14 +166,7 @@ async fn everything_as_recorded_means_no_write_call() {
 async fn a_deleted_service_is_created_again_as_recorded() {
     let i = Installed::new(vec![]).await;
     let before = i.service().await;
-    i.c.ecs
-        .delete_service()
-        .cluster(&i.w.cluster)
-        .service("harness-delegate")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    delete_service_out_of_band(&i.c, &i.w.cluster).await;
     assert_eq!(i.service().await.status(), Some("INACTIVE"));
 
     let r = i.heal().await;
@@ -283,14 +267,7 @@ async fn a_deregistered_revision_is_registered_again_and_used() {
     assert_eq!(a.execution_role_arn(), b.execution_role_arn());
     assert_eq!(i.heal().await["Outcome"], "Converged");
     // The deregistered original still carries the record; the copy is what heal keeps using.
-    i.c.ecs
-        .delete_service()
-        .cluster(&i.w.cluster)
-        .service("harness-delegate")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    delete_service_out_of_band(&i.c, &i.w.cluster).await;
     assert_eq!(actions(&i.heal().await), vec!["CreateService"]);
     assert_eq!(active_revisions(&i.c, family).await, now);
     assert_eq!(i.service().await.task_definition(), Some(now[0].as_str()));
@@ -489,14 +466,7 @@ async fn a_crash_loop_is_redeployed_once_per_back_off_window() {
 #[tokio::test]
 async fn a_deleted_cluster_is_reported_and_nothing_is_created() {
     let i = Installed::new(vec![]).await;
-    i.c.ecs
-        .delete_service()
-        .cluster(&i.w.cluster)
-        .service("harness-delegate")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    delete_service_out_of_band(&i.c, &i.w.cluster).await;
     i.c.ecs
         .delete_cluster()
         .cluster(&i.w.cluster)
@@ -600,7 +570,7 @@ async fn a_heal_during_or_after_an_update_never_reverts_it() {
 async fn after_a_delete_nothing_is_resurrected() {
     let i = Installed::new(vec![]).await;
     let family = i.props["TaskDefinitionFamily"].as_str().unwrap();
-    let del = cfn(
+    let del = run_cfn(
         &i.c,
         &i.rx,
         cfn_event("Delete", &i.rx.url("delete"), &i.props, Some(&i.arn), None),
@@ -639,7 +609,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
     pb["VpcId"] = json!(b.vpc);
     let mut eb = cfn_event("Create", &a.rx.url("b"), &pb, None, None);
     eb["LogicalResourceId"] = json!("SecondDelegate");
-    let created = cfn(&a.c, &a.rx, eb).await;
+    let created = run_cfn(&a.c, &a.rx, eb).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let b_key = format!("{}/harness-delegate", b.cluster);
     let b_td = created["Data"]["TaskDefinitionArn"]
@@ -654,14 +624,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
         .send()
         .await
         .unwrap();
-    a.c.ecs
-        .delete_service()
-        .cluster(&b.cluster)
-        .service("harness-delegate")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    delete_service_out_of_band(&a.c, &b.cluster).await;
     let result = a.run(a.event("heal-schedule")).await;
     let (ra, rb) = (report_of(&result, &a.key()), report_of(&result, &b_key));
     assert_eq!(actions(&ra), vec!["UpdateService"], "{result}");
@@ -675,7 +638,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
     assert_eq!(a.service().await.desired_count(), 1);
 
     // Deleting A leaves B's revision registered, and B keeps healing.
-    let del = cfn(
+    let del = run_cfn(
         &a.c,
         &a.rx,
         cfn_event("Delete", &a.rx.url("da"), &a.props, Some(&a.arn), None),
@@ -767,21 +730,14 @@ async fn an_ec2_bridge_delegate_is_healed_too() {
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
     let props = w.ec2_props();
-    let body = cfn(
+    let body = run_cfn(
         &c,
         &rx,
         cfn_event("Create", &rx.url("c"), &props, None, None),
     )
     .await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
-    c.ecs
-        .delete_service()
-        .cluster(&w.cluster)
-        .service("harness-delegate")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    delete_service_out_of_band(&c, &w.cluster).await;
     let proxy = Proxy::start(vec![]).await;
     let h = handler(proxy.clients_in(region).await);
     let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});

@@ -649,6 +649,43 @@ pub fn cfn_event(
     e
 }
 
+/// Run one CloudFormation request through the handler; return the body CloudFormation received.
+pub async fn run_cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
+    let before = rx.count();
+    let request_id = event["RequestId"].clone();
+    let h = handler(c.clone());
+    h.handle(event, deadline_in(120))
+        .await
+        .expect("handler answers CloudFormation");
+    assert_eq!(rx.count(), before + 1, "exactly one response per request");
+    let req = rx.requests.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(req.method, "PUT");
+    assert_eq!(
+        req.header("content-type").unwrap_or(""),
+        "",
+        "Content-Type must be empty"
+    );
+    assert!(req.body.len() <= 4096);
+    let body = req.json();
+    assert_eq!(
+        body["RequestId"], request_id,
+        "the response answers this request"
+    );
+    body
+}
+
+/// Delete the delegate's service out of band, as a person in the console would.
+pub async fn delete_service_out_of_band(c: &Clients, cluster: &str) {
+    c.ecs
+        .delete_service()
+        .cluster(cluster)
+        .service("harness-delegate")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+}
+
 pub fn deadline_in(secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(secs)
 }
