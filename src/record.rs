@@ -91,13 +91,7 @@ impl Record {
 
     /// The tags that identify the delegate and its owner, plus the user's.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        let mut t = self.user_tags.clone();
-        t.insert(MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into());
-        t.insert(RESOURCE_TAG.into(), self.key());
-        if let Some(o) = &self.owner {
-            t.insert(OWNER_TAG.into(), o.clone());
-        }
-        t
+        identity_tags(&self.user_tags, &self.key(), self.owner.as_deref())
     }
 
     /// The record's own tags, for the service (with the revision it runs) or for a revision
@@ -254,6 +248,22 @@ fn parse(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     })
+}
+
+/// The user's tags plus the function's marker, the delegate's key (`<cluster>/<service>`) and its
+/// owner: what everything the function creates for a delegate carries.
+pub fn identity_tags(
+    user: &BTreeMap<String, String>,
+    key: &str,
+    owner: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut t = user.clone();
+    t.insert(MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into());
+    t.insert(RESOURCE_TAG.into(), key.to_string());
+    if let Some(o) = owner {
+        t.insert(OWNER_TAG.into(), o.to_string());
+    }
+    t
 }
 
 /// Put `value` under `key`, `key.2`, … in pieces of at most 256 characters.

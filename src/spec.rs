@@ -188,13 +188,7 @@ impl DelegateSpec {
 
     /// The tags put on everything the function creates: the user's plus its own markers.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        let mut t = self.tags.clone();
-        t.insert(crate::MANAGED_BY_TAG.into(), crate::MANAGED_BY_VALUE.into());
-        t.insert(crate::RESOURCE_TAG.into(), self.resource_key());
-        if let Some(owner) = &self.owner {
-            t.insert(crate::OWNER_TAG.into(), owner.clone());
-        }
-        t
+        crate::record::identity_tags(&self.tags, &self.resource_key(), self.owner.as_deref())
     }
 
     /// The name of the security group the function creates when none is given.
