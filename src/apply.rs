@@ -172,6 +172,13 @@ impl<'a> Applier<'a> {
                         .unwrap_or_default()
                         .to_string();
                     self.created.push(Created::TaskDefinition(arn.clone()));
+                    // Registered with the record on it: a failed run takes that record off
+                    // again before deregistering, or heal would apply what failed.
+                    self.created.push(Created::Record {
+                        arn: arn.clone(),
+                        previous: BTreeMap::new(),
+                        written: record.tags(false).into_keys().collect(),
+                    });
                     record.task_definition = record::revision_name(&arn).to_string();
                     registered = true;
                     td_arn = Some(arn);
@@ -228,19 +235,14 @@ impl<'a> Applier<'a> {
                         .map_err(|e| {
                             fail(format!("redeploying service {name}"), sdk_message(&e))
                         })?;
-                    let now = (record::now_millis() / 1000).to_string();
-                    let arn = service_arn.clone().unwrap_or_default();
-                    self.tag(
-                        &arn,
-                        &BTreeMap::from([(record::REDEPLOYED_AT_TAG.to_string(), now)]),
-                    )
-                    .await
-                    .map_err(|e| fail(format!("tagging service {name}"), e))?;
+                    self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
+                        .await?;
                 }
                 Action::UpdateService {
                     desired_count,
                     task_definition,
                     network,
+                    mark_redeployed,
                     ..
                 } => {
                     let mut u = c
@@ -262,6 +264,10 @@ impl<'a> Applier<'a> {
                         .await
                         .map_err(|e| fail(format!("updating service {name}"), sdk_message(&e)))?;
                     self.commit_records();
+                    if *mark_redeployed {
+                        self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
+                            .await?;
+                    }
                     // The service runs the new revision and group now: undoing must not remove them.
                     if *task_definition {
                         self.created
@@ -501,6 +507,17 @@ impl<'a> Applier<'a> {
         self.untag(arn, &stale).await.map_err(|e| fail(what(), e))
     }
 
+    /// Note on the service when heal last made it deploy: the back-off.
+    async fn mark_redeployed(&self, service_arn: &str, name: &str) -> Result<(), ApplyError> {
+        let now = (record::now_millis() / 1000).to_string();
+        self.tag(
+            service_arn,
+            &BTreeMap::from([(record::REDEPLOYED_AT_TAG.to_string(), now)]),
+        )
+        .await
+        .map_err(|e| fail(format!("tagging service {name}"), e))
+    }
+
     /// The service now runs what the record says: a later failure must not roll it back.
     fn commit_records(&mut self) {
         self.created
@@ -582,14 +599,11 @@ impl<'a> Applier<'a> {
                     resources, keys, ..
                 } => {
                     for (arn, keys) in resources.iter().zip(keys) {
+                        // A resource already gone (a revision deleted for good, a service
+                        // purged) refuses tag changes, and a stack's Delete must not get stuck
+                        // on it: the failure is logged.
                         if let Err(e) = self.untag(arn, keys).await {
-                            // A service deleted out of band may refuse tag changes; what
-                            // matters is that it is gone.
-                            if arn.contains(":service/") {
-                                tracing::warn!(resource = %arn, error = %e, "could not remove the record");
-                                continue;
-                            }
-                            return Err(fail(format!("removing the record from {arn}"), e));
+                            tracing::warn!(resource = %arn, error = %e, "could not remove the record");
                         }
                     }
                 }

@@ -91,6 +91,8 @@ pub enum Outcome {
     CannotHeal,
     /// A newer record appeared while healing (a stack Update): left to it.
     Superseded,
+    /// Nothing done this time (the service is draining): the next heal looks again.
+    Deferred,
     /// An AWS call failed: see `Error`.
     Failed,
 }
@@ -389,13 +391,14 @@ async fn heal_one(
 
     // The record: the newest of the service's and its revisions'.
     let mut found: Vec<Found> = cand.scanned.clone();
+    let mut unreadable = None;
     if let Some(s) = &service {
         match Record::from_tags(&s.tags, None) {
             Some(Ok(record)) => found.push(Found {
                 record,
                 revision: None,
             }),
-            Some(Err(e)) => return Ok(report(Outcome::CannotHeal, &e.to_string())),
+            Some(Err(e)) => unreadable = Some(e),
             None => {}
         }
     }
@@ -410,6 +413,11 @@ async fn heal_one(
                     revision: Some(arn),
                 });
             }
+        }
+    }
+    if found.is_empty() {
+        if let Some(e) = unreadable {
+            return Ok(report(Outcome::CannotHeal, &e.to_string()));
         }
     }
     let Some(chosen) = newest(found) else {
@@ -446,11 +454,18 @@ async fn heal_one(
             .as_ref()
             .filter(|td| &td.arn == arn)
             .and_then(|td| Record::from_tags(&td.tags, Some(record::revision_name(arn)))?.ok());
-        if still.is_none_or(|r| r.applied_at != record.applied_at) {
-            return Ok(report(
-                Outcome::NotManaged,
-                "the record was removed (the delegate was deleted): nothing to resurrect",
-            ));
+        match still {
+            None => {
+                return Ok(report(
+                    Outcome::NotManaged,
+                    "the record was removed (the delegate was deleted): nothing to resurrect",
+                ))
+            }
+            Some(r) if r.applied_at != record.applied_at => return Ok(report(
+                Outcome::Superseded,
+                "the record changed since the region was scanned: the next heal uses the new one",
+            )),
+            Some(_) => {}
         }
     }
     let managed_security_group = match record.network.as_ref() {
@@ -488,6 +503,9 @@ async fn heal_one(
         .filter_map(reason_of)
         .chain(planned.notes.iter().cloned())
         .collect();
+    if let Some(why) = planned.deferred {
+        return Ok(report(Outcome::Deferred, &why));
+    }
     if planned.plan.actions.is_empty() {
         if found_text.is_empty() {
             found_text.push("as recorded".into());
@@ -565,7 +583,7 @@ fn log(trigger: &str, d: &DelegateReport) {
         Outcome::Failed | Outcome::CannotHeal => tracing::error!(
             trigger, delegate = %d.delegate, outcome, found, actions, error, "delegate heal"
         ),
-        Outcome::Repaired | Outcome::Superseded => tracing::warn!(
+        Outcome::Repaired | Outcome::Superseded | Outcome::Deferred => tracing::warn!(
             trigger, delegate = %d.delegate, outcome, found, actions, "delegate heal"
         ),
         Outcome::Converged | Outcome::NotManaged => tracing::info!(

@@ -1069,13 +1069,33 @@ pub async fn observe_for_delete(
         .filter(|g| may_remove(g.owner()))
         .collect();
 
+    // Revisions whose record must go: found directly (the family's ACTIVE ones, the one the
+    // service runs) and through the tagging index, which may lag behind a fresh registration.
+    let mut revision_records: Vec<(String, Vec<String>)> = Vec::new();
+    let mut ours_with_record = |td: &ObservedTaskDefinition| {
+        let ours = td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str())
+            && may_remove(td.tags.get(crate::OWNER_TAG).map(String::as_str));
+        let keys = crate::record::record_keys(&td.tags);
+        if ours && !keys.is_empty() && !revision_records.iter().any(|(a, _)| a == &td.arn) {
+            revision_records.push((td.arn.clone(), keys));
+        }
+        ours
+    };
     for arn in active_revisions(c, family).await? {
         if let Some(td) = describe_task_definition(c, &arn).await? {
-            let ours = td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str())
-                && may_remove(td.tags.get(crate::OWNER_TAG).map(String::as_str));
-            if ours {
+            if ours_with_record(&td) {
                 o.our_revisions.push(td.arn);
             }
+        }
+    }
+    let running = o
+        .service
+        .as_ref()
+        .map(|s| s.task_definition.clone())
+        .filter(|td| !td.is_empty() && !o.our_revisions.contains(td));
+    if let Some(td) = running {
+        if let Some(td) = describe_task_definition(c, &td).await? {
+            ours_with_record(&td);
         }
     }
     if !o.our_revisions.is_empty() {
@@ -1091,10 +1111,13 @@ pub async fn observe_for_delete(
     }
     for (arn, tags) in tagged_resources(c, &["ecs:task-definition"], Some(&key)).await? {
         let keys = crate::record::record_keys(&tags);
-        if !keys.is_empty() && may_remove(tags.get(crate::OWNER_TAG).map(String::as_str)) {
-            o.records.push((arn, keys));
+        let known = revision_records.iter().any(|(a, _)| a == &arn);
+        if !keys.is_empty() && !known && may_remove(tags.get(crate::OWNER_TAG).map(String::as_str))
+        {
+            revision_records.push((arn, keys));
         }
     }
+    o.records.extend(revision_records);
     Ok(o)
 }
 

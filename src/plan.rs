@@ -55,6 +55,9 @@ pub enum Action {
         network: bool,
         #[serde(rename = "Reason")]
         reason: String,
+        /// Heal only: the service is made to deploy again; noted for the back-off.
+        #[serde(skip)]
+        mark_redeployed: bool,
     },
     /// A DRAINING service must be gone before a service of the same name can be created.
     WaitForServiceDrain {
@@ -370,15 +373,9 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
 
     // The record goes on before the service changes, so a heal meanwhile repairs toward it.
     let record = desired_record(spec, network.as_ref(), o, desired_td.as_deref());
-    let kept_service = o
-        .service
-        .as_ref()
-        .filter(|s| s.status == "ACTIVE")
-        .filter(|_| {
-            !service_actions
-                .iter()
-                .any(|a| matches!(a, Action::RecreateService { .. }))
-        });
+    // Also on a service about to be replaced: while it drains, a heal must already see the
+    // new configuration.
+    let kept_service = o.service.as_ref().filter(|s| s.status == "ACTIVE");
     let stale = |tags: &BTreeMap<String, String>, revision: Option<&str>| !matches!(Record::from_tags(tags, revision), Some(Ok(r)) if r.same_as(&record));
     let on_service = kept_service.is_some_and(|s| desired_td.is_none() || stale(&s.tags, None));
     let on_revision = reuse.is_some_and(|td| stale(&td.tags, Some(record::revision_name(&td.arn))));
@@ -611,6 +608,7 @@ fn update(
         task_definition: td_changed,
         network: net_changed,
         reason: changes.join("; "),
+        mark_redeployed: false,
     })
 }
 
@@ -732,6 +730,8 @@ pub struct HealPlan {
     pub plan: Plan,
     /// Observations that call for no action (a crash loop inside its back-off window).
     pub notes: Vec<String>,
+    /// Nothing is done this time, for this reason; the next heal looks again.
+    pub deferred: Option<String>,
 }
 
 /// Why a delegate cannot be healed: said in the report, nothing is changed.
@@ -815,6 +815,7 @@ pub fn plan_heal(
     let wanted = WantedService::recorded(r);
     let name = r.service.clone();
     let mut service_actions = Vec::new();
+    let mut deferred = None;
     match &o.service {
         None => service_actions.push(Action::CreateService {
             service: name,
@@ -824,45 +825,98 @@ pub fn plan_heal(
             service: name,
             reason: "the service was deleted (INACTIVE): it is created again as recorded".into(),
         }),
-        Some(s) if s.status == "DRAINING" => service_actions.extend(recreate_drained(&name)),
+        Some(s) if s.status == "DRAINING" => deferred = Some(
+            "the service is DRAINING (being replaced or deleted): nothing is done now, the next heal looks again".to_string(),
+        ),
         Some(s) if s.tags.get(crate::RESOURCE_TAG) != Some(&r.key()) => {
             return Err(CannotHeal(format!(
                 "service {} in cluster {} is not this delegate's (it lacks the delegate's tags): it is left alone; delete or rename it, then run the heal again",
                 r.service, r.cluster
             )))
         }
+        Some(s) if s.owner().is_some() && s.owner() != r.owner.as_deref() => {
+            return Err(CannotHeal(format!(
+                "service {} in cluster {} now belongs to {}, not to {}: it is left alone",
+                r.service,
+                r.cluster,
+                s.owner().unwrap_or_default(),
+                r.owner.as_deref().unwrap_or_default()
+            )))
+        }
         Some(s) => {
             if let Some(reason) = replacement_reason(&wanted, s) {
-                service_actions.push(Action::RecreateService {
-                    service: name,
+                // Replacing is a stack's decision: heal does not delete a running service.
+                return Err(CannotHeal(format!(
+                    "{reason}; the service was changed outside the stack and heal does not replace services: delete it (the next heal creates it as recorded) or run a stack Update"
+                )));
+            }
+            // Heal makes the service deploy at most once per back-off window: a revision that
+            // keeps failing is not forced back again and again.
+            let last = s
+                .tags
+                .get(record::REDEPLOYED_AT_TAG)
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|t| now.saturating_sub(*t) < redeploy_backoff);
+            let waiting = |why: &str, t: u64| {
+                format!(
+                    "{why}; heal made it deploy {}s ago, the next no sooner than {redeploy_backoff}s after that",
+                    now.saturating_sub(t)
+                )
+            };
+            match update(&wanted, s, desired_td.as_deref(), network.as_ref()) {
+                Some(Action::UpdateService {
+                    service,
+                    desired_count,
+                    task_definition: true,
+                    network,
                     reason,
-                });
-            } else if let Some(u) = update(&wanted, s, desired_td.as_deref(), network.as_ref()) {
-                service_actions.push(u);
-            } else if let Some(why) = stuck(s) {
-                let last = s
-                    .tags
-                    .get(record::REDEPLOYED_AT_TAG)
-                    .and_then(|t| t.parse::<u64>().ok());
-                match last.filter(|t| now.saturating_sub(*t) < redeploy_backoff) {
-                    Some(t) => notes.push(format!(
-                        "{why}; a new deployment was forced {}s ago, the next no sooner than {}s after that",
-                        now.saturating_sub(t),
-                        redeploy_backoff
-                    )),
-                    None => service_actions.push(Action::ForceNewDeployment {
-                        service: name,
-                        reason: format!("{why}: a new deployment is forced (at most once every {redeploy_backoff}s)"),
+                    ..
+                }) => match last {
+                    Some(t) if desired_count.is_none() && !network => {
+                        notes.push(waiting(&reason, t));
+                    }
+                    _ => service_actions.push(Action::UpdateService {
+                        service,
+                        desired_count,
+                        task_definition: last.is_none(),
+                        network,
+                        reason,
+                        mark_redeployed: last.is_none(),
                     }),
+                },
+                Some(u) => service_actions.push(u),
+                None => {
+                    if let Some(why) = stuck(s) {
+                        match last {
+                            Some(t) => notes.push(waiting(&why, t)),
+                            None => service_actions.push(Action::ForceNewDeployment {
+                                service: name,
+                                reason: format!("{why}: a new deployment is forced (at most once every {redeploy_backoff}s)"),
+                            }),
+                        }
+                    }
                 }
             }
         }
     }
-    // A re-registered revision is recorded on the kept service before the service moves to it.
-    let kept = o.service.as_ref().is_some_and(|s| s.status == "ACTIVE")
-        && !service_actions
-            .iter()
-            .any(|a| matches!(a, Action::RecreateService { .. }));
+    if let Some(why) = deferred {
+        return Ok(HealPlan {
+            plan: Plan {
+                actions: vec![],
+                desired: Desired {
+                    task_definition: revision.doc.clone(),
+                    task_definition_arn: desired_td,
+                    network,
+                    vpc_id: None,
+                    record: r.clone(),
+                },
+            },
+            notes,
+            deferred: Some(why),
+        });
+    }
+    // A re-registered revision is recorded on the service before the service moves to it.
+    let kept = o.service.as_ref().is_some_and(|s| s.status == "ACTIVE");
     if desired_td.is_none() && kept {
         let s = o.service.as_ref().expect("kept service");
         actions.push(Action::RecordSpec {
@@ -889,6 +943,7 @@ pub fn plan_heal(
             },
         },
         notes,
+        deferred: None,
     })
 }
 
@@ -898,12 +953,15 @@ fn stuck(s: &ObservedService) -> Option<String> {
     if d.rollout_state == "FAILED" {
         return Some("the latest deployment FAILED".into());
     }
-    (s.running_count < s.desired_count && d.failed_tasks >= CRASH_LOOP_FAILED_TASKS).then(|| {
-        format!(
-            "tasks keep stopping: {} of {} running, {} failed in a row",
-            s.running_count, s.desired_count, d.failed_tasks
-        )
-    })
+    // failedTasks never resets on a deployment: only one still rolling out is stuck.
+    let rolling_out = d.rollout_state == "IN_PROGRESS";
+    (rolling_out && s.running_count < s.desired_count && d.failed_tasks >= CRASH_LOOP_FAILED_TASKS)
+        .then(|| {
+            format!(
+                "tasks keep stopping: {} of {} running, {} failed in a row",
+                s.running_count, s.desired_count, d.failed_tasks
+            )
+        })
 }
 
 #[cfg(test)]
@@ -1228,6 +1286,30 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_records_the_new_configuration_on_the_old_service_first() {
+        // While the old service drains, a heal must already see the new configuration.
+        let s = spec(fargate());
+        let o = converged(&spec(json!({})));
+        let p = plan(&s, &o);
+        assert_eq!(
+            names(&p.actions),
+            vec![
+                "CreateSecurityGroup",
+                "RegisterTaskDefinition",
+                "RecordSpec",
+                "RecreateService"
+            ]
+        );
+        assert!(matches!(
+            &p.actions[2],
+            Action::RecordSpec {
+                on_service: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn a_stack_adopts_a_service_created_without_an_owner_last() {
         let mut s = spec(json!({"DesiredCount": "2"}));
         let o = converged(&spec(json!({})));
@@ -1285,6 +1367,7 @@ mod tests {
                 task_definition: false,
                 network: false,
                 reason: "desired count 1 -> 3".into(),
+                mark_redeployed: false,
             }]
         );
         assert_eq!(p.desired.task_definition_arn.as_deref(), Some(TD1));
@@ -1511,10 +1594,10 @@ mod tests {
                 "INACTIVE",
             ),
             (
-                "service deleted (DRAINING)",
+                "service DRAINING (being replaced or deleted): heal waits for the next run",
                 |o| svc(o).status = "DRAINING".into(),
-                Some(vec!["WaitForServiceDrain", "CreateService"]),
-                "DRAINING",
+                Some(vec![]),
+                "DRAINING (being replaced or deleted): nothing is done now",
             ),
             (
                 "desired count lowered out of band",
@@ -1613,10 +1696,51 @@ mod tests {
                 "",
             ),
             (
-                "launch type changed out of band",
+                "launch type changed out of band: heal does not replace a running service",
                 |o| svc(o).launch_type = Some("EC2".into()),
-                Some(vec!["RecreateService"]),
+                None,
                 "from EC2 to FARGATE",
+            ),
+            (
+                "pointed back at our revision inside the back-off window, moved away again",
+                |o| {
+                    svc(o).task_definition =
+                        "arn:aws:ecs:us-east-1:1:task-definition/other:9".into();
+                    let at = (NOW - 60).to_string();
+                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                },
+                Some(vec![]),
+                "",
+            ),
+            (
+                "the same, with the count drifted too: only the count is set back",
+                |o| {
+                    svc(o).task_definition =
+                        "arn:aws:ecs:us-east-1:1:task-definition/other:9".into();
+                    svc(o).desired_count = 0;
+                    let at = (NOW - 60).to_string();
+                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                },
+                Some(vec!["UpdateService"]),
+                "desired count 0 -> 1",
+            ),
+            (
+                "failed tasks of a deployment that COMPLETED long ago do not count",
+                |o| {
+                    svc(o).running_count = 0;
+                    svc(o).deployment.as_mut().unwrap().failed_tasks = 5;
+                },
+                Some(vec![]),
+                "",
+            ),
+            (
+                "the service now belongs to another stack",
+                |o| {
+                    let tags = &mut svc(o).tags;
+                    tags.insert(crate::OWNER_TAG.into(), "other-stack/Delegate".into());
+                },
+                None,
+                "now belongs to other-stack/Delegate",
             ),
             (
                 "cluster gone",
@@ -1649,8 +1773,13 @@ mod tests {
             match (plan_heal(&record, &o, NOW, BACKOFF), expected) {
                 (Ok(p), Some(expected)) => {
                     assert_eq!(names(&p.plan.actions), expected, "{what}");
-                    let reasons = serde_json::to_string(&p.plan.actions).unwrap();
-                    assert!(reasons.contains(text), "{what}: {reasons} lacks {text:?}");
+                    let said = format!(
+                        "{} {:?} {:?}",
+                        serde_json::to_string(&p.plan.actions).unwrap(),
+                        p.notes,
+                        p.deferred
+                    );
+                    assert!(said.contains(text), "{what}: {said} lacks {text:?}");
                 }
                 (Err(e), None) => assert!(e.0.contains(text), "{what}: {e}"),
                 (got, want) => panic!("{what}: got {got:?}, expected {want:?}"),
@@ -1669,7 +1798,7 @@ mod tests {
         assert!(p.plan.actions.is_empty());
         assert_eq!(
             p.notes,
-            vec!["the latest deployment FAILED; a new deployment was forced 600s ago, the next no sooner than 3600s after that"]
+            vec!["the latest deployment FAILED; heal made it deploy 600s ago, the next no sooner than 3600s after that"]
         );
     }
 

@@ -456,6 +456,7 @@ mod tests {
             task_definition: false,
             network: false,
             reason: String::new(),
+            mark_redeployed: false,
         };
         let e = check_adoption(&s, &o, &plan(vec![update, tag]))
             .unwrap_err()
@@ -472,6 +473,7 @@ mod tests {
             task_definition: false,
             network: false,
             reason: String::new(),
+            mark_redeployed: false,
         };
         assert!(check_adoption(&s, &o, &plan(vec![update])).is_ok());
     }

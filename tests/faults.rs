@@ -123,6 +123,41 @@ async fn an_aws_rejection_fails_the_create_and_removes_what_it_made() {
     assert!(service(&direct, &w.cluster, "harness-delegate")
         .await
         .is_none());
+    // And the deregistered revision no longer carries the record, so no heal creates what
+    // failed to be created.
+    let registered = proxy.bodies("RegisterTaskDefinition");
+    assert!(registered[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["key"] == "harness-delegate:applied-at"));
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    let td = direct
+        .ecs
+        .describe_task_definition()
+        .task_definition(format!("{family}:1"))
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        td.tags()
+            .iter()
+            .all(|t| !t.key().unwrap().starts_with("harness-delegate:applied-at")),
+        "{:?}",
+        td.tags()
+    );
+    let heal = handler(direct.clone())
+        .handle(
+            json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster}]}),
+            deadline_in(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(heal["Delegates"][0]["Outcome"], "NotManaged", "{heal}");
+    assert!(service(&direct, &w.cluster, "harness-delegate")
+        .await
+        .is_none());
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ async fn redeploys_once_per_back_off(patch: fn(&mut Value), found: &str) {
         r["Found"][0]
             .as_str()
             .unwrap()
-            .contains("a new deployment was forced"),
+            .contains("heal made it deploy"),
         "{r}"
     );
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
@@ -837,4 +837,27 @@ async fn a_heal_stands_down_when_a_newer_record_appears_meanwhile() {
     );
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
     assert_eq!(i.service().await.desired_count(), 0, "left to the Update");
+}
+
+#[tokio::test]
+async fn a_cluster_aws_no_longer_knows_is_reported_and_nothing_is_created() {
+    // moto keeps a deleted cluster as INACTIVE; AWS eventually answers ClusterNotFoundException.
+    let rules = ["DescribeServices", "DescribeClusters"].map(|operation| Rule {
+        operation,
+        fault: Fault::Reject("ClusterNotFoundException", "Cluster not found."),
+        times: u32::MAX,
+    });
+    let i = Installed::new(rules.to_vec()).await;
+    let result = i.run(i.event("heal-schedule")).await;
+    assert_eq!(result["Status"], "FAILED", "{result}");
+    let r = report_of(&result, &i.key());
+    assert_eq!(r["Outcome"], "CannotHeal", "{r}");
+    assert!(
+        r["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cluster {} no longer exists", i.w.cluster)),
+        "{r}"
+    );
+    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
 }
