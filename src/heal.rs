@@ -218,11 +218,10 @@ async fn scan(c: &Clients) -> Result<BTreeMap<String, Candidate>, ObserveError> 
     let resources =
         observe::tagged_resources(c, &["ecs:task-definition", "ecs:service"], None).await?;
     for (arn, tags) in resources {
-        let Some(Ok(key)) = tags.get(crate::RESOURCE_TAG).map(|k| {
-            k.split_once('/')
-                .map(|(c, s)| (c.to_string(), s.to_string()))
-                .ok_or(())
-        }) else {
+        let Some((cluster, service)) = tags
+            .get(crate::RESOURCE_TAG)
+            .and_then(|k| k.split_once('/'))
+        else {
             continue;
         };
         let revision = arn
@@ -239,10 +238,10 @@ async fn scan(c: &Clients) -> Result<BTreeMap<String, Candidate>, ObserveError> 
         // Services show up here for their key; their record is read from DescribeServices.
         let Some(record) = record else { continue };
         let cand = out
-            .entry(format!("{}/{}", key.0, key.1))
+            .entry(format!("{cluster}/{service}"))
             .or_insert_with(|| Candidate {
-                cluster: key.0.clone(),
-                service: key.1.clone(),
+                cluster: cluster.to_string(),
+                service: service.to_string(),
                 scanned: vec![],
                 look_up: false,
             });
