@@ -31,4 +31,5 @@ test: venv
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/python scripts/sam_translate.py template.yaml
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test

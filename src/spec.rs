@@ -43,6 +43,20 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "Tags",
 ];
 
+/// The values a property with a fixed set of choices accepts (matched case-insensitively).
+pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {
+    fn names<T>(choices: &[(&'static str, T)]) -> Vec<&'static str> {
+        choices.iter().map(|(n, _)| *n).collect()
+    }
+    Some(match property {
+        "LaunchType" => names(LaunchType::CHOICES),
+        "NetworkMode" => names(NetworkMode::CHOICES),
+        "DelegateGeneration" => names(DelegateGeneration::CHOICES),
+        "AssignPublicIp" => names(AssignPublicIp::CHOICES),
+        _ => return None,
+    })
+}
+
 pub const DEFAULT_SERVICE_NAME: &str = "harness-delegate";
 pub const DEFAULT_FAMILY: &str = "harness-delegate-task-spec";
 pub const DEFAULT_IMAGE: &str = "harness/delegate:latest";
@@ -62,6 +76,9 @@ pub enum LaunchType {
 }
 
 impl LaunchType {
+    pub const CHOICES: &'static [(&'static str, LaunchType)] =
+        &[("EC2", LaunchType::Ec2), ("FARGATE", LaunchType::Fargate)];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LaunchType::Ec2 => "EC2",
@@ -80,6 +97,11 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
+    pub const CHOICES: &'static [(&'static str, NetworkMode)] = &[
+        ("bridge", NetworkMode::Bridge),
+        ("awsvpc", NetworkMode::Awsvpc),
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::Bridge => "bridge",
@@ -95,6 +117,11 @@ pub enum DelegateGeneration {
 }
 
 impl DelegateGeneration {
+    pub const CHOICES: &'static [(&'static str, DelegateGeneration)] = &[
+        ("FirstGen", DelegateGeneration::FirstGen),
+        ("NextGen", DelegateGeneration::NextGen),
+    ];
+
     /// The environment variable the delegate reads its token from.
     pub fn token_variable(self) -> &'static str {
         match self {
@@ -113,6 +140,11 @@ pub enum AssignPublicIp {
 }
 
 impl AssignPublicIp {
+    pub const CHOICES: &'static [(&'static str, AssignPublicIp)] = &[
+        ("ENABLED", AssignPublicIp::Enabled),
+        ("DISABLED", AssignPublicIp::Disabled),
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AssignPublicIp::Enabled => "ENABLED",
@@ -445,19 +477,10 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
         .string("ServiceName")
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
     let launch_type = r
-        .choice(
-            "LaunchType",
-            &[("EC2", LaunchType::Ec2), ("FARGATE", LaunchType::Fargate)],
-        )
+        .choice("LaunchType", LaunchType::CHOICES)
         .unwrap_or(LaunchType::Ec2);
     let network_mode = r
-        .choice(
-            "NetworkMode",
-            &[
-                ("bridge", NetworkMode::Bridge),
-                ("awsvpc", NetworkMode::Awsvpc),
-            ],
-        )
+        .choice("NetworkMode", NetworkMode::CHOICES)
         .unwrap_or(match launch_type {
             LaunchType::Ec2 => NetworkMode::Bridge,
             LaunchType::Fargate => NetworkMode::Awsvpc,
@@ -472,13 +495,7 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     let secret_arn = r.string("DelegateTokenSecretArn");
     let plain_token = r.string("DelegateToken");
     let generation = r
-        .choice(
-            "DelegateGeneration",
-            &[
-                ("FirstGen", DelegateGeneration::FirstGen),
-                ("NextGen", DelegateGeneration::NextGen),
-            ],
-        )
+        .choice("DelegateGeneration", DelegateGeneration::CHOICES)
         .unwrap_or(DelegateGeneration::NextGen);
     let delegate_name = r.string("DelegateName");
     let delegate_group_name = r.string("DelegateGroupName");
@@ -502,13 +519,7 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     let vpc_id = r.string("VpcId");
     let subnet_ids = r.list("SubnetIds");
     let security_group_ids = r.list("SecurityGroupIds");
-    let assign_public_ip = r.choice(
-        "AssignPublicIp",
-        &[
-            ("ENABLED", AssignPublicIp::Enabled),
-            ("DISABLED", AssignPublicIp::Disabled),
-        ],
-    );
+    let assign_public_ip = r.choice("AssignPublicIp", AssignPublicIp::CHOICES);
     let environment = r.map("Environment");
     let overrides = r.object("TaskDefinitionOverrides").map(Value::Object);
     let tags = r.map("Tags");

@@ -68,6 +68,24 @@ pub fn moto() -> String {
     .clone()
 }
 
+/// A program of the test venv (`.venv/bin/NAME`, or beside `MOTO_SERVER`).
+pub fn venv_bin(name: &str) -> std::path::PathBuf {
+    let dir = match std::env::var("MOTO_SERVER") {
+        Ok(m) => std::path::Path::new(&m)
+            .parent()
+            .expect("MOTO_SERVER is a path")
+            .to_path_buf(),
+        Err(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin"),
+    };
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run `make test` (it installs the test venv)",
+        bin.display()
+    );
+    bin
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
