@@ -178,3 +178,154 @@ fn the_role_grants_exactly_the_operations_the_code_calls() {
         "the role grants {unused:?}, which the code never calls"
     );
 }
+
+/// Evaluate a template value the way CloudFormation does for the custom resource, with these
+/// parameter values (and the defaults for the rest): `Ref`, `Fn::If`, `Fn::Not`,
+/// `Fn::Equals`, `Fn::Join`, `Fn::Sub` of parameters, `AWS::NoValue`. `None`: no value.
+fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Option<Value> {
+    let param = |name: &str| -> Value {
+        match name {
+            "AWS::StackName" => Value::from("test"),
+            "AWS::Region" => Value::from("us-east-1"),
+            "AWS::AccountId" => Value::from("123456789012"),
+            "AWS::Partition" => Value::from("aws"),
+            _ => {
+                let p = &t["Parameters"][name];
+                assert!(p.is_object(), "Ref to unknown parameter {name}");
+                let raw = params
+                    .get(name)
+                    .cloned()
+                    .or_else(|| p.get("Default").cloned())
+                    .unwrap_or_else(|| panic!("parameter {name} needs a value"));
+                let text = match raw {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                if p["Type"] == "CommaDelimitedList" {
+                    Value::from(
+                        text.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect::<Vec<_>>(),
+                    )
+                } else {
+                    Value::from(text)
+                }
+            }
+        }
+    };
+    let condition = |name: &str| -> bool {
+        resolve(t, &t["Conditions"][name], params)
+            .and_then(|v| v.as_bool())
+            .unwrap_or_else(|| panic!("condition {name}"))
+    };
+    match v {
+        Value::Object(o) if o.len() == 1 => {
+            let (k, arg) = o.iter().next().unwrap();
+            match k.as_str() {
+                "Ref" if arg == "AWS::NoValue" => None,
+                "Ref" => Some(param(arg.as_str().unwrap())),
+                "Fn::If" => {
+                    let branch = if condition(arg[0].as_str().unwrap()) {
+                        1
+                    } else {
+                        2
+                    };
+                    resolve(t, &arg[branch], params)
+                }
+                "Fn::Not" => Some(Value::from(!resolve(t, &arg[0], params)?.as_bool()?)),
+                "Fn::Equals" => Some(Value::from(
+                    resolve(t, &arg[0], params) == resolve(t, &arg[1], params),
+                )),
+                "Condition" => Some(Value::from(condition(arg.as_str().unwrap()))),
+                "Fn::Join" => {
+                    let items = resolve(t, &arg[1], params)?;
+                    let parts: Vec<String> = items
+                        .as_array()?
+                        .iter()
+                        .map(|i| i.as_str().unwrap_or_default().to_string())
+                        .collect();
+                    Some(Value::from(parts.join(arg[0].as_str()?)))
+                }
+                "Fn::Sub" => {
+                    let mut s = arg.as_str()?.to_string();
+                    while let Some(start) = s.find("${") {
+                        let end = start + s[start..].find('}')?;
+                        let value = param(&s[start + 2..end]);
+                        s.replace_range(start..=end, value.as_str()?);
+                    }
+                    Some(Value::from(s))
+                }
+                "Fn::GetAtt" => Some(Value::from(format!("<{}>", arg[0].as_str()?))),
+                _ => Some(Value::Object(
+                    o.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), resolve(t, v, params)?)))
+                        .collect(),
+                )),
+            }
+        }
+        Value::Object(o) => Some(Value::Object(
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), resolve(t, v, params)?)))
+                .collect(),
+        )),
+        Value::Array(a) => Some(Value::Array(
+            a.iter().filter_map(|v| resolve(t, v, params)).collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+#[tokio::test]
+async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    let t = template();
+    let params = serde_json::json!({
+        "ClusterName": w.cluster,
+        "AccountId": "acct-123",
+        "DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:harness/token",
+        "ExecutionRoleArn": w.exec_role,
+        "TaskRoleArn": w.task_role,
+        "VpcId": w.vpc,
+        "DesiredCount": 1,
+    });
+    let params = params.as_object().unwrap();
+    let mut props =
+        resolve(&t, &t["Resources"]["HarnessDelegate"]["Properties"], params).expect("properties");
+    props.as_object_mut().unwrap().remove("ServiceToken");
+    // CloudFormation sends every scalar as a string, lists as lists of strings.
+    let text = props.to_string();
+    assert!(
+        !text.contains("\"Ref\"") && !text.contains("Fn::"),
+        "unresolved: {text}"
+    );
+    assert_eq!(props["DesiredCount"], "1", "numbers arrive as strings");
+
+    let rx = Receiver::start(0).await;
+    let created = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    for output in t["Outputs"].as_object().unwrap().values() {
+        // Every output reads an attribute the function returns.
+        let attr = output["Value"]["Fn::GetAtt"][1].as_str().unwrap();
+        assert!(
+            created["Data"][attr]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "output {attr} missing from Data: {created}"
+        );
+    }
+    let deleted = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Delete", &rx.url("d"), &props, Some(&arn), None),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+}
