@@ -329,3 +329,30 @@ async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
     .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
 }
+
+#[test]
+fn every_sample_event_is_exercised_by_a_test() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut sources = String::new();
+    for dir in ["tests", "src"] {
+        for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    for entry in std::fs::read_dir(format!("{root}/events")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        // Tests load an event by its name (`load("create")`, `i.event("heal")`) or its path.
+        let used = [
+            format!("load(\"{name}\")"),
+            format!("event(\"{name}\")"),
+            format!("events/{name}.json"),
+        ]
+        .iter()
+        .any(|p| sources.contains(p.as_str()));
+        assert!(used, "events/{name}.json is not used by any test");
+    }
+}
