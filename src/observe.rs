@@ -585,7 +585,7 @@ pub async fn services(
             }
             Err(e) => {
                 return Err(err(
-                    format!("ECS services of cluster {cluster}"),
+                    format!("ECS services {} of cluster {cluster}", chunk.join(", ")),
                     sdk_message(&e),
                 ))
             }
@@ -594,32 +594,15 @@ pub async fn services(
     Ok(Some(out))
 }
 
+/// One service of a cluster, with its tags. `None`: it does not exist, nor does the cluster.
 pub async fn service(
     c: &Clients,
     cluster: &str,
     name: &str,
 ) -> Result<Option<ObservedService>, ObserveError> {
-    let out = c
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(name)
-        .include(ecs::ServiceField::Tags)
-        .send()
-        .await;
-    match out {
-        Ok(o) => Ok(o.services().first().map(observed_service)),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_cluster_not_found_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(err(
-            format!("ECS service {name} in {cluster}"),
-            sdk_message(&e),
-        )),
-    }
+    Ok(services(c, cluster, &[name.to_string()])
+        .await?
+        .and_then(|mut found| found.remove(name)))
 }
 
 async fn container_instances(

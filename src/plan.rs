@@ -380,21 +380,16 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     let on_service = kept_service.is_some_and(|s| desired_td.is_none() || stale(&s.tags, None));
     let on_revision = reuse.is_some_and(|td| stale(&td.tags, Some(record::revision_name(&td.arn))));
     if on_service || on_revision {
-        let recorded = |tags: Option<&BTreeMap<String, String>>| -> BTreeMap<String, String> {
-            tags.map(|t| {
-                record::record_keys(t)
-                    .into_iter()
-                    .map(|k| (k.clone(), t[&k].clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-        };
         actions.push(Action::RecordSpec {
             on_service,
             on_revision,
             reason: "record the applied configuration, which self-healing restores".into(),
-            previous_service: recorded(kept_service.map(|s| &s.tags)),
-            previous_revision: recorded(reuse.map(|td| &td.tags)),
+            previous_service: kept_service
+                .map(|s| record::recorded_tags(&s.tags))
+                .unwrap_or_default(),
+            previous_revision: reuse
+                .map(|td| record::recorded_tags(&td.tags))
+                .unwrap_or_default(),
         });
     }
     actions.extend(service_actions);
@@ -899,38 +894,23 @@ pub fn plan_heal(
             }
         }
     }
-    if let Some(why) = deferred {
-        return Ok(HealPlan {
-            plan: Plan {
-                actions: vec![],
-                desired: Desired {
-                    task_definition: revision.doc.clone(),
-                    task_definition_arn: desired_td,
-                    network,
-                    vpc_id: None,
-                    record: r.clone(),
-                },
-            },
-            notes,
-            deferred: Some(why),
-        });
+    if deferred.is_some() {
+        // Nothing at all this time, not even what the rows above would prepare.
+        actions.clear();
+    } else {
+        // A re-registered revision is recorded on the service before the service moves to it.
+        let kept = o.service.as_ref().filter(|s| s.status == "ACTIVE");
+        if let (None, Some(s)) = (&desired_td, kept) {
+            actions.push(Action::RecordSpec {
+                on_service: true,
+                on_revision: false,
+                reason: "record the re-registered revision".into(),
+                previous_service: record::recorded_tags(&s.tags),
+                previous_revision: BTreeMap::new(),
+            });
+        }
+        actions.extend(service_actions);
     }
-    // A re-registered revision is recorded on the service before the service moves to it.
-    let kept = o.service.as_ref().is_some_and(|s| s.status == "ACTIVE");
-    if desired_td.is_none() && kept {
-        let s = o.service.as_ref().expect("kept service");
-        actions.push(Action::RecordSpec {
-            on_service: true,
-            on_revision: false,
-            reason: "record the re-registered revision".into(),
-            previous_service: record::record_keys(&s.tags)
-                .into_iter()
-                .map(|k| (k.clone(), s.tags[&k].clone()))
-                .collect(),
-            previous_revision: BTreeMap::new(),
-        });
-    }
-    actions.extend(service_actions);
     Ok(HealPlan {
         plan: Plan {
             actions,
@@ -943,7 +923,7 @@ pub fn plan_heal(
             },
         },
         notes,
-        deferred: None,
+        deferred,
     })
 }
 

@@ -303,6 +303,17 @@ pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// The record part of a resource's tags, keys and values (what a failed run puts back).
+pub fn recorded_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    record_keys(tags)
+        .into_iter()
+        .map(|k| {
+            let v = tags[&k].clone();
+            (k, v)
+        })
+        .collect()
+}
+
 /// `…:task-definition/family:3` → `family:3`; a `family:3` stays as it is.
 pub fn revision_name(task_definition: &str) -> &str {
     task_definition
