@@ -222,7 +222,7 @@ pub struct ObservedForDelete {
     pub service: Option<ObservedService>,
     /// ACTIVE revisions of the family registered by this resource.
     pub our_revisions: Vec<String>,
-    /// Task definitions used by other services this function manages.
+    /// Revisions (`family:revision`) that other delegates' services run.
     pub used_by_other_services: BTreeSet<String>,
     pub managed_security_groups: Vec<ObservedSecurityGroup>,
     /// Resources (the service, any revision) that carry this delegate's record, with its keys.
@@ -1104,51 +1104,22 @@ pub async fn observe_for_delete(
     Ok(o)
 }
 
-/// Task definitions that ACTIVE services managed by this function (other than `except_key`) use.
+/// The revisions (`family:revision`) that other delegates' services run, read from the records
+/// on those services through the tagging index. Not by describing every cluster's services: the
+/// function's role may only read its own cluster.
 async fn task_definitions_of_managed_services(
     c: &Clients,
     except_key: &str,
 ) -> Result<BTreeSet<String>, ObserveError> {
-    let mut used = BTreeSet::new();
-    let clusters = c
-        .ecs
-        .list_clusters()
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<String>, _>>()
-        .await
-        .map_err(|e| err("ECS clusters", sdk_message(&e)))?;
-    for cluster in clusters {
-        let services = c
-            .ecs
-            .list_services()
-            .cluster(&cluster)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<String>, _>>()
-            .await
-            .map_err(|e| err(format!("services of {cluster}"), sdk_message(&e)))?;
-        for chunk in services.chunks(10) {
-            let d = c
-                .ecs
-                .describe_services()
-                .cluster(&cluster)
-                .set_services(Some(chunk.to_vec()))
-                .include(ecs::ServiceField::Tags)
-                .send()
-                .await
-                .map_err(|e| err(format!("services of {cluster}"), sdk_message(&e)))?;
-            for s in d.services().iter().map(observed_service) {
-                let other = s.tags.get(RESOURCE_TAG).map(String::as_str) != Some(except_key);
-                if s.managed_by_us() && other && s.status != "INACTIVE" {
-                    used.insert(s.task_definition.clone());
-                }
-            }
-        }
-    }
-    Ok(used)
+    Ok(tagged_resources(c, &["ecs:service"], None)
+        .await?
+        .into_iter()
+        .filter(|(_, tags)| tags.get(RESOURCE_TAG).map(String::as_str) != Some(except_key))
+        .filter_map(|(_, tags)| {
+            let td = tags.get(crate::record::TASK_DEFINITION_TAG)?;
+            Some(crate::record::revision_name(td).to_string())
+        })
+        .collect())
 }
 
 #[cfg(test)]

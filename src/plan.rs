@@ -699,7 +699,9 @@ pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str
         }
     }
     for arn in &o.our_revisions {
-        if o.used_by_other_services.contains(arn) {
+        if o.used_by_other_services
+            .contains(crate::record::revision_name(arn))
+        {
             continue;
         }
         actions.push(Action::DeregisterTaskDefinition {
@@ -1450,7 +1452,7 @@ mod tests {
                 ObservedForDelete {
                     service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
                     our_revisions: vec![TD1.into()],
-                    used_by_other_services: [TD1.to_string()].into(),
+                    used_by_other_services: ["harness-delegate-task-spec:1".to_string()].into(),
                     managed_security_groups: vec![],
                     records: vec![],
                 },
