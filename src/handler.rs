@@ -115,7 +115,7 @@ impl Handler {
         let report = crate::heal::heal(
             &self.clients,
             scope,
-            self.heal,
+            &self.heal,
             trigger,
             earlier(deadline, DEADLINE_MARGIN),
         )

@@ -31,17 +31,22 @@ const CLUSTERS_AT_ONCE: usize = 8;
 const DELEGATE_TIME: Duration = Duration::from_secs(20);
 
 /// Heal's settings, from the function's environment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HealSettings {
     /// A failed or crash-looping delegate is redeployed at most once per this window
     /// (`HEAL_REDEPLOY_BACKOFF_SECONDS`, default one hour).
     pub redeploy_backoff: Duration,
+    /// The clusters (by name) whose delegates this function heals (`HEAL_CLUSTERS`, comma
+    /// separated); `None`: every cluster. A stack's function is only allowed to act on its own
+    /// cluster, so it must not try to heal other stacks' delegates that the region scan finds.
+    pub clusters: Option<BTreeSet<String>>,
 }
 
 impl Default for HealSettings {
     fn default() -> Self {
         HealSettings {
             redeploy_backoff: Duration::from_secs(3600),
+            clusters: None,
         }
     }
 }
@@ -55,7 +60,23 @@ impl HealSettings {
         {
             s.redeploy_backoff = Duration::from_secs(secs);
         }
+        if let Ok(list) = std::env::var("HEAL_CLUSTERS") {
+            let clusters: BTreeSet<String> = list
+                .split(',')
+                .map(|c| cluster_short_name(c.trim()).to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if !clusters.is_empty() {
+                s.clusters = Some(clusters);
+            }
+        }
         s
+    }
+
+    fn heals_cluster(&self, cluster: &str) -> bool {
+        self.clusters
+            .as_ref()
+            .is_none_or(|set| set.contains(cluster_short_name(cluster)))
     }
 }
 
@@ -167,14 +188,35 @@ struct Candidate {
 pub async fn heal(
     c: &Clients,
     scope: Scope,
-    settings: HealSettings,
+    settings: &HealSettings,
     trigger: &str,
     deadline: Instant,
 ) -> Result<HealReport, ObserveError> {
+    let mut elsewhere = Vec::new();
     let candidates = match scope {
-        Scope::All => scan(c).await?,
+        // Other functions' delegates in the region are theirs to heal: skipped without a word.
+        Scope::All => scan(c)
+            .await?
+            .into_iter()
+            .filter(|(_, cand)| settings.heals_cluster(&cand.cluster))
+            .collect(),
         Scope::Targets(targets) => targets
             .into_iter()
+            .filter(|t| {
+                let ours = settings.heals_cluster(&t.cluster);
+                if !ours {
+                    elsewhere.push(DelegateReport::new(
+                        t.key(),
+                        Outcome::NotManaged,
+                        vec![format!(
+                            "cluster {} is not one this function heals (HEAL_CLUSTERS: {}): left to the function that manages it",
+                            cluster_short_name(&t.cluster),
+                            settings.clusters.iter().flatten().cloned().collect::<Vec<_>>().join(",")
+                        )],
+                    ));
+                }
+                ours
+            })
             .map(|t| {
                 (
                     t.key(),
@@ -204,6 +246,7 @@ pub async fn heal(
         .await
         .into_iter()
         .flatten()
+        .chain(elsewhere)
         .collect();
     delegates.sort_by(|a, b| a.delegate.cmp(&b.delegate));
     for d in &delegates {
@@ -291,7 +334,7 @@ async fn heal_cluster(
     c: &Clients,
     cands: Vec<Candidate>,
     groups: &BTreeMap<String, Vec<observe::ObservedSecurityGroup>>,
-    settings: HealSettings,
+    settings: &HealSettings,
     deadline: Instant,
 ) -> Vec<DelegateReport> {
     let cluster = cands[0].cluster.clone();
@@ -381,7 +424,7 @@ async fn heal_one(
     service: Option<ObservedService>,
     cluster_found: bool,
     groups: Option<&[observe::ObservedSecurityGroup]>,
-    settings: HealSettings,
+    settings: &HealSettings,
     deadline: Instant,
 ) -> Result<DelegateReport, String> {
     let key = key_of(cand);

@@ -861,3 +861,63 @@ async fn a_cluster_aws_no_longer_knows_is_reported_and_nothing_is_created() {
     );
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
 }
+
+#[tokio::test]
+async fn a_function_heals_only_the_clusters_it_is_given() {
+    // Two stacks in one region, each with its own function scoped (HEAL_CLUSTERS, and its IAM
+    // role) to its own cluster: A's function must leave B's delegate to B's.
+    let a = Installed::new(vec![]).await;
+    let b = seed(&a.c, false).await;
+    let mut pb = a.props.clone();
+    pb["ClusterName"] = json!(b.cluster);
+    pb["VpcId"] = json!(b.vpc);
+    let mut eb = cfn_event("Create", &a.rx.url("b"), &pb, None, None);
+    eb["LogicalResourceId"] = json!("OtherStacksDelegate");
+    assert_eq!(run_cfn(&a.c, &a.rx, eb).await["Status"], "SUCCESS");
+    let b_key = format!("{}/harness-delegate", b.cluster);
+    delete_service_out_of_band(&a.c, &b.cluster).await;
+
+    let mut only_a = handler(a.via.clone());
+    only_a.heal.clusters = Some([a.w.cluster.clone()].into());
+    a.proxy.reset_counts();
+    let result = only_a
+        .handle(a.event("heal-schedule"), deadline_in(120))
+        .await
+        .unwrap();
+    let delegates: Vec<&str> = result["Delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Delegate"].as_str().unwrap())
+        .collect();
+    assert_eq!(delegates, vec![a.key().as_str()], "{result}");
+    assert!(a.proxy.writes().is_empty(), "{:?}", a.proxy.writes());
+
+    // Named directly, B's delegate is reported as not this function's, and nothing is written.
+    let target = json!({"Action": "Heal", "Targets": [{"ClusterName": b.cluster, "ServiceName": "harness-delegate"}]});
+    let result = only_a.handle(target, deadline_in(120)).await.unwrap();
+    let r = report_of(&result, &b_key);
+    assert_eq!(r["Outcome"], "NotManaged", "{result}");
+    assert!(
+        r["Found"][0].as_str().unwrap().contains("HEAL_CLUSTERS"),
+        "{r}"
+    );
+    assert!(a.proxy.writes().is_empty(), "{:?}", a.proxy.writes());
+    let b_service = service(&a.c, &b.cluster, "harness-delegate").await;
+    assert_ne!(
+        b_service.as_ref().and_then(|s| s.status()),
+        Some("ACTIVE"),
+        "B's deleted service stays deleted"
+    );
+
+    // Without the setting (a function for the whole region), B is repaired.
+    let result = handler(a.via.clone())
+        .handle(a.event("heal-schedule"), deadline_in(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(&report_of(&result, &b_key)),
+        vec!["CreateService"],
+        "{result}"
+    );
+}
