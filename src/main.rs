@@ -26,7 +26,17 @@ const LOCAL_DEADLINE: Duration = Duration::from_secs(900);
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG first; else the level the function's LoggingConfig sets (AWS_LAMBDA_LOG_LEVEL).
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL").as_deref() {
+            Ok("TRACE") => "trace",
+            Ok("DEBUG") => "debug",
+            Ok("WARN") => "warn",
+            Ok("ERROR" | "FATAL") => "error",
+            _ => "info",
+        };
+        EnvFilter::new(level)
+    });
     // At TRACE the runtime logs raw events, whose ResponseURL must never reach a log.
     for d in ["lambda_runtime=info", "lambda_runtime_api_client=info"] {
         filter = filter.add_directive(d.parse().expect("a valid directive"));
