@@ -1,6 +1,8 @@
 //! template.yaml and the function can never disagree: the custom resource passes only
 //! properties the function accepts, parameters allow exactly the values the function accepts,
-//! and the function's role grants exactly the AWS operations the code calls.
+//! the function's role grants exactly the AWS operations the code calls and scopes each one as
+//! far as IAM allows, and the requests the template produces install a delegate on moto (with
+//! the execution role the template creates, when none is given).
 
 mod support;
 
@@ -130,6 +132,35 @@ fn operations_called() -> BTreeSet<String> {
     out
 }
 
+/// The statements of the function's role (the template's own role, not SAM's `Policies`).
+fn role_statements(t: &Value) -> Vec<Value> {
+    let f = &t["Resources"]["BootstrapFunction"]["Properties"];
+    assert!(
+        f.get("Policies").is_none(),
+        "SAM Policies would add AWSLambdaBasicExecutionRole: keep the role's grants in BootstrapFunctionRole"
+    );
+    assert_eq!(f["Role"]["Fn::GetAtt"][0], "BootstrapFunctionRole");
+    let mut out = Vec::new();
+    for policy in t["Resources"]["BootstrapFunctionRole"]["Properties"]["Policies"]
+        .as_array()
+        .expect("the function role's policies")
+    {
+        for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow", "{statement}");
+            out.push(statement.clone());
+        }
+    }
+    out
+}
+
+fn actions_of(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+        other => panic!("unexpected Action {other}"),
+    }
+}
+
 #[test]
 fn the_role_grants_exactly_the_operations_the_code_calls() {
     let called = operations_called();
@@ -144,26 +175,12 @@ fn the_role_grants_exactly_the_operations_the_code_calls() {
         assert!(called.contains(op), "the scan missed {op}: {called:?}");
     }
     let t = template();
-    let mut granted = BTreeSet::new();
-    for policy in t["Resources"]["BootstrapFunction"]["Properties"]["Policies"]
-        .as_array()
-        .expect("the function's policies")
-    {
-        for statement in policy["Statement"].as_array().unwrap() {
-            assert_eq!(statement["Effect"], "Allow");
-            match &statement["Action"] {
-                Value::String(a) => {
-                    granted.insert(a.clone());
-                }
-                Value::Array(a) => {
-                    granted.extend(a.iter().map(|x| x.as_str().unwrap().to_string()))
-                }
-                other => panic!("unexpected Action {other}"),
-            }
-        }
-    }
-    // Not a call of its own: ECS checks it when a task definition or service names a role.
-    let implied: BTreeSet<String> = ["iam:PassRole".to_string()].into();
+    let granted: BTreeSet<String> = role_statements(&t).iter().flat_map(actions_of).collect();
+    // Not calls of the code: ECS checks PassRole when a task definition names a role, and the
+    // Lambda service writes the function's logs with the function's role.
+    let implied: BTreeSet<String> = ["iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents"]
+        .map(String::from)
+        .into();
     let missing: Vec<&String> = called.difference(&granted).collect();
     assert!(
         missing.is_empty(),
@@ -176,6 +193,178 @@ fn the_role_grants_exactly_the_operations_the_code_calls() {
     assert!(
         unused.is_empty(),
         "the role grants {unused:?}, which the code never calls"
+    );
+}
+
+/// The actions IAM cannot narrow to a resource (the Service Authorization Reference lists no
+/// resource type for them), so only these may be granted on `*`. ListServices is narrowed by
+/// its `ecs:cluster` condition instead.
+const UNSCOPABLE: &[&str] = &[
+    "ecs:ListTaskDefinitions",
+    "ecs:DescribeTaskDefinition",
+    "ecs:DeregisterTaskDefinition",
+    "tag:GetResources",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeInstances",
+];
+
+#[test]
+fn every_grant_is_scoped_as_far_as_iam_allows() {
+    let t = template();
+    let arn = |r: &Value| r.to_string();
+    for st in role_statements(&t) {
+        let resources = match &st["Resource"] {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        let wildcard = resources.iter().any(|r| r == "*");
+        for action in actions_of(&st) {
+            if !wildcard {
+                continue;
+            }
+            let by_condition = action == "ecs:ListServices"
+                && st["Condition"]["ArnEquals"]["ecs:cluster"].is_object();
+            assert!(
+                UNSCOPABLE.contains(&action.as_str()) || by_condition,
+                "{action} is granted on every resource: scope it ({st})"
+            );
+        }
+        // ECS grants name the delegate's cluster or family, never every one.
+        for r in &resources {
+            let r = arn(r);
+            if r.contains(":ecs:") {
+                assert!(
+                    r.contains("${ClusterName}") || r.contains("${TaskDefinitionFamily}"),
+                    "an ECS grant on {r} is not limited to the delegate's cluster or family"
+                );
+            }
+        }
+    }
+    let by_sid = |sid: &str| {
+        role_statements(&t)
+            .into_iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    };
+    // Roles are passed to ECS tasks only, and only the delegate's.
+    let pass = by_sid("PassDelegateRoles");
+    assert_eq!(
+        pass["Condition"]["StringEquals"]["iam:PassedToService"],
+        "ecs-tasks.amazonaws.com"
+    );
+    assert!(pass["Resource"]["Fn::If"].is_array(), "{pass}");
+    // Security groups are deleted or re-tagged only while they carry the function's tag.
+    let own = by_sid("TagOrDeleteOwnGroup");
+    assert_eq!(
+        own["Condition"]["StringEquals"]["aws:ResourceTag/harness-delegate:managed-by"],
+        harness_ecs_delegate_bootstrap::MANAGED_BY_VALUE
+    );
+    let create = by_sid("CreateOwnGroup");
+    assert_eq!(
+        create["Condition"]["StringEquals"]["aws:RequestTag/harness-delegate:managed-by"],
+        harness_ecs_delegate_bootstrap::MANAGED_BY_VALUE
+    );
+    // Logs go to the function's own group only.
+    assert_eq!(
+        by_sid("OwnLogs")["Resource"]["Fn::GetAtt"][0],
+        "BootstrapFunctionLogGroup"
+    );
+}
+
+#[test]
+fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
+    let t = template();
+    let f = &t["Resources"]["BootstrapFunction"];
+    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    let p = &f["Properties"];
+    assert_eq!(p["Architectures"], serde_json::json!(["arm64"]));
+    assert_eq!(p["Runtime"], "provided.al2023");
+    assert_eq!(p["Handler"], "bootstrap");
+    assert_eq!(p["LoggingConfig"]["LogFormat"], "JSON");
+    let group = p["LoggingConfig"]["LogGroup"]["Ref"].as_str().unwrap();
+    let g = &t["Resources"][group];
+    assert_eq!(g["Type"], "AWS::Logs::LogGroup");
+    assert_eq!(
+        g["Properties"]["RetentionInDays"]["Ref"],
+        "LogRetentionInDays"
+    );
+    // The schedule heals the delegates of the cluster the role may act on, and no others.
+    assert_eq!(
+        p["Environment"]["Variables"]["HEAL_CLUSTERS"]["Ref"],
+        "ClusterName"
+    );
+    // The timeout leaves room for the function's own deadline margin and Lambda's maximum.
+    let timeout = p["Timeout"].as_u64().unwrap();
+    assert!((60..=900).contains(&timeout), "Timeout {timeout}");
+    // cargo-lambda sets panic = "abort" unless the manifest says otherwise: a panic must still
+    // answer CloudFormation, so Cargo.toml must say unwind.
+    let manifest =
+        std::fs::read_to_string(format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let release = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .expect("Cargo.toml has a release profile");
+    let release = release.split("\n[").next().unwrap();
+    assert!(
+        release.lines().any(|l| l.trim() == "panic = \"unwind\""),
+        "[profile.release] must set panic = \"unwind\" explicitly: {release}"
+    );
+    // The rules that invoke the function exist only while the delegate does.
+    for rule in ["HealScheduleRule", "EcsEventsRule", "TaskStoppedRule"] {
+        assert_eq!(
+            t["Resources"][rule]["DependsOn"], "HarnessDelegate",
+            "{rule}"
+        );
+    }
+}
+
+#[test]
+fn every_choice_a_user_makes_is_a_parameter_that_reaches_the_function() {
+    let t = template();
+    let props = &t["Resources"]["HarnessDelegate"]["Properties"];
+    for name in [
+        "ClusterName",
+        "LaunchType",
+        "AccountId",
+        "ManagerHostAndPort",
+        "DelegateTokenSecretArn",
+        "DelegateName",
+        "DelegateGroupName",
+        "DelegateTags",
+        "Image",
+        "Cpu",
+        "Memory",
+        "DesiredCount",
+        "VpcId",
+        "SubnetIds",
+        "SecurityGroupIds",
+        "TaskRoleArn",
+        "ExecutionRoleArn",
+    ] {
+        let p = &t["Parameters"][name];
+        assert!(p.is_object(), "no parameter {name}");
+        assert!(
+            p["Description"].as_str().is_some_and(|d| !d.is_empty()),
+            "parameter {name} has no description"
+        );
+        // Passed as is, or as one branch of a condition (the other: NoValue or a created role).
+        let v = &props[name];
+        let refs = [&v["Ref"], &v["Fn::If"][1]["Ref"], &v["Fn::If"][2]["Ref"]];
+        assert!(
+            refs.iter().any(|r| *r == name),
+            "parameter {name} does not reach the property {name}: {v}"
+        );
+        // An optional parameter is really optional: its empty default sends no value.
+        if p["Default"] == "" && name != "ExecutionRoleArn" {
+            assert_eq!(v["Fn::If"][2]["Ref"], "AWS::NoValue", "{name}: {v}");
+        }
+    }
+    assert_eq!(
+        t["Parameters"]["HealSchedule"]["Default"],
+        "rate(5 minutes)"
     );
 }
 
@@ -280,7 +469,6 @@ fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Opt
 async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
     let c = clients().await;
     let w = seed(&c, false).await;
-    let t = template();
     let params = serde_json::json!({
         "ClusterName": w.cluster,
         "AccountId": "acct-123",
@@ -289,22 +477,53 @@ async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
         "TaskRoleArn": w.task_role,
         "VpcId": w.vpc,
         "DesiredCount": 1,
+        "TaskDefinitionFamily": format!("{}-family", w.name),
     });
-    let params = params.as_object().unwrap();
+    install_and_remove(&c, params.as_object().unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_fargate_quick_path_needs_no_pre_made_role() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    // What a user must give, and the VPC (moto's region holds many): no roles, no subnets, no
+    // security groups.
+    let params = serde_json::json!({
+        "ClusterName": w.cluster,
+        "AccountId": "acct-123",
+        "DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:harness/token",
+        "VpcId": w.vpc,
+        "TaskDefinitionFamily": format!("{}-family", w.name),
+    });
+    install_and_remove(&c, params.as_object().unwrap()).await;
+}
+
+/// The custom resource's properties as CloudFormation sends them for these parameters; the
+/// execution role the template creates (when none is given) is created in moto first, as the
+/// template defines it.
+async fn install_and_remove(
+    c: &harness_ecs_delegate_bootstrap::Clients,
+    params: &serde_json::Map<String, Value>,
+) {
+    let t = template();
     let mut props =
         resolve(&t, &t["Resources"]["HarnessDelegate"]["Properties"], params).expect("properties");
     props.as_object_mut().unwrap().remove("ServiceToken");
+    if props["ExecutionRoleArn"] == "<DelegateExecutionRole>" {
+        let arn = create_role_as_the_template_does(c, &t, params).await;
+        props["ExecutionRoleArn"] = Value::from(arn);
+    }
     // CloudFormation sends every scalar as a string, lists as lists of strings.
     let text = props.to_string();
     assert!(
-        !text.contains("\"Ref\"") && !text.contains("Fn::"),
+        !text.contains("\"Ref\"") && !text.contains("Fn::") && !text.contains('<'),
         "unresolved: {text}"
     );
     assert_eq!(props["DesiredCount"], "1", "numbers arrive as strings");
 
     let rx = Receiver::start(0).await;
     let created = run_cfn(
-        &c,
+        c,
         &rx,
         cfn_event("Create", &rx.url("c"), &props, None, None),
     )
@@ -322,12 +541,60 @@ async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
         );
     }
     let deleted = run_cfn(
-        &c,
+        c,
         &rx,
         cfn_event("Delete", &rx.url("d"), &props, Some(&arn), None),
     )
     .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+}
+
+/// DelegateExecutionRole as the template defines it: trusted by ECS tasks, the AWS managed
+/// execution policy, and read access to the token secret. Created in moto (without the managed
+/// policy, which this moto does not load) and returned as an ARN.
+async fn create_role_as_the_template_does(
+    c: &harness_ecs_delegate_bootstrap::Clients,
+    t: &Value,
+    params: &serde_json::Map<String, Value>,
+) -> String {
+    let resource = &t["Resources"]["DelegateExecutionRole"];
+    assert_eq!(resource["Condition"], "CreateExecutionRole");
+    let role = resolve(t, &resource["Properties"], params).unwrap();
+    let trust = &role["AssumeRolePolicyDocument"];
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "ecs-tasks.amazonaws.com"
+    );
+    assert_eq!(
+        role["ManagedPolicyArns"],
+        serde_json::json!([
+            "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+        ])
+    );
+    let secret = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(secret["Action"], "secretsmanager:GetSecretValue");
+    assert_eq!(secret["Resource"], params["DelegateTokenSecretArn"]);
+
+    let name = unique("exec");
+    let out = c
+        .iam
+        .create_role()
+        .role_name(&name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    for p in role["Policies"].as_array().unwrap() {
+        c.iam
+            .put_role_policy()
+            .role_name(&name)
+            .policy_name(p["PolicyName"].as_str().unwrap())
+            .policy_document(p["PolicyDocument"].to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    out.role().unwrap().arn().to_string()
 }
 
 #[test]
