@@ -1,11 +1,23 @@
 # make demo: install a Fargate delegate through the function on the moto emulator, show it, delete it.
-# make test: formatting, lints, template lint, unit tests and integration tests against moto.
+# make test: formatting, lints, template lint, unit tests and integration tests against moto,
+#   and the arm64 package booted under qemu-aarch64.
+# make package: the deployable, target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64).
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
 BIN := target/debug/harness-ecs-delegate-bootstrap
 
-.PHONY: demo test build venv build-BootstrapFunction
+.PHONY: demo test build venv package arm64-tools
+
+# The package is what Lambda runs: arm64 (Graviton), static musl, so it needs no glibc of the
+# runtime image. rust-lld links it; the C in the TLS stack (aws-lc, ring) is compiled by
+# Debian's cross gcc against musl's libc that the Rust target ships.
+ARM64_TARGET := aarch64-unknown-linux-musl
+PACKAGE_DIR := target/lambda/harness-ecs-delegate-bootstrap
+ARM64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-cpu=neoverse-n1" \
+	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+	AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
 
 $(VENV_STAMP): tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -18,18 +30,28 @@ venv: $(VENV_STAMP)
 build:
 	cargo build
 
-# sam build runs this for the BootstrapFunction (BuildMethod: makefile). Keep panic=unwind
-# (Cargo.toml's release profile): a panic must still produce a CloudFormation response.
-build-BootstrapFunction:
-	cargo build --release --locked
-	cp target/release/harness-ecs-delegate-bootstrap $(ARTIFACTS_DIR)/bootstrap
-
 demo: venv build
 	scripts/demo.sh
 
-test: venv
+test: venv package
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/sam_translate.py template.yaml
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test
+
+# What a fresh machine lacks for the arm64 package and its tests (run as root, as CI does).
+arm64-tools:
+	rustup target list --installed | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
+	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || \
+		{ export DEBIAN_FRONTEND=noninteractive; \
+		  apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null; }; }
+
+# target-cpu as cargo-lambda sets it for arm64: Graviton2 (Neoverse N1) is the oldest Lambda runs.
+package: arm64-tools
+	$(ARM64_ENV) cargo build --release --locked --target $(ARM64_TARGET)
+	mkdir -p $(PACKAGE_DIR)
+	cp target/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
+	cd $(PACKAGE_DIR) && rm -f bootstrap.zip && zip -q -X bootstrap.zip bootstrap
+	@ls -l $(PACKAGE_DIR)

@@ -1,6 +1,9 @@
 //! The built binary under the Lambda Runtime API contract: a local Runtime API endpoint hands it
 //! events (GET /next with the Lambda-Runtime-* headers) and records what it posts back
 //! (/response or /error), while moto stands in for AWS and a receiver for CloudFormation.
+//!
+//! The same contract is run twice: by the host's test build, and by the arm64 package that
+//! ships (`make package`: bootstrap.zip, as Lambda receives it) under qemu-aarch64.
 
 mod support;
 
@@ -87,6 +90,75 @@ async fn wait_for(posted: &Arc<Mutex<Vec<Posted>>>, n: usize) -> Vec<Posted> {
 
 #[tokio::test]
 async fn the_binary_serves_events_from_the_runtime_api() {
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    serves_events_from_the_runtime_api(tokio::process::Command::new(bin)).await;
+}
+
+/// The deployable that `make package` leaves, as Lambda receives it.
+const PACKAGE: &str = "target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip";
+
+/// `bootstrap.zip` unpacked into a fresh directory: the path of its `bootstrap`.
+fn unpack_package() -> std::path::PathBuf {
+    let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PACKAGE);
+    assert!(
+        zip.exists(),
+        "{PACKAGE} is missing: run `make package` (make test does) before cargo test"
+    );
+    let dir = std::env::temp_dir().join(format!("bootstrap-{}", unique("pkg")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listing = std::process::Command::new("unzip")
+        .arg("-Z1")
+        .arg(&zip)
+        .output()
+        .expect("unzip");
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        "bootstrap",
+        "the zip holds exactly one file, bootstrap, at its root"
+    );
+    let st = std::process::Command::new("unzip")
+        .args(["-q", "-o"])
+        .arg(&zip)
+        .arg("-d")
+        .arg(&dir)
+        .status()
+        .expect("unzip");
+    assert!(st.success());
+    dir.join("bootstrap")
+}
+
+/// (ELF machine, has a program interpreter), read from the ELF header of a 64-bit binary.
+fn elf_machine_and_interpreter(bytes: &[u8]) -> (u16, bool) {
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(bytes[4], 2, "not a 64-bit ELF");
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    const PT_INTERP: u32 = 3;
+    let interp = (0..phnum as usize).any(|i| u32_at(phoff + i * phentsize) == PT_INTERP);
+    (u16_at(18), interp)
+}
+
+#[tokio::test]
+async fn the_arm64_package_serves_events_under_qemu() {
+    let bootstrap = unpack_package();
+    let bytes = std::fs::read(&bootstrap).unwrap();
+    const EM_AARCH64: u16 = 183;
+    assert_eq!(
+        elf_machine_and_interpreter(&bytes),
+        (EM_AARCH64, false),
+        "bootstrap must be a static arm64 executable"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&bootstrap).unwrap().permissions().mode();
+    assert!(mode & 0o111 != 0, "bootstrap is not executable in the zip");
+    let mut cmd = tokio::process::Command::new("qemu-aarch64");
+    cmd.arg(&bootstrap);
+    serves_events_from_the_runtime_api(cmd).await;
+}
+
+async fn serves_events_from_the_runtime_api(mut cmd: tokio::process::Command) {
     let c = clients().await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
@@ -124,28 +196,27 @@ async fn the_binary_serves_events_from_the_runtime_api() {
             .push_back((id.to_string(), e.clone()));
     }
 
-    let mut child =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
-            .env("AWS_ENDPOINT_URL", moto())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
-            // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the binary");
+    let mut child = cmd
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
 
     // Drain the output while the binary runs: trace logs would fill a pipe and block it.
     let drain = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
