@@ -326,6 +326,11 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
                 Err(p) => return failed(req, p.to_string()),
             };
             spec.owner = Some(owner_of(req));
+            if request_type == RequestType::Update {
+                if let Err(reason) = check_move(c, req, &spec).await {
+                    return failed(req, reason);
+                }
+            }
             match reconcile(c, &spec, deadline).await {
                 Ok((plan, applied)) => {
                     log_outcome("CloudFormation", &spec.resource_key(), &plan, "SUCCESS");
@@ -379,6 +384,34 @@ async fn cloudformation_work(c: &Clients, req: &CfnRequest, deadline: Instant) -
             }
         }
     }
+}
+
+/// An Update that moves the delegate to another cluster is a replacement: CloudFormation then
+/// deletes the old service with the function's new permissions. When those no longer reach the
+/// old cluster (template.yaml scopes the role to one), that Delete would fail after the stack
+/// succeeded and leave the old delegate running: refuse the move before anything changes.
+async fn check_move(c: &Clients, req: &CfnRequest, spec: &DelegateSpec) -> Result<(), String> {
+    let Some((old_cluster, old_service)) = req
+        .physical_resource_id
+        .as_deref()
+        .and_then(|id| parse_service_arn(id, &req.properties))
+    else {
+        return Ok(());
+    };
+    let (old, new) = (
+        spec::cluster_short_name(&old_cluster),
+        spec::cluster_short_name(&spec.cluster),
+    );
+    if old == new {
+        return Ok(());
+    }
+    observe::may_act_on_service(c, &old_cluster, &old_service)
+        .await
+        .map_err(|denied| {
+            format!(
+                "ClusterName: changed from {old} to {new}, but this function may not act on {old} any more ({denied}), so the delegate there could not be removed after the move. Its role covers one cluster: deploy a new stack with ClusterName {new}, then delete this one, or set ClusterName back to {old}"
+            )
+        })
 }
 
 /// The owner recorded on what a CloudFormation resource creates: `<stack name>/<logical id>`.

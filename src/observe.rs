@@ -555,6 +555,28 @@ pub async fn tagged_resources(
 
 /// The named services of one cluster, described ten at a time (DescribeServices' limit) with
 /// their tags. `None`: the cluster does not exist.
+/// `Err` with AWS's message when IAM refuses the function even a read of this service; any
+/// other answer (the service or cluster gone included) is not a question of permission.
+pub async fn may_act_on_service(c: &Clients, cluster: &str, service: &str) -> Result<(), String> {
+    match c
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+    {
+        Err(e)
+            if e.as_service_error()
+                .and_then(aws_sdk_ecs::error::ProvideErrorMetadata::code)
+                .is_some_and(|code| code.starts_with("AccessDenied")) =>
+        {
+            Err(sdk_message(&e))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub async fn services(
     c: &Clients,
     cluster: &str,
@@ -1116,8 +1138,8 @@ async fn task_definitions_of_managed_services(
         .into_iter()
         .filter(|(_, tags)| tags.get(RESOURCE_TAG).map(String::as_str) != Some(except_key))
         .filter_map(|(_, tags)| {
-            let td = tags.get(crate::record::TASK_DEFINITION_TAG)?;
-            Some(crate::record::revision_name(td).to_string())
+            let td = crate::record::joined(&tags, crate::record::TASK_DEFINITION_TAG)?;
+            Some(crate::record::revision_name(&td).to_string())
         })
         .collect())
 }

@@ -509,3 +509,70 @@ async fn a_create_cut_off_by_the_deadline_is_cleaned_up_by_the_rollback_delete()
         .await
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_move_to_a_cluster_the_role_does_not_reach_back_is_refused_before_any_change() {
+    let direct = clients().await;
+    let a = seed(&direct, false).await;
+    let b = seed(&direct, false).await;
+    let props = a.fargate_props();
+    let rx = Receiver::start(0).await;
+    let created = run_cfn(
+        &direct,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let mut moved = props.clone();
+    moved["ClusterName"] = json!(b.cluster);
+    moved["VpcId"] = json!(b.vpc);
+    let update = |url: &str| cfn_event("Update", &rx.url(url), &moved, Some(&arn), Some(&props));
+
+    // After the stack update, the function's role covers cluster B only (template.yaml): the
+    // old service in A can no longer be read, so it could not be deleted after a move.
+    let proxy = Proxy::start(vec![Rule {
+        operation: "DescribeServices",
+        fault: Fault::Reject(
+            "AccessDeniedException",
+            "User: arn:aws:sts::123456789012:assumed-role/fn-role/fn is not authorized to perform: ecs:DescribeServices on resource: the service because no identity-based policy allows the ecs:DescribeServices action",
+        ),
+        times: 1,
+    }])
+    .await;
+    let refused = run_cfn(&proxy.clients().await, &rx, update("u1")).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "ClusterName: changed from {} to {}",
+            a.cluster, b.cluster
+        )) && reason.contains("deploy a new stack")
+            && reason.contains("not authorized"),
+        "{reason}"
+    );
+    assert_eq!(
+        refused["PhysicalResourceId"],
+        arn.as_str(),
+        "the old delegate stays the resource"
+    );
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+    assert_eq!(
+        proxy.calls("DescribeServices"),
+        1,
+        "refused at the first read"
+    );
+    assert!(
+        proxy.bodies("DescribeServices")[0]["cluster"] == a.cluster.as_str(),
+        "the read that was refused is of the old cluster"
+    );
+    assert!(service(&direct, &b.cluster, "harness-delegate")
+        .await
+        .is_none());
+
+    // A role that reaches both clusters moves it: a replacement, with a new physical id.
+    let moved_ok = run_cfn(&direct, &rx, update("u2")).await;
+    assert_eq!(moved_ok["Status"], "SUCCESS", "{moved_ok}");
+    assert_ne!(moved_ok["PhysicalResourceId"], arn.as_str());
+}
