@@ -36,17 +36,18 @@ pub struct HealSettings {
     /// A failed or crash-looping delegate is redeployed at most once per this window
     /// (`HEAL_REDEPLOY_BACKOFF_SECONDS`, default one hour).
     pub redeploy_backoff: Duration,
-    /// The clusters (by name) whose delegates this function heals (`HEAL_CLUSTERS`, comma
-    /// separated); `None`: every cluster. A stack's function is only allowed to act on its own
-    /// cluster, so it must not try to heal other stacks' delegates that the region scan finds.
-    pub clusters: Option<BTreeSet<String>>,
+    /// The owner (`<stack>/<logical id>`) whose delegates this function heals (`HEAL_OWNER`);
+    /// `None`: every delegate it manages. A stack's function may only act on its own cluster
+    /// and family, so it must leave other stacks' delegates, which the region scan also finds,
+    /// to their own functions.
+    pub owner: Option<String>,
 }
 
 impl Default for HealSettings {
     fn default() -> Self {
         HealSettings {
             redeploy_backoff: Duration::from_secs(3600),
-            clusters: None,
+            owner: None,
         }
     }
 }
@@ -60,23 +61,16 @@ impl HealSettings {
         {
             s.redeploy_backoff = Duration::from_secs(secs);
         }
-        if let Ok(list) = std::env::var("HEAL_CLUSTERS") {
-            let clusters: BTreeSet<String> = list
-                .split(',')
-                .map(|c| cluster_short_name(c.trim()).to_string())
-                .filter(|c| !c.is_empty())
-                .collect();
-            if !clusters.is_empty() {
-                s.clusters = Some(clusters);
-            }
-        }
+        s.owner = std::env::var("HEAL_OWNER")
+            .ok()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty());
         s
     }
 
-    fn heals_cluster(&self, cluster: &str) -> bool {
-        self.clusters
-            .as_ref()
-            .is_none_or(|set| set.contains(cluster_short_name(cluster)))
+    /// Whether a delegate recorded with this owner is this function's to heal.
+    fn heals(&self, owner: Option<&str>) -> bool {
+        self.owner.as_deref().is_none_or(|ours| owner == Some(ours))
     }
 }
 
@@ -192,31 +186,10 @@ pub async fn heal(
     trigger: &str,
     deadline: Instant,
 ) -> Result<HealReport, ObserveError> {
-    let mut elsewhere = Vec::new();
     let candidates = match scope {
-        // Other functions' delegates in the region are theirs to heal: skipped without a word.
-        Scope::All => scan(c)
-            .await?
-            .into_iter()
-            .filter(|(_, cand)| settings.heals_cluster(&cand.cluster))
-            .collect(),
+        Scope::All => scan(c, settings).await?,
         Scope::Targets(targets) => targets
             .into_iter()
-            .filter(|t| {
-                let ours = settings.heals_cluster(&t.cluster);
-                if !ours {
-                    elsewhere.push(DelegateReport::new(
-                        t.key(),
-                        Outcome::NotManaged,
-                        vec![format!(
-                            "cluster {} is not one this function heals (HEAL_CLUSTERS: {}): left to the function that manages it",
-                            cluster_short_name(&t.cluster),
-                            settings.clusters.iter().flatten().cloned().collect::<Vec<_>>().join(",")
-                        )],
-                    ));
-                }
-                ours
-            })
             .map(|t| {
                 (
                     t.key(),
@@ -246,7 +219,6 @@ pub async fn heal(
         .await
         .into_iter()
         .flatten()
-        .chain(elsewhere)
         .collect();
     delegates.sort_by(|a, b| a.delegate.cmp(&b.delegate));
     for d in &delegates {
@@ -255,8 +227,13 @@ pub async fn heal(
     Ok(HealReport { delegates })
 }
 
-/// Every delegate with a record in the region, from the tags of its revisions and service.
-async fn scan(c: &Clients) -> Result<BTreeMap<String, Candidate>, ObserveError> {
+/// Every delegate with a record in the region, from the tags of its revisions and service;
+/// only those of `settings.owner` when it is set (other functions' delegates are theirs to
+/// heal, and are skipped without a read or a word).
+async fn scan(
+    c: &Clients,
+    settings: &HealSettings,
+) -> Result<BTreeMap<String, Candidate>, ObserveError> {
     let mut out: BTreeMap<String, Candidate> = BTreeMap::new();
     let resources =
         observe::tagged_resources(c, &["ecs:task-definition", "ecs:service"], None).await?;
@@ -267,6 +244,9 @@ async fn scan(c: &Clients) -> Result<BTreeMap<String, Candidate>, ObserveError> 
         else {
             continue;
         };
+        if !settings.heals(tags.get(crate::OWNER_TAG).map(String::as_str)) {
+            continue;
+        }
         let revision = arn
             .contains(":task-definition/")
             .then(|| record::revision_name(&arn).to_string());
@@ -472,6 +452,19 @@ async fn heal_one(
         return Ok(report(Outcome::NotManaged, why));
     };
     let record = chosen.record;
+    if !settings.heals(record.owner.as_deref()) {
+        let theirs = record
+            .owner
+            .as_deref()
+            .unwrap_or("no stack (a direct invocation)");
+        return Ok(report(
+            Outcome::NotManaged,
+            &format!(
+                "belongs to {theirs}, not to this function's stack (HEAL_OWNER {}): left to its own function",
+                settings.owner.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
 
     // What heal needs to see: the cluster (only when the service is not plainly there), the
     // recorded revision, the delegate's own group.
@@ -637,6 +630,22 @@ fn log(trigger: &str, d: &DelegateReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heal_owner_limits_heal_to_one_stacks_delegates() {
+        let every = HealSettings::default();
+        assert!(every.heals(Some("stack/Delegate")) && every.heals(None));
+        let one = HealSettings {
+            owner: Some("stack/Delegate".into()),
+            ..Default::default()
+        };
+        assert!(one.heals(Some("stack/Delegate")));
+        assert!(!one.heals(Some("other/Delegate")));
+        assert!(
+            !one.heals(None),
+            "a direct invocation's delegate is no stack's"
+        );
+    }
 
     #[test]
     fn the_newest_record_wins_and_a_copy_beats_its_original() {

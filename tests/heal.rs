@@ -67,6 +67,20 @@ impl Installed {
         format!("{}/harness-delegate", self.w.cluster)
     }
 
+    /// The same delegate in a second cluster of the same region, installed by a stack Create
+    /// under another logical id: that cluster's world and the Create's answer.
+    async fn install_another(&self, logical_id: &str) -> (World, Value) {
+        let b = seed(&self.c, false).await;
+        let mut pb = self.props.clone();
+        pb["ClusterName"] = json!(b.cluster);
+        pb["VpcId"] = json!(b.vpc);
+        let mut eb = cfn_event("Create", &self.rx.url(logical_id), &pb, None, None);
+        eb["LogicalResourceId"] = json!(logical_id);
+        let created = run_cfn(&self.c, &self.rx, eb).await;
+        assert_eq!(created["Status"], "SUCCESS", "{created}");
+        (b, created)
+    }
+
     /// A sample event from `events/`, aimed at this delegate's cluster.
     fn event(&self, name: &str) -> Value {
         let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
@@ -108,6 +122,16 @@ fn report_of(result: &Value, key: &str) -> Value {
         .find(|d| d["Delegate"] == key)
         .cloned()
         .unwrap_or_else(|| panic!("{key} not in {result}"))
+}
+
+/// The delegates a heal result reports, by key.
+fn delegates_in(result: &Value) -> Vec<&str> {
+    result["Delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Delegate"].as_str().unwrap())
+        .collect()
 }
 
 fn actions(report: &Value) -> Vec<String> {
@@ -603,14 +627,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
     let family = unique("shared");
     let a = Installed::with(vec![], |p| p["TaskDefinitionFamily"] = json!(family)).await;
     // The same delegate in a second cluster of the same region, as the install guide suggests.
-    let b = seed(&a.c, false).await;
-    let mut pb = a.props.clone();
-    pb["ClusterName"] = json!(b.cluster);
-    pb["VpcId"] = json!(b.vpc);
-    let mut eb = cfn_event("Create", &a.rx.url("b"), &pb, None, None);
-    eb["LogicalResourceId"] = json!("SecondDelegate");
-    let created = run_cfn(&a.c, &a.rx, eb).await;
-    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let (b, created) = a.install_another("SecondDelegate").await;
     let b_key = format!("{}/harness-delegate", b.cluster);
     let b_td = created["Data"]["TaskDefinitionArn"]
         .as_str()
@@ -652,12 +669,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
         .await
         .unwrap();
     let result = a.run(a.event("heal-schedule")).await;
-    let delegates: Vec<&str> = result["Delegates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["Delegate"].as_str().unwrap())
-        .collect();
+    let delegates = delegates_in(&result);
     assert_eq!(delegates, vec![b_key.as_str()], "A is gone for good");
     assert_eq!(actions(&report_of(&result, &b_key)), vec!["UpdateService"]);
     let sb = service(&a.c, &b.cluster, "harness-delegate").await.unwrap();
@@ -863,43 +875,37 @@ async fn a_cluster_aws_no_longer_knows_is_reported_and_nothing_is_created() {
 }
 
 #[tokio::test]
-async fn a_function_heals_only_the_clusters_it_is_given() {
-    // Two stacks in one region, each with its own function scoped (HEAL_CLUSTERS, and its IAM
-    // role) to its own cluster: A's function must leave B's delegate to B's.
+async fn a_function_heals_only_its_own_stacks_delegates() {
+    // Two stacks in one region, each with its own function (HEAL_OWNER, and an IAM role scoped
+    // to its own cluster): A's function must leave B's delegate to B's, without even a read.
     let a = Installed::new(vec![]).await;
-    let b = seed(&a.c, false).await;
-    let mut pb = a.props.clone();
-    pb["ClusterName"] = json!(b.cluster);
-    pb["VpcId"] = json!(b.vpc);
-    let mut eb = cfn_event("Create", &a.rx.url("b"), &pb, None, None);
-    eb["LogicalResourceId"] = json!("OtherStacksDelegate");
-    assert_eq!(run_cfn(&a.c, &a.rx, eb).await["Status"], "SUCCESS");
+    let (b, _) = a.install_another("OtherStacksDelegate").await;
     let b_key = format!("{}/harness-delegate", b.cluster);
     delete_service_out_of_band(&a.c, &b.cluster).await;
 
     let mut only_a = handler(a.via.clone());
-    only_a.heal.clusters = Some([a.w.cluster.clone()].into());
+    // cfn_event's stack is "test", and Installed's resource is "Delegate".
+    only_a.heal.owner = Some("test/Delegate".into());
     a.proxy.reset_counts();
     let result = only_a
         .handle(a.event("heal-schedule"), deadline_in(120))
         .await
         .unwrap();
-    let delegates: Vec<&str> = result["Delegates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["Delegate"].as_str().unwrap())
-        .collect();
-    assert_eq!(delegates, vec![a.key().as_str()], "{result}");
+    assert_eq!(delegates_in(&result), vec![a.key().as_str()], "{result}");
     assert!(a.proxy.writes().is_empty(), "{:?}", a.proxy.writes());
+    let asked = format!("{:?}", a.proxy.bodies("DescribeServices"));
+    assert!(!asked.contains(&b.cluster), "B's cluster was read: {asked}");
 
-    // Named directly, B's delegate is reported as not this function's, and nothing is written.
+    // Named directly, B's delegate is reported as another stack's, and nothing is written.
     let target = json!({"Action": "Heal", "Targets": [{"ClusterName": b.cluster, "ServiceName": "harness-delegate"}]});
     let result = only_a.handle(target, deadline_in(120)).await.unwrap();
     let r = report_of(&result, &b_key);
     assert_eq!(r["Outcome"], "NotManaged", "{result}");
     assert!(
-        r["Found"][0].as_str().unwrap().contains("HEAL_CLUSTERS"),
+        r["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains("belongs to test/OtherStacksDelegate"),
         "{r}"
     );
     assert!(a.proxy.writes().is_empty(), "{:?}", a.proxy.writes());
@@ -910,7 +916,7 @@ async fn a_function_heals_only_the_clusters_it_is_given() {
         "B's deleted service stays deleted"
     );
 
-    // Without the setting (a function for the whole region), B is repaired.
+    // Without the setting (one function for the whole region), B is repaired.
     let result = handler(a.via.clone())
         .handle(a.event("heal-schedule"), deadline_in(120))
         .await
