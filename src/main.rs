@@ -37,9 +37,15 @@ fn init_tracing() {
         };
         EnvFilter::new(level)
     });
-    // At TRACE the runtime logs raw events, whose ResponseURL must never reach a log.
-    for d in ["lambda_runtime=info", "lambda_runtime_api_client=info"] {
-        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    // At DEBUG and TRACE the runtime logs raw events, whose ResponseURL must never reach a
+    // log: cap its crates at INFO (and leave them alone at quieter levels).
+    if filter
+        .max_level_hint()
+        .is_none_or(|max| max > tracing_subscriber::filter::LevelFilter::INFO)
+    {
+        for d in ["lambda_runtime=info", "lambda_runtime_api_client=info"] {
+            filter = filter.add_directive(d.parse().expect("a valid directive"));
+        }
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
