@@ -99,11 +99,26 @@ const PACKAGE: &str = "target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zi
 
 /// `bootstrap.zip` unpacked into a fresh directory: the path of its `bootstrap`.
 fn unpack_package() -> std::path::PathBuf {
-    let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PACKAGE);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let zip = root.join(PACKAGE);
     assert!(
         zip.exists(),
         "{PACKAGE} is missing: run `make package` (make test does) before cargo test"
     );
+    // Not a package of older code: it must be newer than every source it is built from.
+    let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let mut sources: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sources.extend(["Cargo.toml", "Cargo.lock"].map(|f| root.join(f)));
+    for source in &sources {
+        assert!(
+            modified(&zip) >= modified(source),
+            "{PACKAGE} is older than {}: run `make package`",
+            source.display()
+        );
+    }
     let dir = std::env::temp_dir().join(format!("bootstrap-{}", unique("pkg")));
     std::fs::create_dir_all(&dir).unwrap();
     let listing = std::process::Command::new("unzip")
@@ -229,6 +244,18 @@ async fn serves_events_from_the_runtime_api(mut cmd: tokio::process::Command) {
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let posted = wait_for(&api.posted, events.len()).await;
+    // A figure for the template's MemorySize, printed rather than asserted (under qemu it
+    // includes the emulator's own memory).
+    if let Some(pid) = child.id() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            eprintln!(
+                "peak RSS after {} invocations: {}",
+                events.len(),
+                peak.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let logs = format!(

@@ -211,6 +211,28 @@ const UNSCOPABLE: &[&str] = &[
     "ec2:DescribeInstances",
 ];
 
+/// What each scoped action may be granted on: the resource type the Service Authorization
+/// Reference gives it (or the template's own role, log group).
+const RESOURCE_TYPES: &[(&str, &[&str])] = &[
+    ("ecs:DescribeClusters", &[":cluster/"]),
+    ("ecs:ListContainerInstances", &[":cluster/"]),
+    ("ecs:DescribeContainerInstances", &[":container-instance/"]),
+    ("ecs:DescribeServices", &[":service/"]),
+    ("ecs:CreateService", &[":service/"]),
+    ("ecs:UpdateService", &[":service/"]),
+    ("ecs:DeleteService", &[":service/"]),
+    ("ecs:RegisterTaskDefinition", &[":task-definition/"]),
+    ("ecs:TagResource", &[":service/", ":task-definition/"]),
+    ("ecs:UntagResource", &[":service/", ":task-definition/"]),
+    ("ec2:CreateSecurityGroup", &[":vpc/", ":security-group/"]),
+    ("ec2:CreateTags", &[":security-group/"]),
+    ("ec2:DeleteSecurityGroup", &[":security-group/"]),
+    ("iam:GetRole", &["RoleArn", "DelegateExecutionRole"]),
+    ("iam:PassRole", &["RoleArn", "DelegateExecutionRole"]),
+    ("logs:CreateLogStream", &["BootstrapFunctionLogGroup"]),
+    ("logs:PutLogEvents", &["BootstrapFunctionLogGroup"]),
+];
+
 #[test]
 fn every_grant_is_scoped_as_far_as_iam_allows() {
     let t = template();
@@ -223,6 +245,18 @@ fn every_grant_is_scoped_as_far_as_iam_allows() {
         let wildcard = resources.iter().any(|r| r == "*");
         for action in actions_of(&st) {
             if !wildcard {
+                let (_, types) = RESOURCE_TYPES
+                    .iter()
+                    .find(|(a, _)| *a == action)
+                    .unwrap_or_else(|| {
+                        panic!("{action}: add the resource type it takes to RESOURCE_TYPES")
+                    });
+                for r in &resources {
+                    assert!(
+                        types.iter().any(|ty| arn(r).contains(ty)),
+                        "{action} is granted on {r}, which is not one of its resource types {types:?}"
+                    );
+                }
                 continue;
             }
             let by_condition = action == "ecs:ListServices"
@@ -291,10 +325,15 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
         g["Properties"]["RetentionInDays"]["Ref"],
         "LogRetentionInDays"
     );
-    // The schedule heals the delegates of the cluster the role may act on, and no others.
+    // The schedule heals this stack's delegate (its owner: stack name / logical id), whose
+    // cluster and family the role covers, and no other stack's.
+    let owner = p["Environment"]["Variables"]["HEAL_OWNER"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    let logical_id = owner.strip_prefix("${AWS::StackName}/").unwrap();
     assert_eq!(
-        p["Environment"]["Variables"]["HEAL_CLUSTERS"]["Ref"],
-        "ClusterName"
+        t["Resources"][logical_id]["Type"], "Custom::HarnessDelegate",
+        "HEAL_OWNER {owner} names no delegate of this template"
     );
     // The timeout leaves room for the function's own deadline margin and Lambda's maximum.
     let timeout = p["Timeout"].as_u64().unwrap();
@@ -469,17 +508,11 @@ fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Opt
 async fn the_request_the_template_produces_installs_and_removes_a_delegate() {
     let c = clients().await;
     let w = seed(&c, false).await;
-    let params = serde_json::json!({
-        "ClusterName": w.cluster,
-        "AccountId": "acct-123",
-        "DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:harness/token",
-        "ExecutionRoleArn": w.exec_role,
-        "TaskRoleArn": w.task_role,
-        "VpcId": w.vpc,
-        "DesiredCount": 1,
-        "TaskDefinitionFamily": format!("{}-family", w.name),
-    });
-    install_and_remove(&c, params.as_object().unwrap()).await;
+    let mut params = required_params(&w);
+    params.insert("ExecutionRoleArn".into(), w.exec_role.clone().into());
+    params.insert("TaskRoleArn".into(), w.task_role.clone().into());
+    params.insert("DesiredCount".into(), 1.into());
+    install_and_remove(&c, &params).await;
 }
 
 #[tokio::test]
@@ -488,6 +521,11 @@ async fn the_fargate_quick_path_needs_no_pre_made_role() {
     let w = seed(&c, false).await;
     // What a user must give, and the VPC (moto's region holds many): no roles, no subnets, no
     // security groups.
+    install_and_remove(&c, &required_params(&w)).await;
+}
+
+/// The parameters a user must give, the VPC, and a family of the test's own.
+fn required_params(w: &World) -> serde_json::Map<String, Value> {
     let params = serde_json::json!({
         "ClusterName": w.cluster,
         "AccountId": "acct-123",
@@ -495,7 +533,7 @@ async fn the_fargate_quick_path_needs_no_pre_made_role() {
         "VpcId": w.vpc,
         "TaskDefinitionFamily": format!("{}-family", w.name),
     });
-    install_and_remove(&c, params.as_object().unwrap()).await;
+    params.as_object().unwrap().clone()
 }
 
 /// The custom resource's properties as CloudFormation sends them for these parameters; the
