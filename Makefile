@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
-BIN := target/debug/harness-ecs-delegate-bootstrap
+# CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: demo test build venv package arm64-tools
 
@@ -52,6 +53,6 @@ arm64-tools:
 package: arm64-tools
 	$(ARM64_ENV) cargo build --release --locked --target $(ARM64_TARGET)
 	mkdir -p $(PACKAGE_DIR)
-	cp target/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
+	cp $(TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
 	cd $(PACKAGE_DIR) && rm -f bootstrap.zip && zip -q -X bootstrap.zip bootstrap
 	@ls -l $(PACKAGE_DIR)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=5000   # the sample events' ResponseURLs point at moto's S3 on this port
-BIN=target/debug/harness-ecs-delegate-bootstrap
+BIN="${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstrap"
 PY=.venv/bin/python
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
