@@ -351,6 +351,13 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
         release.lines().any(|l| l.trim() == "panic = \"unwind\""),
         "[profile.release] must set panic = \"unwind\" explicitly: {release}"
     );
+    // SAM CLI's `sam build` crashes on an output named like a list parameter.
+    for output in t["Outputs"].as_object().unwrap().keys() {
+        assert!(
+            t["Parameters"].get(output).is_none(),
+            "output {output} is named like a parameter: sam build fails on it"
+        );
+    }
     // The rules that invoke the function exist only while the delegate does.
     for rule in ["HealScheduleRule", "EcsEventsRule", "TaskStoppedRule"] {
         assert_eq!(
