@@ -553,8 +553,6 @@ pub async fn tagged_resources(
         .collect())
 }
 
-/// The named services of one cluster, described ten at a time (DescribeServices' limit) with
-/// their tags. `None`: the cluster does not exist.
 /// `Err` with AWS's message when IAM refuses the function even a read of this service; any
 /// other answer (the service or cluster gone included) is not a question of permission.
 pub async fn may_act_on_service(c: &Clients, cluster: &str, service: &str) -> Result<(), String> {
@@ -577,6 +575,8 @@ pub async fn may_act_on_service(c: &Clients, cluster: &str, service: &str) -> Re
     }
 }
 
+/// The named services of one cluster, described ten at a time (DescribeServices' limit) with
+/// their tags. `None`: the cluster does not exist.
 pub async fn services(
     c: &Clients,
     cluster: &str,

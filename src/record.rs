@@ -280,7 +280,6 @@ fn split_into(tags: &mut BTreeMap<String, String>, key: &str, value: &str) {
 }
 
 /// The value `split_into` spread over `key`, `key.2`, ….
-/// A record value that may have been split over `key`, `key.2`, … (values hold 256 characters).
 pub fn joined(tags: &BTreeMap<String, String>, key: &str) -> Option<String> {
     let mut out = tags.get(key)?.clone();
     for i in 2.. {
