@@ -576,3 +576,75 @@ async fn a_move_to_a_cluster_the_role_does_not_reach_back_is_refused_before_any_
     assert_eq!(moved_ok["Status"], "SUCCESS", "{moved_ok}");
     assert_ne!(moved_ok["PhysicalResourceId"], arn.as_str());
 }
+
+#[test]
+fn a_seeded_share_picks_the_same_calls_every_run() {
+    let share = |seed| Fault::Fraction {
+        per_mille: 300,
+        seed,
+        fault: Box::new(Fault::Throttle),
+    };
+    let picks = |seed| -> Vec<u32> {
+        (1..=1000)
+            .filter(|n| share(seed).for_call("DescribeServices", *n).is_some())
+            .collect()
+    };
+    assert_eq!(picks(7), picks(7));
+    assert_ne!(picks(7), picks(8));
+    // Each operation gets its own picks, so the first calls of many operations (most are
+    // called once) get the share too, not all or none of them.
+    let first_calls = (0..200)
+        .filter(|i| share(7).for_call(&format!("Operation{i}"), 1).is_some())
+        .count();
+    assert!((30..=90).contains(&first_calls), "{first_calls} of 200");
+    let k = picks(7).len();
+    assert!((250..=350).contains(&k), "{k} of 1000 for 300 per mille");
+}
+
+#[tokio::test]
+async fn reset_connections_and_a_seeded_share_of_throttling_still_converge() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let proxy = Proxy::start(vec![
+        Rule {
+            operation: "CreateService",
+            fault: Fault::Reset,
+            times: 1,
+        },
+        Rule {
+            operation: "RegisterTaskDefinition",
+            fault: Fault::Reset,
+            times: 1,
+        },
+        // A fifth of every other call throttled, the same calls each run.
+        Rule {
+            operation: "*",
+            fault: Fault::Fraction {
+                per_mille: 200,
+                seed: 7,
+                fault: Box::new(Fault::Throttle),
+            },
+            times: u32::MAX,
+        },
+    ])
+    .await;
+    let body = create_through(&proxy, &w.fargate_props(), 120).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    // The reset calls never reached moto and were sent again: one service, one revision.
+    assert_eq!(proxy.injected("CreateService"), 1);
+    assert_eq!(proxy.injected("RegisterTaskDefinition"), 1);
+    let s = service(&direct, &w.cluster, "harness-delegate")
+        .await
+        .unwrap();
+    assert_eq!(s.status(), Some("ACTIVE"));
+    assert_eq!(
+        active_revisions(&direct, &format!("{}-family", w.name))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        proxy.injected_total() > 2,
+        "the seeded share throttled nothing: choose another seed"
+    );
+}

@@ -291,6 +291,14 @@ impl Response {
             body: body.as_bytes().to_vec(),
         }
     }
+    /// No answer at all: the server resets the connection after reading the request.
+    pub fn dropped() -> Self {
+        Response {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        }
+    }
 }
 
 pub type BoxFut = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -311,6 +319,11 @@ pub async fn serve(service: Service) -> SocketAddr {
                     return;
                 };
                 let resp = service(req).await;
+                if resp.status == 0 {
+                    // Linger 0: closing sends a reset, as a dropped connection does.
+                    let _ = sock.set_zero_linger();
+                    return;
+                }
                 let mut out = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                     resp.status,

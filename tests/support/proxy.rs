@@ -1,7 +1,8 @@
 //! A fault-injecting proxy between the function and moto: per operation (ECS's X-Amz-Target,
-//! or the Action of EC2/IAM/tagging form bodies) it throttles, fails, delays, rejects, answers
-//! in moto's place or patches moto's answer; and it records every call, so tests can assert
-//! what was asked of AWS and that nothing was written.
+//! or the Action of EC2/IAM/tagging form bodies) it throttles, fails, delays, resets the
+//! connection, rejects, answers in moto's place or patches moto's answer, for the first N calls
+//! or a seeded fraction of them; and it records every call, so tests can assert what was asked
+//! of AWS and that nothing was written.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,10 +27,49 @@ pub enum Fault {
     /// moto's answer, changed by this function (ECS JSON): states moto never reaches, on top
     /// of the real state.
     Patch(fn(&mut Value)),
+    /// The connection reset before any answer (the request never reaches moto).
+    Reset,
+    /// `fault` for about `per_mille`/1000 of the matching calls, chosen by `seed`, the operation
+    /// and the call's number: the same calls each run.
+    Fraction {
+        per_mille: u64,
+        seed: u64,
+        fault: Box<Fault>,
+    },
+}
+
+impl Fault {
+    /// The fault for the `n`th call of `op` (`Fraction` decides; others always apply).
+    pub fn for_call(self, op: &str, n: u32) -> Option<Fault> {
+        match self {
+            Fault::Fraction {
+                per_mille,
+                seed,
+                fault,
+            } => {
+                let op_hash = op.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+                (splitmix64(seed ^ op_hash ^ u64::from(n)) % 1000 < per_mille)
+                    .then_some(*fault)
+                    .and_then(|f| f.for_call(op, n))
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// A well-mixed hash of one number (SplitMix64), for reproducible choices without a crate.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Clone, Debug)]
 pub struct Rule {
+    /// The operation the rule applies to; `*`: every operation.
     pub operation: &'static str,
     pub fault: Fault,
     /// How many matching calls get the fault; `u32::MAX` for all.
@@ -44,6 +84,8 @@ pub struct Proxy {
     bodies: Arc<Mutex<Vec<(String, Value)>>>,
     /// Every operation called, in order.
     order: Arc<Mutex<Vec<String>>>,
+    /// The faults injected so far, by operation.
+    injected: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 /// The operation a request calls: ECS names it in X-Amz-Target, EC2 and IAM in the form body.
@@ -65,31 +107,51 @@ impl Proxy {
         let calls: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
         let bodies: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
         let order: Arc<Mutex<Vec<String>>> = Default::default();
-        let (r, c, b, o) = (rules.clone(), calls.clone(), bodies.clone(), order.clone());
+        let injected: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
+        let (r, c, b, o, i) = (
+            rules.clone(),
+            calls.clone(),
+            bodies.clone(),
+            order.clone(),
+            injected.clone(),
+        );
         let http = reqwest::Client::new();
         let addr = serve(Arc::new(move |req: Request| {
-            let (rules, calls, bodies, order, http, upstream) = (
+            let (rules, calls, bodies, order, injected, http, upstream) = (
                 r.clone(),
                 c.clone(),
                 b.clone(),
                 o.clone(),
+                i.clone(),
                 http.clone(),
                 upstream.clone(),
             );
             Box::pin(async move {
                 let op = operation(&req);
-                *calls.lock().unwrap().entry(op.clone()).or_default() += 1;
+                let n = {
+                    let mut calls = calls.lock().unwrap();
+                    let n = calls.entry(op.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
                 order.lock().unwrap().push(op.clone());
                 if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
                     bodies.lock().unwrap().push((op.clone(), v));
                 }
                 let fault = {
                     let mut rules = rules.lock().unwrap();
-                    rules.iter_mut().find(|r| r.operation == op && r.times > 0).map(|r| {
+                    rules
+                        .iter_mut()
+                        .find(|r| (r.operation == op || r.operation == "*") && r.times > 0)
+                        .map(|r| {
                         r.times = r.times.saturating_sub(1);
                         r.fault.clone()
                     })
-                };
+                }
+                .and_then(|f| f.for_call(&op, n));
+                if fault.is_some() {
+                    *injected.lock().unwrap().entry(op.clone()).or_default() += 1;
+                }
                 let ecs = req.header("x-amz-target").is_some();
                 match fault {
                     Some(Fault::Throttle) if ecs => {
@@ -117,6 +179,8 @@ impl Proxy {
                             body: body.to_string().into_bytes(),
                         }
                     }
+                    Some(Fault::Reset) => return Response::dropped(),
+                    Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
                     Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
                     Some(Fault::Patch(change)) => {
                         let mut resp = forward(&http, &upstream, req).await;
@@ -136,7 +200,18 @@ impl Proxy {
             calls,
             bodies,
             order,
+            injected,
         }
+    }
+
+    /// How many faults were injected into this operation's calls.
+    pub fn injected(&self, op: &str) -> u32 {
+        self.injected.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    /// How many faults were injected in all.
+    pub fn injected_total(&self) -> u32 {
+        self.injected.lock().unwrap().values().sum()
     }
 
     pub fn last_body(&self, op: &str) -> Value {
