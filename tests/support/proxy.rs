@@ -60,7 +60,7 @@ impl Fault {
 }
 
 /// A well-mixed hash of one number (SplitMix64), for reproducible choices without a crate.
-fn splitmix64(x: u64) -> u64 {
+pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -207,6 +207,11 @@ impl Proxy {
     /// How many faults were injected into this operation's calls.
     pub fn injected(&self, op: &str) -> u32 {
         self.injected.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    /// How many calls reached the proxy, of any operation.
+    pub fn total_calls(&self) -> usize {
+        self.order.lock().unwrap().len()
     }
 
     /// How many faults were injected in all.
