@@ -648,3 +648,26 @@ async fn reset_connections_and_a_seeded_share_of_throttling_still_converge() {
         "the seeded share throttled nothing: choose another seed"
     );
 }
+
+#[tokio::test]
+async fn a_response_put_that_never_succeeds_ends_the_invocation_without_the_url() {
+    let c = clients().await;
+    let rx = Receiver::start(u32::MAX).await; // 503 for ever
+    let h = handler(c);
+    // Invalid, so the answer (FAILED) is ready at once and the test is about the PUT alone.
+    let props = json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t", "Cpu": "lots"});
+    let err = h
+        .handle(
+            cfn_event("Create", &rx.url("never"), &props, None, None),
+            deadline_in(30),
+        )
+        .await
+        .expect_err("an answer that never arrived is an invocation error, for Lambda to retry")
+        .to_string();
+    assert_eq!(rx.count(), 3, "every attempt of the retry policy was made");
+    assert!(err.contains("503"), "{err}");
+    assert!(
+        !err.contains("d3adb33f") && !err.contains("cfn-responses"),
+        "the error names the presigned URL: {err}"
+    );
+}
