@@ -15,13 +15,7 @@ async fn fargate_delegate_create_again_update_delete() {
     let family = props["TaskDefinitionFamily"].as_str().unwrap().to_string();
 
     // Create.
-    let body = run_cfn(
-        &c,
-        &rx,
-        cfn_event("Create", &rx.url("create"), &props, None, None),
-    )
-    .await;
-    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let body = create_ok(&c, &rx, "create", &props).await;
     let arn = body["PhysicalResourceId"].as_str().unwrap().to_string();
     assert!(
         arn.ends_with(&format!("service/{}/harness-delegate", w.cluster)),
@@ -209,13 +203,7 @@ async fn ec2_bridge_delegate_with_a_plain_token() {
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
     let props = w.ec2_props();
-    let body = run_cfn(
-        &c,
-        &rx,
-        cfn_event("Create", &rx.url("c"), &props, None, None),
-    )
-    .await;
-    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let body = create_ok(&c, &rx, "c", &props).await;
     // The VPC was found through the container instance; bridge needs no subnets or groups.
     assert_eq!(body["Data"]["VpcId"], w.vpc.as_str());
     assert_eq!(body["Data"]["SubnetIds"], "");
@@ -865,13 +853,7 @@ async fn a_second_stack_cannot_take_over_or_delete_the_first_ones_delegate() {
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
     let props = w.ec2_props();
-    let first = run_cfn(
-        &c,
-        &rx,
-        cfn_event("Create", &rx.url("a"), &props, None, None),
-    )
-    .await;
-    assert_eq!(first["Status"], "SUCCESS", "{first}");
+    let first = create_ok(&c, &rx, "a", &props).await;
     let arn = first["PhysicalResourceId"].as_str().unwrap().to_string();
     let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
     assert!(s
@@ -984,13 +966,7 @@ async fn a_failed_stack_never_deletes_a_delegate_it_did_not_make() {
         1
     );
 
-    let ok = run_cfn(
-        &c,
-        &rx,
-        cfn_event("Create", &rx.url("ok"), &props, None, None),
-    )
-    .await;
-    assert_eq!(ok["Status"], "SUCCESS", "{ok}");
+    let ok = create_ok(&c, &rx, "ok", &props).await;
     let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
     assert!(
         s.tags().iter().any(

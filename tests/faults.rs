@@ -517,13 +517,7 @@ async fn a_move_to_a_cluster_the_role_does_not_reach_back_is_refused_before_any_
     let b = seed(&direct, false).await;
     let props = a.fargate_props();
     let rx = Receiver::start(0).await;
-    let created = run_cfn(
-        &direct,
-        &rx,
-        cfn_event("Create", &rx.url("c"), &props, None, None),
-    )
-    .await;
-    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let created = create_ok(&direct, &rx, "c", &props).await;
     let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
     let mut moved = props.clone();
     moved["ClusterName"] = json!(b.cluster);

@@ -44,13 +44,7 @@ impl Installed {
         let proxy = Proxy::start(rules).await;
         let via = proxy.clients_in(region).await;
         let rx = Receiver::start(0).await;
-        let body = run_cfn(
-            &c,
-            &rx,
-            cfn_event("Create", &rx.url("create"), &p, None, None),
-        )
-        .await;
-        assert_eq!(body["Status"], "SUCCESS", "{body}");
+        let body = create_ok(&c, &rx, "create", &p).await;
         Installed {
             arn: body["PhysicalResourceId"].as_str().unwrap().to_string(),
             data: body["Data"].clone(),
@@ -742,13 +736,7 @@ async fn an_ec2_bridge_delegate_is_healed_too() {
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
     let props = w.ec2_props();
-    let body = run_cfn(
-        &c,
-        &rx,
-        cfn_event("Create", &rx.url("c"), &props, None, None),
-    )
-    .await;
-    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let body = create_ok(&c, &rx, "c", &props).await;
     delete_service_out_of_band(&c, &w.cluster).await;
     let proxy = Proxy::start(vec![]).await;
     let h = handler(proxy.clients_in(region).await);

@@ -567,13 +567,7 @@ async fn install_and_remove(
     assert_eq!(props["DesiredCount"], "1", "numbers arrive as strings");
 
     let rx = Receiver::start(0).await;
-    let created = run_cfn(
-        c,
-        &rx,
-        cfn_event("Create", &rx.url("c"), &props, None, None),
-    )
-    .await;
-    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let created = create_ok(c, &rx, "c", &props).await;
     let arn = created["PhysicalResourceId"].as_str().unwrap().to_string();
     for output in t["Outputs"].as_object().unwrap().values() {
         // Every output reads an attribute the function returns.

@@ -681,6 +681,14 @@ pub fn cfn_event(
 }
 
 /// Run one CloudFormation request through the handler; return the body CloudFormation received.
+/// A stack Create of `props` (its answer sent to `rx.url(name)`) that must succeed: the body
+/// CloudFormation received.
+pub async fn create_ok(c: &Clients, rx: &Receiver, name: &str, props: &Value) -> Value {
+    let body = run_cfn(c, rx, cfn_event("Create", &rx.url(name), props, None, None)).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    body
+}
+
 pub async fn run_cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
     let before = rx.count();
     let request_id = event["RequestId"].clone();
