@@ -144,6 +144,8 @@ impl<'a> Applier<'a> {
 
         for action in &plan.actions {
             tracing::info!(action = ?action, "applying");
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::before_action(name, action);
             match action {
                 Action::CreateSecurityGroup {
                     name: group,
@@ -163,14 +165,24 @@ impl<'a> Applier<'a> {
                     let out = req.send().await.map_err(|e| {
                         fail(
                             format!("registering a revision of {family}"),
-                            sdk_message(&e),
+                            sdk_message("ecs:RegisterTaskDefinition", &e),
                         )
                     })?;
-                    let arn = out
+                    let mut arn = out
                         .task_definition()
                         .and_then(|t| t.task_definition_arn())
                         .unwrap_or_default()
                         .to_string();
+                    if let Some(earlier) = self.earlier_equal_revision(family, &arn, plan).await {
+                        self.withdraw(&arn, &record).await?;
+                        arn = earlier;
+                        record.task_definition = record::revision_name(&arn).to_string();
+                        td_arn = Some(arn);
+                        // Registered by another run (or an earlier attempt of this call): the
+                        // revision already carries a record, and is not this run's to remove.
+                        registered = true;
+                        continue;
+                    }
                     self.created.push(Created::TaskDefinition(arn.clone()));
                     // Registered with the record on it: a failed run takes that record off
                     // again before deregistering, or heal would apply what failed.
@@ -233,7 +245,10 @@ impl<'a> Applier<'a> {
                         .send()
                         .await
                         .map_err(|e| {
-                            fail(format!("redeploying service {name}"), sdk_message(&e))
+                            fail(
+                                format!("redeploying service {name}"),
+                                sdk_message("ecs:UpdateService", &e),
+                            )
                         })?;
                     self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
                         .await?;
@@ -259,10 +274,12 @@ impl<'a> Applier<'a> {
                             u = u.network_configuration(network_configuration(&n));
                         }
                     }
-                    let out = u
-                        .send()
-                        .await
-                        .map_err(|e| fail(format!("updating service {name}"), sdk_message(&e)))?;
+                    let out = u.send().await.map_err(|e| {
+                        fail(
+                            format!("updating service {name}"),
+                            sdk_message("ecs:UpdateService", &e),
+                        )
+                    })?;
                     self.commit_records();
                     if *mark_redeployed {
                         self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
@@ -299,7 +316,10 @@ impl<'a> Applier<'a> {
                         .send()
                         .await
                         .map_err(|e| {
-                            fail(format!("tagging security group {id}"), sdk_message(&e))
+                            fail(
+                                format!("tagging security group {id}"),
+                                sdk_message("ec2:CreateTags", &e),
+                            )
                         })?;
                 }
                 Action::DeleteService { .. }
@@ -347,6 +367,71 @@ impl<'a> Applier<'a> {
         })
     }
 
+    /// A revision equal to `registered`, registered for this delegate between the plan's look at
+    /// the family and `registered` itself: by this call's own first attempt whose answer was
+    /// lost (the SDK then sent it again), or by a replay of the same request running at the same
+    /// time. The lowest one is what every such run settles on. A failed look is logged and
+    /// keeps `registered`: a spare revision is better than a failed install.
+    async fn earlier_equal_revision(
+        &self,
+        family: &str,
+        registered: &str,
+        plan: &Plan,
+    ) -> Option<String> {
+        // Runs that raced each other are close together: a few revisions back is enough.
+        const LOOK_BACK: usize = 5;
+        let number = |arn: &str| {
+            arn.rsplit_once(':')
+                .and_then(|(_, n)| n.parse::<i32>().ok())
+                .unwrap_or(0)
+        };
+        let mine = number(registered);
+        let after = plan.desired.registered_after;
+        if mine <= after + 1 {
+            return None;
+        }
+        let revisions = match crate::observe::active_revisions(self.clients, family).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for an equal revision registered meanwhile");
+                return None;
+            }
+        };
+        let between: Vec<&String> = revisions
+            .iter()
+            .filter(|a| (after + 1..mine).contains(&number(a)))
+            .collect();
+        let wanted = task_definition::normalize(&plan.desired.task_definition);
+        let key = plan.desired.record.key();
+        for arn in between.iter().rev().take(LOOK_BACK).rev() {
+            match crate::observe::describe_task_definition(self.clients, arn).await {
+                Ok(Some(td))
+                    if td.status == "ACTIVE"
+                        && td.tags.get(crate::RESOURCE_TAG) == Some(&key)
+                        && task_definition::normalize(&td.doc) == wanted =>
+                {
+                    tracing::info!(registered, equal = %td.arn, "an equal revision was registered meanwhile: using it");
+                    return Some(td.arn);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for an equal revision registered meanwhile");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Take back a revision this run registered and does not use: its record, then the revision.
+    async fn withdraw(&self, arn: &str, record: &Record) -> Result<(), ApplyError> {
+        let keys: Vec<String> = record.tags(false).into_keys().collect();
+        if let Err(e) = self.untag(arn, &keys).await {
+            tracing::warn!(resource = %arn, error = %e, "could not remove the record");
+        }
+        self.deregister(arn).await
+    }
+
     async fn create_security_group(
         &mut self,
         record: &Record,
@@ -376,20 +461,45 @@ impl<'a> Applier<'a> {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| {
-                let msg = match e.as_service_error() {
-                    Some(se) if se.meta().code() == Some("InvalidGroup.Duplicate") => format!(
-                        "a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group"
-                    ),
-                    _ => sdk_message(&e),
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let duplicate = e
+                    .as_service_error()
+                    .is_some_and(|se| se.meta().code() == Some("InvalidGroup.Duplicate"));
+                if duplicate {
+                    // Made by this call's first attempt whose answer was lost, or by a replay
+                    // of the same request running at the same time: this delegate's group.
+                    if let Some(id) = self.own_group(record, name, vpc_id).await {
+                        return Ok(id);
+                    }
+                }
+                let msg = if duplicate {
+                    format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group")
+                } else {
+                    sdk_message("ec2:CreateSecurityGroup", &e)
                 };
-                fail(format!("creating security group {name}"), msg)
-            })?;
+                return Err(fail(format!("creating security group {name}"), msg));
+            }
+        };
         let id = out.group_id().unwrap_or_default().to_string();
         self.created.push(Created::SecurityGroup(id.clone()));
         // A new group allows all outbound traffic and no inbound: exactly what a delegate needs.
         Ok(id)
+    }
+
+    /// The group named `name` in `vpc_id` that this function created for this delegate.
+    async fn own_group(&self, record: &Record, name: &str, vpc_id: &str) -> Option<String> {
+        let groups = crate::observe::managed_security_groups(self.clients, &record.key())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "could not read the group of the same name"))
+            .ok()?;
+        let group = groups
+            .into_iter()
+            .find(|g| g.name == name && g.vpc_id == vpc_id)?;
+        tracing::info!(group = %group.id, "this delegate's group was created meanwhile: using it");
+        Some(group.id)
     }
 
     async fn create_service(
@@ -438,12 +548,33 @@ impl<'a> Applier<'a> {
         if let Some(n) = network {
             req = req.network_configuration(network_configuration(n));
         }
-        let out = req.send().await.map_err(|e| {
-            fail(
-                format!("creating service {}", record.service),
-                sdk_message(&e),
-            )
-        })?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                // AWS refuses a second create of an ACTIVE name with other input (our tags
+                // carry the time): a replay of this request running at the same time, or this
+                // call's first attempt whose answer was lost, may have created it already.
+                let not_idempotent = e.as_service_error().is_some_and(|se| {
+                    se.is_invalid_parameter_exception()
+                        && se
+                            .meta()
+                            .message()
+                            .is_some_and(|m| m.contains("idempotent"))
+                });
+                if not_idempotent {
+                    if let Some(arn) = self
+                        .same_service(cluster, record, task_definition_arn)
+                        .await
+                    {
+                        return Ok(arn);
+                    }
+                }
+                return Err(fail(
+                    format!("creating service {}", record.service),
+                    sdk_message("ecs:CreateService", &e),
+                ));
+            }
+        };
         self.created.push(Created::Service {
             cluster: cluster.to_string(),
             name: record.service.clone(),
@@ -453,6 +584,27 @@ impl<'a> Applier<'a> {
             .and_then(|s| s.service_arn())
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// The ARN of the ACTIVE service `record` names, when it is this delegate's (the same owner)
+    /// and runs `task_definition_arn`: what this run was about to create.
+    async fn same_service(
+        &self,
+        cluster: &str,
+        record: &Record,
+        task_definition_arn: &str,
+    ) -> Option<String> {
+        let s = crate::observe::service(self.clients, cluster, &record.service)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "could not read the service of the same name"))
+            .ok()??;
+        let same = s.status == "ACTIVE"
+            && s.owner() == record.owner.as_deref()
+            && s.task_definition == task_definition_arn;
+        same.then(|| {
+            tracing::info!(service = %s.arn, "the same service was created meanwhile: using it");
+            s.arn
+        })
     }
 
     /// Add or change tags on an ECS resource.
@@ -465,7 +617,7 @@ impl<'a> Applier<'a> {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sdk_message(&e))
+            .map_err(|e| sdk_message("ecs:TagResource", &e))
     }
 
     /// Remove tags from an ECS resource.
@@ -481,7 +633,7 @@ impl<'a> Applier<'a> {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sdk_message(&e))
+            .map_err(|e| sdk_message("ecs:UntagResource", &e))
     }
 
     /// Write a record on a resource, dropping record keys it no longer needs (a split value
@@ -505,6 +657,42 @@ impl<'a> Applier<'a> {
         });
         self.tag(arn, &tags).await.map_err(|e| fail(what(), e))?;
         self.untag(arn, &stale).await.map_err(|e| fail(what(), e))
+    }
+
+    /// Remove a record ahead of a delete. A resource already gone (a revision deleted for good,
+    /// a service purged) refuses tag changes with a client error, and a stack's Delete must not
+    /// get stuck on it: that is logged. Anything else (throttling to the end, a 5xx, a refusal
+    /// by IAM) stops the Delete before anything is removed, because a record left on a deleted
+    /// delegate would make self-healing bring it back.
+    async fn remove_record(&self, arn: &str, keys: &[String]) -> Result<(), ApplyError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .clients
+            .ecs
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(|se| {
+                    se.is_resource_not_found_exception()
+                        || se.is_invalid_parameter_exception()
+                        || se.is_client_exception()
+                }) =>
+            {
+                tracing::warn!(resource = %arn, error = %sdk_message("ecs:UntagResource", &e), "could not remove the record of a resource that is gone");
+                Ok(())
+            }
+            Err(e) => Err(fail(
+                format!("removing the record from {arn}"),
+                sdk_message("ecs:UntagResource", &e),
+            )),
+        }
     }
 
     /// Note on the service when heal last made it deploy: the back-off.
@@ -543,7 +731,7 @@ impl<'a> Applier<'a> {
             if gone {
                 return Ok(());
             }
-            return Err(fail(what(), sdk_message(&e)));
+            return Err(fail(what(), sdk_message("ecs:UpdateService", &e)));
         }
         match self
             .clients
@@ -562,7 +750,7 @@ impl<'a> Applier<'a> {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(what(), sdk_message(&e))),
+            Err(e) => Err(fail(what(), sdk_message("ecs:DeleteService", &e))),
         }
     }
 
@@ -599,12 +787,7 @@ impl<'a> Applier<'a> {
                     resources, keys, ..
                 } => {
                     for (arn, keys) in resources.iter().zip(keys) {
-                        // A resource already gone (a revision deleted for good, a service
-                        // purged) refuses tag changes, and a stack's Delete must not get stuck
-                        // on it: the failure is logged.
-                        if let Err(e) = self.untag(arn, keys).await {
-                            tracing::warn!(resource = %arn, error = %e, "could not remove the record");
-                        }
+                        self.remove_record(arn, keys).await?;
                     }
                 }
                 Action::DeleteService { service, .. } => {
@@ -639,7 +822,10 @@ impl<'a> Applier<'a> {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(format!("deregistering {arn}"), sdk_message(&e))),
+            Err(e) => Err(fail(
+                format!("deregistering {arn}"),
+                sdk_message("ecs:DeregisterTaskDefinition", &e),
+            )),
         }
     }
 
@@ -669,7 +855,7 @@ impl<'a> Applier<'a> {
                         let msg = if in_use {
                             format!("{id} is still in use by network interfaces of stopped tasks: delete it once they are released")
                         } else {
-                            sdk_message(&e)
+                            sdk_message("ec2:DeleteSecurityGroup", &e)
                         };
                         return Err(fail(format!("deleting security group {id}"), msg));
                     }

@@ -19,6 +19,8 @@ pub mod record;
 pub mod respond;
 pub mod spec;
 pub mod task_definition;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 /// Tag keys this function owns start with this prefix.
 pub const MANAGED_TAG_PREFIX: &str = "harness-delegate:";

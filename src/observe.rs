@@ -29,17 +29,22 @@ fn err(what: impl Into<String>, e: impl std::fmt::Display) -> ObserveError {
 }
 
 /// The SDK's error display is terse; the service's code and message are what a person needs.
-pub fn sdk_message<E, R>(e: &aws_sdk_ecs::error::SdkError<E, R>) -> String
+pub fn sdk_message<E>(
+    operation: &str,
+    e: &aws_sdk_ecs::error::SdkError<E, aws_sdk_ecs::config::http::HttpResponse>,
+) -> String
 where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    match e.as_service_error() {
-        Some(se) => format!(
-            "{}: {}",
-            se.code().unwrap_or("error"),
-            se.message().unwrap_or("no message")
-        ),
+    let detail = match e.as_service_error() {
+        Some(se) => match (se.code(), se.message()) {
+            (Some(code), message) => format!("{code}: {}", message.unwrap_or("no message")),
+            // An answer AWS's error format does not describe (an HTML 500 from a proxy, say).
+            (None, _) => match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(status) => format!("HTTP {status} without an AWS error"),
+                None => "an error without a code".to_string(),
+            },
+        },
         None => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(e);
@@ -50,7 +55,9 @@ where
             }
             msg
         }
-    }
+    };
+    // The operation (as IAM names it) says which call to look at, or to allow.
+    format!("{operation}: {detail}")
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -295,7 +302,12 @@ pub async fn cluster(c: &Clients, cluster: &str) -> Result<Option<ObservedCluste
         .clusters(cluster)
         .send()
         .await
-        .map_err(|e| err(format!("ECS cluster {cluster}"), sdk_message(&e)))?;
+        .map_err(|e| {
+            err(
+                format!("ECS cluster {cluster}"),
+                sdk_message("ecs:DescribeClusters", &e),
+            )
+        })?;
     Ok(out.clusters().first().map(|cl| ObservedCluster {
         arn: cl.cluster_arn().unwrap_or_default().to_string(),
         name: cl.cluster_name().unwrap_or_default().to_string(),
@@ -325,7 +337,12 @@ async fn roles(c: &Clients, spec: &DelegateSpec) -> Result<Vec<ObservedRole>, Ob
             {
                 None
             }
-            Err(e) => return Err(err(format!("IAM role {name}"), sdk_message(&e))),
+            Err(e) => {
+                return Err(err(
+                    format!("IAM role {name}"),
+                    sdk_message("iam:GetRole", &e),
+                ))
+            }
         };
         out.push(ObservedRole {
             property,
@@ -392,7 +409,8 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The ACTIVE revisions of exactly `family`, oldest first, every page.
-async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, ObserveError> {
+/// The ACTIVE revisions of exactly `family`, oldest first.
+pub async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, ObserveError> {
     let arns = c
         .ecs
         .list_task_definitions()
@@ -403,7 +421,12 @@ async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, Obse
         .send()
         .collect::<Result<Vec<String>, _>>()
         .await
-        .map_err(|e| err(format!("task definitions of {family}"), sdk_message(&e)))?;
+        .map_err(|e| {
+            err(
+                format!("task definitions of {family}"),
+                sdk_message("ecs:ListTaskDefinitions", &e),
+            )
+        })?;
     let mut ours: Vec<(i32, String)> = arns
         .into_iter()
         .filter_map(|arn| {
@@ -445,7 +468,12 @@ pub async fn describe_task_definition(
         {
             return Ok(None)
         }
-        Err(e) => return Err(err(format!("task definition {arn}"), sdk_message(&e))),
+        Err(e) => {
+            return Err(err(
+                format!("task definition {arn}"),
+                sdk_message("ecs:DescribeTaskDefinition", &e),
+            ))
+        }
     };
     let Some(td) = out.task_definition() else {
         return Ok(None);
@@ -538,7 +566,12 @@ pub async fn tagged_resources(
         .send()
         .collect::<Result<Vec<_>, _>>()
         .await
-        .map_err(|e| err("resources tagged as managed delegates", sdk_message(&e)))?;
+        .map_err(|e| {
+            err(
+                "resources tagged as managed delegates",
+                sdk_message("tag:GetResources", &e),
+            )
+        })?;
     Ok(pages
         .iter()
         .flat_map(|p| p.resource_tag_mapping_list())
@@ -569,7 +602,7 @@ pub async fn may_act_on_service(c: &Clients, cluster: &str, service: &str) -> Re
                 .and_then(aws_sdk_ecs::error::ProvideErrorMetadata::code)
                 .is_some_and(|code| code.starts_with("AccessDenied")) =>
         {
-            Err(sdk_message(&e))
+            Err(sdk_message("ecs:DescribeServices", &e))
         }
         _ => Ok(()),
     }
@@ -608,7 +641,7 @@ pub async fn services(
             Err(e) => {
                 return Err(err(
                     format!("ECS services {} of cluster {cluster}", chunk.join(", ")),
-                    sdk_message(&e),
+                    sdk_message("ecs:DescribeServices", &e),
                 ))
             }
         }
@@ -642,7 +675,7 @@ async fn container_instances(
         .send()
         .collect::<Result<Vec<String>, _>>()
         .await
-        .map_err(|e| err(what(), sdk_message(&e)))?;
+        .map_err(|e| err(what(), sdk_message("ecs:ListContainerInstances", &e)))?;
     if arns.is_empty() {
         return Ok(vec![]);
     }
@@ -656,7 +689,7 @@ async fn container_instances(
             .set_container_instances(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| err(what(), sdk_message(&e)))?;
+            .map_err(|e| err(what(), sdk_message("ecs:DescribeContainerInstances", &e)))?;
         for ci in d.container_instances() {
             let remaining = ci
                 .remaining_resources()
@@ -739,7 +772,12 @@ async fn discover_vpc(
         .send()
         .collect::<Result<Vec<String>, _>>()
         .await
-        .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
+        .map_err(|e| {
+            err(
+                "services of the cluster",
+                sdk_message("ecs:ListServices", &e),
+            )
+        })?;
     let mut subnets = BTreeSet::new();
     for chunk in arns.chunks(10) {
         let d = c
@@ -749,7 +787,12 @@ async fn discover_vpc(
             .set_services(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| err("services of the cluster", sdk_message(&e)))?;
+            .map_err(|e| {
+                err(
+                    "services of the cluster",
+                    sdk_message("ecs:DescribeServices", &e),
+                )
+            })?;
         subnets.extend(
             d.services()
                 .iter()
@@ -788,7 +831,12 @@ async fn instance_vpcs(c: &Clients, ids: Vec<String>) -> Result<Vec<String>, Obs
             .send()
             .collect::<Result<Vec<_>, _>>()
             .await
-            .map_err(|e| err("EC2 instances of the cluster", sdk_message(&e)))?;
+            .map_err(|e| {
+                err(
+                    "EC2 instances of the cluster",
+                    sdk_message("ec2:DescribeInstances", &e),
+                )
+            })?;
         vpcs.extend(
             pages
                 .iter()
@@ -816,7 +864,7 @@ async fn subnet_vpcs(c: &Clients, subnets: Vec<String>) -> Result<Vec<String>, O
         )
         .send()
         .await
-        .map_err(|e| err("subnets", sdk_message(&e)))?;
+        .map_err(|e| err("subnets", sdk_message("ec2:DescribeSubnets", &e)))?;
     let vpcs: BTreeSet<String> = d
         .subnets()
         .iter()
@@ -855,7 +903,7 @@ async fn network(
             .filters(Filter::builder().name("vpc-id").values(vpc).build())
             .send()
             .await
-            .map_err(|e| err(format!("VPC {vpc}"), sdk_message(&e)))?;
+            .map_err(|e| err(format!("VPC {vpc}"), sdk_message("ec2:DescribeVpcs", &e)))?;
         n.vpc_exists = !d.vpcs().is_empty();
     }
 
@@ -879,7 +927,7 @@ async fn network(
             .filters(f)
             .send()
             .await
-            .map_err(|e| err("subnets", sdk_message(&e)))?;
+            .map_err(|e| err("subnets", sdk_message("ec2:DescribeSubnets", &e)))?;
         let public = public_subnets(c, d.subnets()).await?;
         n.subnets = d
             .subnets()
@@ -916,7 +964,12 @@ async fn network(
             )
             .send()
             .await
-            .map_err(|e| err("security groups", sdk_message(&e)))?;
+            .map_err(|e| {
+                err(
+                    "security groups",
+                    sdk_message("ec2:DescribeSecurityGroups", &e),
+                )
+            })?;
         n.security_groups = d.security_groups().iter().map(observed_sg).collect();
         n.missing_security_groups = ids
             .iter()
@@ -981,7 +1034,12 @@ pub async fn managed_security_groups_of(
         )
         .send()
         .await
-        .map_err(|e| err("security groups", sdk_message(&e)))?;
+        .map_err(|e| {
+            err(
+                "security groups",
+                sdk_message("ec2:DescribeSecurityGroups", &e),
+            )
+        })?;
     Ok(d.security_groups().iter().map(observed_sg).collect())
 }
 
@@ -1010,7 +1068,7 @@ async fn public_subnets(
         )
         .send()
         .await
-        .map_err(|e| err("route tables", sdk_message(&e)))?;
+        .map_err(|e| err("route tables", sdk_message("ec2:DescribeRouteTables", &e)))?;
     let to_igw = |rt: &aws_sdk_ec2::types::RouteTable| {
         rt.routes()
             .iter()

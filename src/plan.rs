@@ -197,6 +197,11 @@ pub struct Desired {
     /// What the converge records for heal (its revision and time are filled in by apply).
     #[serde(skip)]
     pub record: Record,
+    /// The family's newest ACTIVE revision number when observed. An equal revision numbered
+    /// above it was registered meanwhile (a retried register whose first answer was lost, or a
+    /// replay of the same request running at the same time): apply uses that one instead.
+    #[serde(skip)]
+    pub registered_after: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -417,6 +422,7 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
             network,
             vpc_id: o.network.vpc_id.clone(),
             record,
+            registered_after: o.latest_task_definition.as_ref().map_or(0, |t| t.revision),
         },
     }
 }
@@ -922,6 +928,7 @@ pub fn plan_heal(
                 network,
                 vpc_id: r.network.as_ref().map(|n| n.vpc_id.clone()),
                 record: r.clone(),
+                registered_after: revision.revision,
             },
         },
         notes,

@@ -442,6 +442,7 @@ mod tests {
                 network: None,
                 vpc_id: None,
                 record: Default::default(),
+                registered_after: 0,
             },
         };
         let tag = Action::TagService {
