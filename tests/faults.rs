@@ -95,7 +95,7 @@ async fn an_aws_rejection_fails_the_create_and_removes_what_it_made() {
     let body = create_through(&proxy, &props, 120).await;
     assert_eq!(body["Status"], "FAILED");
     let reason = body["Reason"].as_str().unwrap();
-    assert!(reason.contains("creating service harness-delegate failed: InvalidParameterException: Creation of service was not idempotent."), "{reason}");
+    assert!(reason.contains("creating service harness-delegate failed: ecs:CreateService: InvalidParameterException: Creation of service was not idempotent."), "{reason}");
     assert!(body["PhysicalResourceId"]
         .as_str()
         .unwrap()
@@ -301,6 +301,47 @@ async fn a_panic_is_answered_failed() {
         "an Update keeps its physical id"
     );
     assert_eq!(rx.count(), 1);
+}
+
+/// A bug that panics in the middle of a Create, after the group and the revision were made:
+/// CloudFormation still hears FAILED, and the Delete it sends next removes what was made.
+#[tokio::test]
+async fn a_panic_in_the_middle_of_a_create_is_answered_failed_and_cleaned_up_by_the_delete() {
+    let direct = clients().await;
+    let w = seed(&direct, false).await;
+    let mut props = w.fargate_props();
+    let service_name = unique("panics");
+    props["ServiceName"] = json!(service_name);
+    harness_ecs_delegate_bootstrap::test_hooks::panic_before(&service_name, "CreateService");
+    let rx = Receiver::start(0).await;
+    let body = run_cfn(
+        &direct,
+        &rx,
+        cfn_event("Create", &rx.url("c"), &props, None, None),
+    )
+    .await;
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("panicked"),
+        "{body}"
+    );
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    let group = format!("{service_name}-delegate");
+    // The panic stopped the run before it could undo anything.
+    assert_eq!(active_revisions(&direct, family).await.len(), 1);
+    assert_eq!(groups_named(&direct, &w.vpc, &group).await.len(), 1);
+    assert!(service(&direct, &w.cluster, &service_name).await.is_none());
+
+    let physical = body["PhysicalResourceId"].as_str().unwrap();
+    let deleted = run_cfn(
+        &direct,
+        &rx,
+        cfn_event("Delete", &rx.url("d"), &props, Some(physical), None),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert_eq!(active_revisions(&direct, family).await.len(), 0);
+    assert_eq!(groups_named(&direct, &w.vpc, &group).await.len(), 0);
 }
 
 /// moto ignores most of CreateService's input (deployment configuration, placement, platform

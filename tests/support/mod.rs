@@ -124,6 +124,42 @@ pub async fn clients_at(endpoint: &str, region: &str) -> Clients {
     Clients::new(&config)
 }
 
+/// Clients whose calls time out after `attempt` and are tried again: a slow answer then costs
+/// seconds, not the 30 s of the function's own setting.
+pub async fn clients_with_attempt_timeout(
+    endpoint: &str,
+    region: &str,
+    attempt: Duration,
+) -> Clients {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .build(),
+        )
+        .load()
+        .await;
+    Clients::new(&config)
+}
+
+/// Record figures for docs/reliability.md: `scripts/reliability_report.py` gathers what every
+/// test of the run wrote (under cargo's target dir) into that page.
+pub fn record_figures(name: &str, figures: &Value) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(figures).unwrap(),
+    )
+    .unwrap();
+    println!("figures {name}: {figures}");
+}
+
 pub async fn clients() -> Clients {
     clients_for(&moto()).await
 }

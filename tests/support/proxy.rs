@@ -29,6 +29,11 @@ pub enum Fault {
     Patch(fn(&mut Value)),
     /// The connection reset before any answer (the request never reaches moto).
     Reset,
+    /// moto does the call, but its answer arrives only after this long: past the SDK's attempt
+    /// timeout, the call is sent again although AWS already did it.
+    SlowAnswer(Duration),
+    /// Wait this long, then `fault` (an AWS rejection that comes after another call's effect).
+    Later(Duration, Box<Fault>),
     /// `fault` for about `per_mille`/1000 of the matching calls, chosen by `seed`, the operation
     /// and the call's number: the same calls each run.
     Fraction {
@@ -54,6 +59,9 @@ impl Fault {
                     .then_some(*fault)
                     .and_then(|f| f.for_call(op, n))
             }
+            Fault::Later(d, fault) => (*fault)
+                .for_call(op, n)
+                .map(|f| Fault::Later(d, Box::new(f))),
             other => Some(other),
         }
     }
@@ -153,6 +161,13 @@ impl Proxy {
                     *injected.lock().unwrap().entry(op.clone()).or_default() += 1;
                 }
                 let ecs = req.header("x-amz-target").is_some();
+                let fault = match fault {
+                    Some(Fault::Later(d, f)) => {
+                        tokio::time::sleep(d).await;
+                        Some(*f)
+                    }
+                    other => other,
+                };
                 match fault {
                     Some(Fault::Throttle) if ecs => {
                         return json_error(400, "ThrottlingException", "Rate exceeded");
@@ -182,6 +197,12 @@ impl Proxy {
                     Some(Fault::Reset) => return Response::dropped(),
                     Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
                     Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                    Some(Fault::SlowAnswer(d)) => {
+                        let resp = forward(&http, &upstream, req).await;
+                        tokio::time::sleep(d).await;
+                        return resp;
+                    }
+                    Some(Fault::Later(..)) => unreachable!("unwrapped above"),
                     Some(Fault::Patch(change)) => {
                         let mut resp = forward(&http, &upstream, req).await;
                         let mut v: Value = serde_json::from_slice(&resp.body).expect("an ECS JSON answer");
@@ -207,6 +228,17 @@ impl Proxy {
     /// How many faults were injected into this operation's calls.
     pub fn injected(&self, op: &str) -> u32 {
         self.injected.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    /// The operations called so far, each once, in the order first called.
+    pub fn operations(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        for op in self.order.lock().unwrap().iter() {
+            if !seen.contains(op) {
+                seen.push(op.clone());
+            }
+        }
+        seen
     }
 
     /// How many calls reached the proxy, of any operation.
