@@ -442,3 +442,235 @@ async fn persistent_faults_in_an_update_fail_in_time_naming_the_operation() {
 async fn persistent_faults_in_a_delete_fail_in_time_naming_the_operation() {
     persistent_matrix(Flow::Delete).await;
 }
+
+/// The same request delivered twice (Lambda's retry of an async invocation), one after the
+/// other: both answered SUCCESS with the same physical id, and nothing doubled.
+#[tokio::test]
+async fn a_request_delivered_twice_in_sequence_is_answered_the_same() {
+    let mut tried = 0;
+    for flow in [Flow::Create, Flow::Update, Flow::Delete] {
+        let setup = Setup::new(flow).await;
+        let rx = Receiver::start(0).await;
+        let event = setup.event(flow, &rx.url("twice"));
+        for _ in 0..2 {
+            handler(setup.direct.clone())
+                .handle(event.clone(), deadline_in(120))
+                .await
+                .unwrap();
+        }
+        let bodies = rx.bodies();
+        assert_eq!(bodies.len(), 2, "{flow:?}: {bodies:?}");
+        for b in &bodies {
+            assert_eq!(b["Status"], "SUCCESS", "{flow:?}: {b}");
+        }
+        assert_eq!(
+            bodies[0]["PhysicalResourceId"], bodies[1]["PhysicalResourceId"],
+            "{flow:?}"
+        );
+        setup
+            .check(flow)
+            .await
+            .unwrap_or_else(|e| panic!("{flow:?}: {e}"));
+        tried += 1;
+    }
+    record_figures(
+        "replayed-in-sequence",
+        &json!({"requests delivered twice": tried}),
+    );
+}
+
+/// The same request delivered twice at the same time (two instances of the function, as
+/// without the template's reserved concurrency). Both runs find nothing done and both write:
+/// the first register is held a second so that they race. AWS refuses the second CreateService
+/// ("not idempotent"), which moto would silently accept, so the proxy does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_delivered_twice_at_the_same_time_converges_once() {
+    let mut tried = 0;
+    for flow in [Flow::Create, Flow::Update, Flow::Delete] {
+        let setup = Setup::new(flow).await;
+        let proxy = Proxy::start(vec![
+            Rule {
+                operation: "RegisterTaskDefinition",
+                fault: Fault::Delay(Duration::from_secs(1)),
+                times: 1,
+            },
+            Rule {
+                operation: "DeleteService",
+                fault: Fault::Delay(Duration::from_secs(1)),
+                times: 1,
+            },
+            Rule {
+                operation: "CreateService",
+                fault: Fault::Delay(Duration::ZERO),
+                times: 1,
+            },
+            Rule {
+                operation: "CreateService",
+                fault: Fault::Later(
+                    Duration::from_millis(500),
+                    Box::new(Fault::Reject(
+                        "InvalidParameterException",
+                        "Creation of service was not idempotent.",
+                    )),
+                ),
+                times: 1,
+            },
+        ])
+        .await;
+        let rx = Receiver::start(0).await;
+        let event = setup.event(flow, &rx.url("twice"));
+        let (a, b) = (
+            handler(proxy.clients().await),
+            handler(proxy.clients().await),
+        );
+        let (ra, rb) = tokio::join!(
+            a.handle(event.clone(), deadline_in(120)),
+            b.handle(event.clone(), deadline_in(120))
+        );
+        ra.unwrap();
+        rb.unwrap();
+        let bodies = rx.bodies();
+        assert_eq!(bodies.len(), 2, "{flow:?}: {bodies:?}");
+        for body in &bodies {
+            assert_eq!(body["Status"], "SUCCESS", "{flow:?}: {body}");
+        }
+        assert_eq!(
+            bodies[0]["PhysicalResourceId"], bodies[1]["PhysicalResourceId"],
+            "{flow:?}"
+        );
+        // Both runs did write: the race happened.
+        let raced = match flow {
+            Flow::Create => ["RegisterTaskDefinition", "CreateService"].as_slice(),
+            Flow::Update => ["RegisterTaskDefinition", "UpdateService"].as_slice(),
+            _ => ["UntagResource"].as_slice(),
+        };
+        for op in raced {
+            assert!(
+                proxy.calls(op) >= 2,
+                "{flow:?}: {op} called {}",
+                proxy.calls(op)
+            );
+        }
+        setup
+            .check(flow)
+            .await
+            .unwrap_or_else(|e| panic!("{flow:?}: {e}"));
+        tried += 1;
+    }
+    record_figures(
+        "replayed-concurrently",
+        &json!({"requests delivered twice at once": tried}),
+    );
+}
+
+/// A heal (the schedule, or an ECS event) that runs while a stack Delete is half done, at each
+/// step of the Delete: it writes nothing, and nothing comes back after the Delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heal_during_a_delete_brings_nothing_back() {
+    let steps = [
+        "UntagResource",
+        "UpdateService",
+        "DeleteService",
+        "DeregisterTaskDefinition",
+        "DeleteSecurityGroup",
+    ];
+    for step in steps {
+        let setup = Setup::new(Flow::Delete).await;
+        let held = Proxy::start(vec![Rule {
+            operation: step,
+            fault: Fault::Delay(Duration::from_millis(1500)),
+            times: 1,
+        }])
+        .await;
+        let healing = Proxy::start(vec![]).await;
+        let rx = Receiver::start(0).await;
+        let delete = handler(held.clients().await);
+        let deleting = delete.handle(setup.event(Flow::Delete, &rx.url("d")), deadline_in(120));
+        let heal_when_held = async {
+            while held.calls(step) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            handler(healing.clients().await)
+                .handle(setup.event(Flow::Heal, ""), deadline_in(60))
+                .await
+                .unwrap()
+        };
+        let (deleted, during) = tokio::join!(deleting, heal_when_held);
+        deleted.unwrap();
+        assert_eq!(
+            rx.bodies()[0]["Status"],
+            "SUCCESS",
+            "{step}: {:?}",
+            rx.bodies()
+        );
+        // And once more after it, as the next scheduled heal would.
+        let after = handler(healing.clients().await)
+            .handle(setup.event(Flow::Heal, ""), deadline_in(60))
+            .await
+            .unwrap();
+        assert!(
+            healing.writes().is_empty(),
+            "{step}: heal wrote {:?}; during: {during}, after: {after}",
+            healing.writes()
+        );
+        setup
+            .check(Flow::Delete)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    record_figures(
+        "heal-during-delete",
+        &json!({"steps of a Delete a heal ran in": steps.len()}),
+    );
+}
+
+/// A heal during a stack Update, at each of its writes: the end state is the Update's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heal_during_an_update_ends_in_the_update() {
+    let steps = ["RegisterTaskDefinition", "TagResource", "UpdateService"];
+    for step in steps {
+        let setup = Setup::new(Flow::Update).await;
+        let held = Proxy::start(vec![Rule {
+            operation: step,
+            fault: Fault::Delay(Duration::from_millis(1500)),
+            times: 1,
+        }])
+        .await;
+        let rx = Receiver::start(0).await;
+        let update = handler(held.clients().await);
+        let updating = update.handle(setup.event(Flow::Update, &rx.url("u")), deadline_in(120));
+        let heal_when_held = async {
+            while held.calls(step) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            handler(setup.direct.clone())
+                .handle(setup.event(Flow::Heal, ""), deadline_in(60))
+                .await
+                .unwrap()
+        };
+        let (updated, during) = tokio::join!(updating, heal_when_held);
+        updated.unwrap();
+        assert_eq!(
+            rx.bodies()[0]["Status"],
+            "SUCCESS",
+            "{step}: {:?}",
+            rx.bodies()
+        );
+        let after = handler(setup.direct.clone())
+            .handle(setup.event(Flow::Heal, ""), deadline_in(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            after["Delegates"][0]["Outcome"], "Converged",
+            "{step}: during: {during}, after: {after}"
+        );
+        setup
+            .check(Flow::Update)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    record_figures(
+        "heal-during-update",
+        &json!({"steps of an Update a heal ran in": steps.len()}),
+    );
+}
