@@ -299,6 +299,16 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self, name: &str) -> Option<String> {
         match self.raw(name)? {
+            Value::String(s) if s.chars().count() > MAX_VALUE_CHARS => {
+                self.problems.push(Problem::new(
+                    name,
+                    format!(
+                        "is {} characters long; no delegate property takes more than {MAX_VALUE_CHARS}: check what was pasted here",
+                        s.chars().count()
+                    ),
+                ));
+                None
+            }
             Value::String(s) => Some(s.trim().to_string()),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -444,6 +454,10 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// The longest single value a property takes (an ARN's limit): anything longer is a mistake,
+/// and is refused before it reaches a log or AWS.
+pub const MAX_VALUE_CHARS: usize = 2048;
 
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
 pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
