@@ -5,6 +5,7 @@
 
 mod support;
 
+use harness_ecs_delegate_bootstrap::handler::HandlerError;
 use harness_ecs_delegate_bootstrap::{classify, spec};
 use serde_json::{json, Map, Value};
 use support::*;
@@ -154,7 +155,11 @@ fn classification_and_spec_parsing_never_panic() {
             invalid += u32::from(bad);
         }
     }
-    println!("hostile inputs: {n} tried, {cloudformation} CloudFormation-shaped, {invalid} rejected by the spec, 0 panics");
+    record_figures(
+        "hostile-generated",
+        &json!({"generated inputs": n, "CloudFormation-shaped": cloudformation,
+            "rejected by the spec": invalid, "panics": 0}),
+    );
     assert!(
         cloudformation as u64 >= n / 3,
         "the generator rarely reached CloudFormation: {cloudformation} of {n}"
@@ -197,7 +202,183 @@ async fn every_invalid_request_is_answered_failed_without_an_aws_call() {
         tried >= n / 2,
         "only {tried} of {n} generated specs were invalid"
     );
-    println!(
-        "invalid CloudFormation requests: {tried} tried, each answered FAILED once, 0 AWS calls"
+    record_figures(
+        "hostile-invalid-requests",
+        &json!({"invalid requests": tried, "answered FAILED once": tried,
+            "AWS calls": proxy.total_calls()}),
+    );
+}
+
+/// Hand-written hostile requests, each through the handler with a proxy that counts AWS calls:
+/// the answer FAILED (or an invocation error when there is no one to answer), once, fitting
+/// CloudFormation's 4 KB, naming the property; and no AWS call at all.
+#[tokio::test]
+async fn hand_written_hostile_requests_are_refused_without_an_aws_call() {
+    let proxy = Proxy::start(vec![]).await;
+    let h = handler(proxy.clients().await);
+    let rx = Receiver::start(0).await;
+    let base = json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t"});
+    let with = |key: &str, value: Value| {
+        let mut p = base.clone();
+        p[key] = value;
+        (key.to_string(), p)
+    };
+    let mut cases: Vec<(String, Value)> = Vec::new();
+    // Every property with every JSON type it does not take (strings are what CloudFormation
+    // sends; a number or a bool is read as its text where that makes sense, so only the
+    // types no property accepts are certain to fail).
+    for key in spec::KNOWN_PROPERTIES {
+        for wrong in [json!([1, 2]), json!({"a": {"b": 1}}), json!([{"x": null}])] {
+            if *key == "Tags"
+                || *key == "TaskDefinitionOverrides"
+                || *key == "SubnetIds"
+                || *key == "SecurityGroupIds"
+            {
+                continue;
+            }
+            cases.push(with(key, wrong));
+        }
+    }
+    // Names with control characters, bidi overrides, emoji, NUL, and over-long ones.
+    for name in [
+        "clu\u{0}ster",
+        "a\u{202e}b",
+        "🚀",
+        "a b",
+        "tab\there",
+        &"x".repeat(300),
+        "../etc",
+    ] {
+        cases.push(with("ClusterName", json!(name)));
+        cases.push(with("ServiceName", json!(name)));
+        cases.push(with("TaskDefinitionFamily", json!(name)));
+    }
+    // 1 MB in one property, and in an unknown one.
+    cases.push(with("DelegateName", json!("n".repeat(1 << 20))));
+    cases.push(with("Unexpected", json!("u".repeat(1 << 20))));
+    // Nesting as deep as a JSON parser allows (serde_json stops at 128).
+    let mut deep = json!("bottom");
+    for _ in 0..120 {
+        deep = json!({ "d": deep });
+    }
+    cases.push(with("Tags", deep.clone()));
+    cases.push(with("TaskDefinitionOverrides", deep));
+
+    let mut answered = 0;
+    for (i, (key, props)) in cases.iter().enumerate() {
+        let before = rx.count();
+        let event = cfn_event("Create", &rx.url(&format!("w{i}")), props, None, None);
+        h.handle(event, deadline_in(30)).await.unwrap();
+        let requests = rx.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), before + 1, "case {i} ({key}): one answer");
+        let sent = &requests[before].body;
+        assert!(
+            sent.len() <= 4096,
+            "case {i} ({key}): a {} byte answer",
+            sent.len()
+        );
+        let body: Value = serde_json::from_slice(sent).unwrap();
+        assert_eq!(body["Status"], "FAILED", "case {i} ({key})");
+        let reason = body["Reason"].as_str().unwrap();
+        assert!(
+            reason.contains(key.as_str()),
+            "case {i}: the reason does not name {key}: {reason}"
+        );
+        answered += 1;
+    }
+
+    // Not objects at all, and objects that are nothing the function knows: an invocation
+    // error (there is no CloudFormation to answer), nothing else.
+    let not_requests = [
+        json!(null),
+        json!(1),
+        json!("Create"),
+        json!([]),
+        json!(true),
+        json!({}),
+        json!({"RequestType": "Create"}),
+        json!({"Action": 7}),
+        json!({"RequestType": ["Create"], "ResponseURL": 5}),
+    ];
+    for e in &not_requests {
+        let err = h
+            .handle(e.clone(), deadline_in(30))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, HandlerError::Classify(_)), "{e}: {err}");
+    }
+
+    assert_eq!(proxy.total_calls(), 0, "a hostile request reached AWS");
+    record_figures(
+        "hostile-hand-written",
+        &json!({"hand-written requests": cases.len(), "answered FAILED naming the property": answered,
+            "non-requests refused": not_requests.len(), "AWS calls": proxy.total_calls()}),
+    );
+}
+
+/// A ResponseURL that is not https to an S3 host is refused before any work, without a
+/// request to it and without the URL in the error; plain http to loopback only when
+/// RESPONSE_URL_ALLOW_LOOPBACK=true (`allow_loopback`).
+#[tokio::test]
+async fn a_response_url_that_is_not_s3_is_refused_without_a_request() {
+    let proxy = Proxy::start(vec![]).await;
+    let rx = Receiver::start(0).await;
+    let mut strict = handler(proxy.clients().await);
+    strict.allow_loopback = false;
+    let props = json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t"});
+    let loopback = rx.url("strict");
+    let refused = [
+        loopback.clone(),
+        loopback.replace("http://", "https://"),
+        "https://evil.example.com/x?X-Amz-Signature=d3adb33f".to_string(),
+        "https://s3.amazonaws.com.evil.example/x?X-Amz-Signature=d3adb33f".to_string(),
+        "ftp://bucket.s3.amazonaws.com/x?X-Amz-Signature=d3adb33f".to_string(),
+        "http://bucket.s3.amazonaws.com/x?X-Amz-Signature=d3adb33f".to_string(),
+        "not a url d3adb33f".to_string(),
+        String::new(),
+    ];
+    for url in &refused {
+        let event = cfn_event("Create", url, &props, None, None);
+        let err = strict
+            .handle(event, deadline_in(30))
+            .await
+            .expect_err("refused");
+        let text = format!("{err} {err:?}");
+        // An empty URL is not even a CloudFormation request; the others are refused URLs.
+        assert!(
+            matches!(err, HandlerError::Respond(_) | HandlerError::Classify(_)),
+            "{url}: {text}"
+        );
+        assert!(
+            !text.contains("d3adb33f") && !text.contains("X-Amz"),
+            "{url}: the error shows the URL: {text}"
+        );
+    }
+    assert_eq!(rx.count(), 0, "a refused URL was requested");
+    assert_eq!(
+        proxy.total_calls(),
+        0,
+        "work started for a request no one can be told about"
+    );
+
+    // The same loopback URL with the switch on is answered.
+    let h = handler(proxy.clients().await);
+    assert!(h.allow_loopback);
+    h.handle(
+        cfn_event(
+            "Create",
+            &loopback,
+            &json!({"ClusterName": "c"}),
+            None,
+            None,
+        ),
+        deadline_in(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rx.count(), 1);
+    record_figures(
+        "response-urls",
+        &json!({"ResponseURLs refused without a request": refused.len()}),
     );
 }

@@ -173,7 +173,69 @@ async fn the_arm64_package_serves_events_under_qemu() {
     serves_events_from_the_runtime_api(cmd).await;
 }
 
-async fn serves_events_from_the_runtime_api(mut cmd: tokio::process::Command) {
+/// Run the binary against `api` at TRACE (as a user chasing a problem would) until it has
+/// answered `n` invocations: what it posted, and everything it logged.
+async fn run_binary(
+    mut cmd: tokio::process::Command,
+    api: &RuntimeApi,
+    n: usize,
+) -> (Vec<Posted>, String) {
+    let mut child = cmd
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+
+    // Drain the output while the binary runs: trace logs would fill a pipe and block it.
+    let drain = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut buf).await;
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let posted = wait_for(&api.posted, n).await;
+    // A figure for the template's MemorySize, printed rather than asserted (under qemu it
+    // includes the emulator's own memory).
+    if let Some(pid) = child.id() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            eprintln!(
+                "peak RSS after {} invocations: {}",
+                n,
+                peak.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout.await.unwrap()),
+        String::from_utf8_lossy(&stderr.await.unwrap())
+    );
+    (posted, logs)
+}
+
+async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
     let c = clients().await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
@@ -211,58 +273,7 @@ async fn serves_events_from_the_runtime_api(mut cmd: tokio::process::Command) {
             .push_back((id.to_string(), e.clone()));
     }
 
-    let mut child = cmd
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
-        // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-
-    // Drain the output while the binary runs: trace logs would fill a pipe and block it.
-    let drain = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut buf).await;
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let posted = wait_for(&api.posted, events.len()).await;
-    // A figure for the template's MemorySize, printed rather than asserted (under qemu it
-    // includes the emulator's own memory).
-    if let Some(pid) = child.id() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-            eprintln!(
-                "peak RSS after {} invocations: {}",
-                events.len(),
-                peak.trim_start_matches("VmHWM:").trim()
-            );
-        }
-    }
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stdout.await.unwrap()),
-        String::from_utf8_lossy(&stderr.await.unwrap())
-    );
+    let (posted, logs) = run_binary(cmd, &api, events.len()).await;
     assert_eq!(
         posted.len(),
         events.len(),
@@ -373,5 +384,156 @@ async fn serves_events_from_the_runtime_api(mut cmd: tokio::process::Command) {
     assert!(
         !raw.contains("runtime-plain-token-77"),
         "the token reached an invocation result"
+    );
+}
+
+/// Scenario "secrets": the binary at TRACE runs every kind of request for a delegate with a
+/// plain token and for one with a secret ARN, including a request that fails. Neither the
+/// token nor the ResponseURL's presigned query reaches a log line, an invocation result (the
+/// plan included) or a body CloudFormation receives.
+#[tokio::test]
+async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
+    const TOKEN: &str = "tok-5ecret-Value-0419";
+    let c = clients().await;
+    let rx = Receiver::start(0).await;
+    let api = runtime_api().await;
+    let mut events: Vec<Value> = Vec::new();
+    for with_secret in [false, true] {
+        let w = seed(&c, false).await;
+        let mut props = w.fargate_props();
+        if !with_secret {
+            props
+                .as_object_mut()
+                .unwrap()
+                .remove("DelegateTokenSecretArn");
+            props["DelegateToken"] = json!(TOKEN);
+        }
+        let arn = format!(
+            "arn:aws:ecs:us-east-1:123456789012:service/{}/harness-delegate",
+            w.cluster
+        );
+        let mut changed = props.clone();
+        changed["DesiredCount"] = json!("2");
+        let mut bad = props.clone();
+        // Fails with the token among the properties.
+        bad["Cpu"] = json!("lots");
+        events.extend([
+            cfn_event("Create", &rx.url("create"), &props, None, None),
+            json!({"Action": "Plan", "ResourceProperties": changed}),
+            cfn_event(
+                "Update",
+                &rx.url("update"),
+                &changed,
+                Some(&arn),
+                Some(&props),
+            ),
+            cfn_event("Update", &rx.url("bad"), &bad, Some(&arn), Some(&changed)),
+            json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster}]}),
+            json!({"Action": "Reconcile", "ResourceProperties": changed}),
+            cfn_event("Delete", &rx.url("delete"), &changed, Some(&arn), None),
+        ]);
+    }
+    for (i, e) in events.iter().enumerate() {
+        api.events
+            .lock()
+            .unwrap()
+            .push_back((format!("inv-{i}"), e.clone()));
+    }
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, events.len()).await;
+    assert_eq!(posted.len(), events.len(), "{posted:?}\n{logs}");
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 8, "four stack requests each: {bodies:?}");
+    let failed: Vec<&Value> = bodies.iter().filter(|b| b["Status"] == "FAILED").collect();
+    assert_eq!(failed.len(), 2, "only the bad Updates fail: {bodies:?}");
+
+    let secrets = [
+        TOKEN,
+        "X-Amz-Signature",
+        "d3adb33f",
+        "X-Amz-Algorithm",
+        "cfn-responses",
+    ];
+    let results: Vec<String> = posted.iter().map(|p| p.body.to_string()).collect();
+    let answers: Vec<String> = bodies.iter().map(Value::to_string).collect();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() > 100, "TRACE logged little: {logs}");
+    let mut leaks = Vec::new();
+    for (what, texts) in [
+        (
+            "log line",
+            lines.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        ),
+        ("invocation result", results.clone()),
+        ("CloudFormation body", answers.clone()),
+    ] {
+        for t in &texts {
+            for s in secrets {
+                if t.contains(s) {
+                    leaks.push(format!("{what} holds {s}: {t}"));
+                }
+            }
+        }
+    }
+    record_figures(
+        "secrets",
+        &json!({
+            "requests at TRACE": events.len(),
+            "log lines scanned": lines.len(),
+            "invocation results scanned": results.len(),
+            "CloudFormation bodies scanned": answers.len(),
+            "leaks": leaks.len(),
+        }),
+    );
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+}
+
+/// Events the runtime cannot even parse (nesting deeper than serde_json's limit of 128) or that
+/// are very large (1 MB) are answered with an invocation error, and the binary goes on serving.
+#[tokio::test]
+async fn the_binary_survives_events_it_cannot_parse() {
+    let api = runtime_api().await;
+    let mut deep = json!(1);
+    for _ in 0..1000 {
+        deep = json!([deep]);
+    }
+    let huge = json!({"Action": "Plan", "ResourceProperties": {"ClusterName": "c", "AccountId": "a",
+        "DelegateToken": "t", "DelegateName": "n".repeat(1 << 20)}});
+    let events = [
+        ("inv-deep", deep),
+        ("inv-huge", huge),
+        (
+            "inv-after",
+            json!({"Action": "Heal", "Targets": [{"ClusterName": unique("none")}]}),
+        ),
+    ];
+    for (id, e) in &events {
+        api.events
+            .lock()
+            .unwrap()
+            .push_back((id.to_string(), e.clone()));
+    }
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, events.len()).await;
+    let ids: Vec<(&str, &str)> = posted
+        .iter()
+        .map(|p| (p.request_id.as_str(), p.kind.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("inv-deep", "error"),
+            ("inv-huge", "error"),
+            ("inv-after", "response")
+        ],
+        "{posted:?}\n{}",
+        logs.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let huge_error = posted[1].body["errorMessage"].as_str().unwrap_or_default();
+    assert!(huge_error.contains("DelegateName"), "{huge_error}");
+    assert!(
+        huge_error.len() < 4096,
+        "the error repeats the input: {} bytes",
+        huge_error.len()
     );
 }
