@@ -1,6 +1,6 @@
 # make demo: install a Fargate delegate through the function on the moto emulator, show it, delete it.
 # make test: formatting, lints, template lint, unit tests and integration tests against moto,
-#   and the arm64 package booted under qemu-aarch64.
+#   and the arm64 package booted under qemu-aarch64; writes docs/reliability.md from the figures.
 # make package: the deployable, target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64).
 SHELL := /bin/bash
 VENV := .venv
@@ -39,7 +39,9 @@ test: venv package
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/sam_translate.py template.yaml
+	rm -rf $(TARGET_DIR)/tmp/reliability
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test
+	python3 scripts/reliability_report.py $(TARGET_DIR)/tmp/reliability docs/reliability.md
 
 # What a fresh machine lacks for the arm64 package and its tests (run as root, as CI does).
 arm64-tools:

@@ -342,6 +342,10 @@ async fn a_panic_in_the_middle_of_a_create_is_answered_failed_and_cleaned_up_by_
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert_eq!(active_revisions(&direct, family).await.len(), 0);
     assert_eq!(groups_named(&direct, &w.vpc, &group).await.len(), 0);
+    record_figures(
+        "panic",
+        &json!({"panics injected mid-Create": 1, "answered FAILED": 1, "left after the Delete": 0}),
+    );
 }
 
 /// moto ignores most of CreateService's input (deployment configuration, placement, platform
@@ -704,5 +708,9 @@ async fn a_response_put_that_never_succeeds_ends_the_invocation_without_the_url(
     assert!(
         !err.contains("d3adb33f") && !err.contains("cfn-responses"),
         "the error names the presigned URL: {err}"
+    );
+    record_figures(
+        "response-put-never",
+        &json!({"attempts, all refused": rx.count(), "ended with an invocation error without the URL": 1}),
     );
 }

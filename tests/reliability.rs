@@ -674,3 +674,33 @@ async fn a_heal_during_an_update_ends_in_the_update() {
         &json!({"steps of an Update a heal ran in": steps.len()}),
     );
 }
+
+/// CloudFormation's S3 answers the response PUT with a 500, then resets the connection, then
+/// takes it: the same body is sent each time, and the invocation ends normally.
+#[tokio::test]
+async fn the_response_put_is_retried_through_a_5xx_and_a_reset() {
+    let rx = Receiver::scripted(vec![
+        Response::status(500, "InternalError"),
+        Response::dropped(),
+    ])
+    .await;
+    // Invalid, so the answer (FAILED) is ready at once and the test is about the PUT alone.
+    let props = json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t", "Cpu": "lots"});
+    handler(clients().await)
+        .handle(
+            cfn_event("Create", &rx.url("put"), &props, None, None),
+            deadline_in(30),
+        )
+        .await
+        .expect("delivered on the third attempt");
+    let requests = rx.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "a 500, a reset, then delivered");
+    assert!(requests
+        .iter()
+        .all(|r| r.body == requests[0].body && r.method == "PUT"));
+    assert_eq!(requests[2].json()["Status"], "FAILED");
+    record_figures(
+        "response-put",
+        &json!({"PUT faults injected (5xx, reset)": 2, "attempts": requests.len(), "delivered": 1}),
+    );
+}

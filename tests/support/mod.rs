@@ -475,6 +475,24 @@ impl Receiver {
         Receiver { addr, requests }
     }
 
+    /// A receiver that gives these answers to the first requests (a 5xx, `Response::dropped()`
+    /// for a reset), then 200.
+    pub async fn scripted(first: Vec<Response>) -> Receiver {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(first)));
+        let recorded = requests.clone();
+        let addr = serve(Arc::new(move |req: Request| {
+            let (recorded, script) = (recorded.clone(), script.clone());
+            Box::pin(async move {
+                recorded.lock().unwrap().push(req);
+                let next = script.lock().unwrap().pop_front();
+                next.unwrap_or_else(Response::ok)
+            })
+        }))
+        .await;
+        Receiver { addr, requests }
+    }
+
     pub fn url(&self, name: &str) -> String {
         format!(
             "http://{}/cfn-responses/{name}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=d3adb33f",
