@@ -704,3 +704,57 @@ async fn the_response_put_is_retried_through_a_5xx_and_a_reset() {
         &json!({"PUT faults injected (5xx, reset)": 2, "attempts": requests.len(), "delivered": 1}),
     );
 }
+
+/// Two heals at once (two schedules overlapping, or a schedule and an ECS event without the
+/// template's reserved concurrency), both finding the delegate's revision deregistered: both
+/// register a copy, and they settle on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heals_at_once_keep_one_copy_of_a_deregistered_revision() {
+    let setup = Setup::new(Flow::Update).await;
+    let old = active_revisions(&setup.direct, &setup.family()).await;
+    setup
+        .direct
+        .ecs
+        .deregister_task_definition()
+        .task_definition(&old[0])
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(vec![Rule {
+        operation: "RegisterTaskDefinition",
+        fault: Fault::Delay(Duration::from_secs(1)),
+        times: 1,
+    }])
+    .await;
+    let (a, b) = (
+        handler(proxy.clients().await),
+        handler(proxy.clients().await),
+    );
+    let (ra, rb) = tokio::join!(
+        a.handle(setup.event(Flow::Heal, ""), deadline_in(60)),
+        b.handle(setup.event(Flow::Heal, ""), deadline_in(60))
+    );
+    for r in [ra.unwrap(), rb.unwrap()] {
+        assert_eq!(r["Delegates"][0]["Outcome"], "Repaired", "{r}");
+    }
+    assert_eq!(
+        proxy.calls("RegisterTaskDefinition"),
+        2,
+        "both heals registered a copy"
+    );
+    let now = active_revisions(&setup.direct, &setup.family()).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    let s = service(&setup.direct, &setup.w.cluster, "harness-delegate")
+        .await
+        .unwrap();
+    assert_eq!(s.task_definition(), Some(now[0].as_str()));
+    let after = handler(setup.direct.clone())
+        .handle(setup.event(Flow::Heal, ""), deadline_in(60))
+        .await
+        .unwrap();
+    assert_eq!(after["Delegates"][0]["Outcome"], "Converged", "{after}");
+    record_figures(
+        "heals-at-once",
+        &json!({"heals at once": 2, "copies kept": now.len()}),
+    );
+}

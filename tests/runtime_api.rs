@@ -433,6 +433,14 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
             cfn_event("Delete", &rx.url("delete"), &changed, Some(&arn), None),
         ]);
     }
+    // A ResponseURL that is not S3's: refused, and its query must not be logged either.
+    events.push(cfn_event(
+        "Create",
+        "https://evil.example.com/cfn?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=d3adb33f",
+        &json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": TOKEN}),
+        None,
+        None,
+    ));
     for (i, e) in events.iter().enumerate() {
         api.events
             .lock()
@@ -442,6 +450,9 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
     let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
     let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, events.len()).await;
     assert_eq!(posted.len(), events.len(), "{posted:?}\n{logs}");
+    let refused = posted.last().unwrap();
+    assert_eq!(refused.kind, "error", "{refused:?}");
+    assert_eq!(refused.body["errorType"], "CloudFormationNotAnswered");
     let bodies = rx.bodies();
     assert_eq!(bodies.len(), 8, "four stack requests each: {bodies:?}");
     let failed: Vec<&Value> = bodies.iter().filter(|b| b["Status"] == "FAILED").collect();
