@@ -4,14 +4,14 @@
 //! first), so a failed Create leaves nothing half-created. Waits (a service draining, a security
 //! group whose network interfaces are still being released) are bounded by the deadline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
 use aws_sdk_ecs::types as ecs;
 use tokio::time::Instant;
 
-use crate::observe::{sdk_message, AwsvpcConfig};
+use crate::observe::{sdk_message, AwsvpcConfig, ObservedTaskDefinition};
 use crate::plan::{Action, Plan};
 use crate::record::{self, Record};
 use crate::spec::LaunchType;
@@ -88,6 +88,8 @@ pub struct Applier<'a> {
     pub clients: &'a Clients,
     pub deadline: Instant,
     created: Vec<Created>,
+    /// The delegate's cluster and service, once a reconcile starts.
+    target: Option<(String, String)>,
 }
 
 impl<'a> Applier<'a> {
@@ -96,6 +98,7 @@ impl<'a> Applier<'a> {
             clients,
             deadline,
             created: Vec::new(),
+            target: None,
         }
     }
 
@@ -129,6 +132,7 @@ impl<'a> Applier<'a> {
         let c = self.clients;
         let cluster = target.cluster.as_str();
         let name = target.record.service.as_str();
+        self.target = Some((cluster.to_string(), name.to_string()));
         // The record, with the revision filled in once it is known.
         let mut record = target.record.clone();
         let mut created_group: Option<String> = None;
@@ -174,14 +178,22 @@ impl<'a> Applier<'a> {
                         .unwrap_or_default()
                         .to_string();
                     if let Some(earlier) = self.earlier_equal_revision(family, &arn, plan).await {
-                        self.withdraw(&arn, &record).await?;
-                        arn = earlier;
-                        record.task_definition = record::revision_name(&arn).to_string();
-                        td_arn = Some(arn);
-                        // Registered by another run (or an earlier attempt of this call): the
-                        // revision already carries a record, and is not this run's to remove.
-                        registered = true;
-                        continue;
+                        if self.withdraw(&arn, &record).await {
+                            // Registered by another run (or an earlier attempt of this call):
+                            // not this run's to remove, but it gets this run's record, which
+                            // undo puts back as it was if this run fails.
+                            arn = earlier.arn;
+                            record.task_definition = record::revision_name(&arn).to_string();
+                            self.write_record(
+                                &arn,
+                                record.tags(false),
+                                &record::recorded_tags(&earlier.tags),
+                            )
+                            .await?;
+                            td_arn = Some(arn);
+                            registered = true;
+                            continue;
+                        }
                     }
                     self.created.push(Created::TaskDefinition(arn.clone()));
                     // Registered with the record on it: a failed run takes that record off
@@ -377,9 +389,10 @@ impl<'a> Applier<'a> {
         family: &str,
         registered: &str,
         plan: &Plan,
-    ) -> Option<String> {
-        // Runs that raced each other are close together: a few revisions back is enough.
-        const LOOK_BACK: usize = 5;
+    ) -> Option<ObservedTaskDefinition> {
+        // Runs that raced each other are close together; other delegates sharing the family
+        // may have registered in between, so look a little further than two runs need.
+        const LOOK_BACK: usize = 20;
         let number = |arn: &str| {
             arn.rsplit_once(':')
                 .and_then(|(_, n)| n.parse::<i32>().ok())
@@ -399,11 +412,12 @@ impl<'a> Applier<'a> {
         };
         let between: Vec<&String> = revisions
             .iter()
-            .filter(|a| (after + 1..mine).contains(&number(a)))
+            .filter(|a| (after.max(mine - 1 - LOOK_BACK as i32) + 1..mine).contains(&number(a)))
             .collect();
         let wanted = task_definition::normalize(&plan.desired.task_definition);
         let key = plan.desired.record.key();
-        for arn in between.iter().rev().take(LOOK_BACK).rev() {
+        // Lowest first: the first equal one is the one every racing run settles on.
+        for arn in between {
             match crate::observe::describe_task_definition(self.clients, arn).await {
                 Ok(Some(td))
                     if td.status == "ACTIVE"
@@ -411,7 +425,7 @@ impl<'a> Applier<'a> {
                         && task_definition::normalize(&td.doc) == wanted =>
                 {
                     tracing::info!(registered, equal = %td.arn, "an equal revision was registered meanwhile: using it");
-                    return Some(td.arn);
+                    return Some(td);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -423,13 +437,20 @@ impl<'a> Applier<'a> {
         None
     }
 
-    /// Take back a revision this run registered and does not use: its record, then the revision.
-    async fn withdraw(&self, arn: &str, record: &Record) -> Result<(), ApplyError> {
+    /// Take back a revision this run registered and will not use: its record, then the
+    /// revision. False when the record could not be removed: then the revision is kept and
+    /// used, because a deregistered revision with a newer record would mislead heal. A failed
+    /// deregister only leaves a spare revision without a record, and is logged.
+    async fn withdraw(&self, arn: &str, record: &Record) -> bool {
         let keys: Vec<String> = record.tags(false).into_keys().collect();
         if let Err(e) = self.untag(arn, &keys).await {
-            tracing::warn!(resource = %arn, error = %e, "could not remove the record");
+            tracing::warn!(resource = %arn, error = %e, "could not remove the record: keeping this revision");
+            return false;
         }
-        self.deregister(arn).await
+        if let Err(e) = self.deregister(arn).await {
+            tracing::warn!(resource = %arn, error = %e, "a spare revision without a record is left: deregister it at leisure");
+        }
+        true
     }
 
     async fn create_security_group(
@@ -468,15 +489,14 @@ impl<'a> Applier<'a> {
                 let duplicate = e
                     .as_service_error()
                     .is_some_and(|se| se.meta().code() == Some("InvalidGroup.Duplicate"));
-                if duplicate {
+                let msg = if duplicate {
                     // Made by this call's first attempt whose answer was lost, or by a replay
                     // of the same request running at the same time: this delegate's group.
-                    if let Some(id) = self.own_group(record, name, vpc_id).await {
-                        return Ok(id);
+                    match self.own_group(record, name, vpc_id).await {
+                        Ok(Some(id)) => return Ok(id),
+                        Ok(None) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group"),
+                        Err(read) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id}, and whether it is this delegate's could not be read ({read}): run the request again"),
                     }
-                }
-                let msg = if duplicate {
-                    format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group")
                 } else {
                     sdk_message("ec2:CreateSecurityGroup", &e)
                 };
@@ -489,17 +509,34 @@ impl<'a> Applier<'a> {
         Ok(id)
     }
 
-    /// The group named `name` in `vpc_id` that this function created for this delegate.
-    async fn own_group(&self, record: &Record, name: &str, vpc_id: &str) -> Option<String> {
-        let groups = crate::observe::managed_security_groups(self.clients, &record.key())
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "could not read the group of the same name"))
-            .ok()?;
-        let group = groups
-            .into_iter()
-            .find(|g| g.name == name && g.vpc_id == vpc_id)?;
-        tracing::info!(group = %group.id, "this delegate's group was created meanwhile: using it");
-        Some(group.id)
+    /// The group named `name` in `vpc_id` that this function created for this delegate. Read a
+    /// few times: a group just created by another run may not be listed at once.
+    async fn own_group(
+        &self,
+        record: &Record,
+        name: &str,
+        vpc_id: &str,
+    ) -> Result<Option<String>, String> {
+        let mut last_error = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match crate::observe::managed_security_groups(self.clients, &record.key()).await {
+                Ok(groups) => {
+                    if let Some(g) = groups
+                        .into_iter()
+                        .find(|g| g.name == name && g.vpc_id == vpc_id)
+                    {
+                        tracing::info!(group = %g.id, "this delegate's group was created meanwhile: using it");
+                        return Ok(Some(g.id));
+                    }
+                    last_error = None;
+                }
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        last_error.map_or(Ok(None), Err)
     }
 
     async fn create_service(
@@ -586,25 +623,39 @@ impl<'a> Applier<'a> {
             .to_string())
     }
 
-    /// The ARN of the ACTIVE service `record` names, when it is this delegate's (the same owner)
-    /// and runs `task_definition_arn`: what this run was about to create.
+    /// The ARN of the ACTIVE service `record` names, when it is this delegate's (managed by this
+    /// function, the same delegate and owner) and runs `task_definition_arn`: what this run was
+    /// about to create. Read a few times: a service just created may not be described at once.
     async fn same_service(
         &self,
         cluster: &str,
         record: &Record,
         task_definition_arn: &str,
     ) -> Option<String> {
-        let s = crate::observe::service(self.clients, cluster, &record.service)
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "could not read the service of the same name"))
-            .ok()??;
-        let same = s.status == "ACTIVE"
-            && s.owner() == record.owner.as_deref()
-            && s.task_definition == task_definition_arn;
-        same.then(|| {
-            tracing::info!(service = %s.arn, "the same service was created meanwhile: using it");
-            s.arn
-        })
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match crate::observe::service(self.clients, cluster, &record.service).await {
+                Ok(Some(s)) if s.status == "ACTIVE" => {
+                    let same = s.managed_by_us()
+                        && s.tags.get(crate::RESOURCE_TAG) == Some(&record.key())
+                        && s.owner() == record.owner.as_deref()
+                        && s.task_definition == task_definition_arn;
+                    if same {
+                        tracing::info!(service = %s.arn, "the same service was created meanwhile: using it");
+                        return Some(s.arn);
+                    }
+                    // Someone else's, or another configuration: not ours to take.
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the service of the same name")
+                }
+            }
+        }
+        None
     }
 
     /// Add or change tags on an ECS resource.
@@ -865,9 +916,52 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// The revision and groups the delegate's ACTIVE service uses, when this run did not create
+    /// that service itself (then undo removes it first, and nothing else uses what it made).
+    async fn used_by_the_service(&self) -> BTreeSet<String> {
+        let created_service = self
+            .created
+            .iter()
+            .any(|c| matches!(c, Created::Service { .. }));
+        let made_something = self
+            .created
+            .iter()
+            .any(|c| matches!(c, Created::TaskDefinition(_) | Created::SecurityGroup(_)));
+        let Some((cluster, name)) = self.target.as_ref() else {
+            return BTreeSet::new();
+        };
+        if created_service || !made_something {
+            return BTreeSet::new();
+        }
+        match crate::observe::service(self.clients, cluster, name).await {
+            Ok(Some(s)) if s.status == "ACTIVE" => {
+                let mut used: BTreeSet<String> =
+                    s.network.map(|n| n.security_groups).unwrap_or_default();
+                used.insert(s.task_definition);
+                used
+            }
+            Ok(_) => BTreeSet::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the service before undoing: removing what this run made");
+                BTreeSet::new()
+            }
+        }
+    }
+
     /// Remove what this run created, newest first. Best effort: each failure is logged.
     async fn undo(&mut self) {
+        let in_use = self.used_by_the_service().await;
         while let Some(c) = self.created.pop() {
+            let used = match &c {
+                Created::TaskDefinition(arn) => in_use.contains(arn),
+                Created::SecurityGroup(id) => in_use.contains(id),
+                _ => false,
+            };
+            if used {
+                // A replay of this request running at the same time took it into its service.
+                tracing::warn!(created = ?c, "not removed: the delegate's service uses it");
+                continue;
+            }
             tracing::warn!(created = ?c, "removing what this failed run created");
             let r = match &c {
                 Created::Service { cluster, name } => self.delete_service(cluster, name).await,

@@ -266,10 +266,14 @@ fn every_grant_is_scoped_as_far_as_iam_allows() {
                 "{action} is granted on every resource: scope it ({st})"
             );
         }
-        // ECS grants name the delegate's cluster or family, never every one.
+        // ECS grants name the delegate's cluster or family, never every one, unless they
+        // hold only for resources that carry the function's tag.
+        let own_only = st["Condition"]["StringEquals"]
+            ["aws:ResourceTag/harness-delegate:managed-by"]
+            == harness_ecs_delegate_bootstrap::MANAGED_BY_VALUE;
         for r in &resources {
             let r = arn(r);
-            if r.contains(":ecs:") {
+            if r.contains(":ecs:") && !own_only {
                 assert!(
                     r.contains("${ClusterName}") || r.contains("${TaskDefinitionFamily}"),
                     "an ECS grant on {r} is not limited to the delegate's cluster or family"
