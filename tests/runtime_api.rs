@@ -165,6 +165,11 @@ async fn the_arm64_package_serves_events_under_qemu() {
         (EM_AARCH64, false),
         "bootstrap must be a static arm64 executable"
     );
+    // Built without the tests' hooks (feature test-hooks): no way to make it panic on purpose.
+    assert!(
+        !bytes.windows(10).any(|w| w == b"test hook:"),
+        "the package contains the test hooks"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&bootstrap).unwrap().permissions().mode();
     assert!(mode & 0o111 != 0, "bootstrap is not executable in the zip");

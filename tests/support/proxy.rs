@@ -34,6 +34,8 @@ pub enum Fault {
     SlowAnswer(Duration),
     /// Wait this long, then `fault` (an AWS rejection that comes after another call's effect).
     Later(Duration, Box<Fault>),
+    /// Hold the call until the test opens the gate (`Gate::open`), then forward it.
+    Held(Gate),
     /// `fault` for about `per_mille`/1000 of the matching calls, chosen by `seed`, the operation
     /// and the call's number: the same calls each run.
     Fraction {
@@ -73,6 +75,30 @@ pub fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A gate a held call waits at until the test opens it.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    pub fn open(&self) {
+        self.0.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    async fn pass(&self) {
+        let _ = self.0.acquire().await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +223,7 @@ impl Proxy {
                     Some(Fault::Reset) => return Response::dropped(),
                     Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
                     Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                    Some(Fault::Held(gate)) => gate.pass().await,
                     Some(Fault::SlowAnswer(d)) => {
                         let resp = forward(&http, &upstream, req).await;
                         tokio::time::sleep(d).await;
