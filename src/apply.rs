@@ -157,6 +157,10 @@ impl<'a> Applier<'a> {
                     ..
                 } => {
                     let id = self.create_security_group(&record, group, vpc_id).await?;
+                    // Recorded from here on, so that heal knows the group without reading it.
+                    if let Some(n) = record.network.as_mut() {
+                        n.managed_group = Some(id.clone());
+                    }
                     created_group = Some(id);
                 }
                 Action::RegisterTaskDefinition { family, .. } => {

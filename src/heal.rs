@@ -505,17 +505,21 @@ async fn heal_one(
     }
     let managed_security_group = match record.network.as_ref() {
         Some(n) if n.security_groups == RecordedGroups::Managed => {
-            let read;
-            let groups = match groups {
-                Some(g) => g,
-                None => {
-                    read = observe::managed_security_groups(c, &key)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    &read[..]
-                }
-            };
-            groups.iter().find(|g| g.vpc_id == n.vpc_id).cloned()
+            if let Some(g) = running_in_recorded_group(&record, service.as_ref()) {
+                Some(g)
+            } else {
+                let read;
+                let groups = match groups {
+                    Some(g) => g,
+                    None => {
+                        read = observe::managed_security_groups(c, &key)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        &read[..]
+                    }
+                };
+                groups.iter().find(|g| g.vpc_id == n.vpc_id).cloned()
+            }
         }
         _ => None,
     };
@@ -570,6 +574,25 @@ async fn heal_one(
         r.error = Some(e.to_string());
     }
     Ok(r)
+}
+
+/// The recorded managed group, without reading it, when the service's tasks run in exactly
+/// that group: AWS refuses to delete a group that network interfaces use, so it exists. Any
+/// other case (no tasks, other groups, a record without the id) reads the groups.
+fn running_in_recorded_group(
+    record: &Record,
+    service: Option<&ObservedService>,
+) -> Option<observe::ObservedSecurityGroup> {
+    let n = record.network.as_ref()?;
+    let id = n.managed_group.as_ref()?;
+    let s = service.filter(|s| s.status == "ACTIVE" && s.running_count > 0)?;
+    let groups = &s.network.as_ref()?.security_groups;
+    (groups.len() == 1 && groups.contains(id)).then(|| observe::ObservedSecurityGroup {
+        id: id.clone(),
+        vpc_id: n.vpc_id.clone(),
+        name: format!("{}-delegate", record.service),
+        tags: BTreeMap::new(),
+    })
 }
 
 /// What changed if the record heal read is no longer the newest where it was read.

@@ -452,6 +452,15 @@ fn desired_record(
                 Some(ids) => RecordedGroups::Given(ids.clone()),
                 None => RecordedGroups::Managed,
             },
+            // A group still to be made gets its id in the record when apply makes it.
+            managed_group: match &spec.security_group_ids {
+                Some(_) => None,
+                None => o
+                    .network
+                    .managed_security_group
+                    .as_ref()
+                    .map(|g| g.id.clone()),
+            },
             assign_public_ip: n.assign_public_ip,
         }),
         applied_at: 0,
@@ -1171,7 +1180,8 @@ mod tests {
                 "security group deleted",
                 fargate(),
                 |o| o.network.managed_security_group = None,
-                vec!["CreateSecurityGroup", "UpdateService"],
+                // The record names the group, so the new one is recorded.
+                vec!["CreateSecurityGroup", "RecordSpec", "UpdateService"],
                 "a new group",
             ),
             (

@@ -18,7 +18,8 @@ use crate::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RES
 
 /// `launch=FARGATE network=awsvpc desired=1`.
 pub const SERVICE_TAG: &str = "harness-delegate:service";
-/// `vpc=vpc-1 public-ip=DISABLED security-groups=managed` (or `sg-1+sg-2`).
+/// `vpc=vpc-1 public-ip=DISABLED security-groups=managed:sg-9` (or `sg-1+sg-2`; records of
+/// earlier versions say `managed` without the id).
 pub const NETWORK_TAG: &str = "harness-delegate:network";
 /// Space-separated subnet ids.
 pub const SUBNETS_TAG: &str = "harness-delegate:subnets";
@@ -56,6 +57,9 @@ pub struct RecordedNetwork {
     pub vpc_id: String,
     pub subnets: Vec<String>,
     pub security_groups: RecordedGroups,
+    /// The id of the managed group when it was recorded: while the service's tasks run in it,
+    /// it exists (AWS does not delete a group network interfaces use), so heal need not read it.
+    pub managed_group: Option<String>,
     pub assign_public_ip: AssignPublicIp,
 }
 
@@ -109,7 +113,10 @@ impl Record {
         );
         if let Some(n) = &self.network {
             let groups = match &n.security_groups {
-                RecordedGroups::Managed => "managed".to_string(),
+                RecordedGroups::Managed => match &n.managed_group {
+                    Some(id) => format!("managed:{id}"),
+                    None => "managed".to_string(),
+                },
                 RecordedGroups::Given(ids) => ids.join("+"),
             };
             t.insert(
@@ -208,8 +215,13 @@ fn parse(
                 Some("DISABLED") => AssignPublicIp::Disabled,
                 _ => return Err(bad("no public IP setting")),
             };
-            let security_groups = match n.get("security-groups").map(String::as_str) {
-                Some("managed") => RecordedGroups::Managed,
+            let groups = n.get("security-groups").map(String::as_str);
+            let managed_group = groups
+                .and_then(|g| g.strip_prefix("managed:"))
+                .filter(|id| !id.is_empty())
+                .map(String::from);
+            let security_groups = match groups {
+                Some(g) if g == "managed" || managed_group.is_some() => RecordedGroups::Managed,
                 Some(ids) if !ids.is_empty() => {
                     RecordedGroups::Given(ids.split('+').map(String::from).collect())
                 }
@@ -228,6 +240,7 @@ fn parse(
                 vpc_id: n.get("vpc").cloned().ok_or_else(|| bad("no VPC"))?,
                 subnets,
                 security_groups,
+                managed_group,
                 assign_public_ip,
             })
         }
@@ -347,6 +360,7 @@ mod tests {
                 vpc_id: "vpc-1".into(),
                 subnets: vec!["subnet-a".into(), "subnet-b".into()],
                 security_groups: RecordedGroups::Managed,
+                managed_group: Some("sg-9".into()),
                 assign_public_ip: AssignPublicIp::Disabled,
             }),
             applied_at: 1_764_250_000_123,
@@ -371,9 +385,22 @@ mod tests {
             Record::from_tags(&on_revision, Some("harness-delegate-task-spec:7")),
             Some(Ok(r.clone()))
         );
+        // A record written before the group's id was recorded still reads, without it.
+        let mut old = r.all_tags(true);
+        old.insert(
+            NETWORK_TAG.into(),
+            "vpc=vpc-1 public-ip=DISABLED security-groups=managed".into(),
+        );
+        let read = Record::from_tags(&old, None).unwrap().unwrap();
+        let n = read.network.unwrap();
+        assert_eq!(
+            (n.security_groups, n.managed_group),
+            (RecordedGroups::Managed, None)
+        );
         let mut given = r.clone();
         given.network.as_mut().unwrap().security_groups =
             RecordedGroups::Given(vec!["sg-1".into(), "sg-2".into()]);
+        given.network.as_mut().unwrap().managed_group = None;
         given.network_mode = NetworkMode::Awsvpc;
         let tags = given.all_tags(true);
         assert_eq!(Record::from_tags(&tags, None), Some(Ok(given)));

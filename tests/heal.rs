@@ -180,6 +180,65 @@ async fn everything_as_recorded_means_no_write_call() {
     );
 }
 
+/// moto runs no tasks; the proxy reports the desired count running, as in a steady state.
+fn tasks_running(v: &mut Value) {
+    for s in v["services"].as_array_mut().into_iter().flatten() {
+        s["runningCount"] = s["desiredCount"].clone();
+    }
+}
+
+/// With its tasks running in the group the record names, the group exists (AWS does not delete
+/// a group in use), so a targeted heal of a converged delegate reads the service and its
+/// revision, nothing more. Once the service runs in another group, the groups are read again.
+#[tokio::test]
+async fn a_steady_delegate_is_checked_with_two_reads() {
+    let i = Installed::new(vec![Rule {
+        operation: "DescribeServices",
+        fault: Fault::Patch(tasks_running),
+        times: u32::MAX,
+    }])
+    .await;
+    let recorded = network(&i.service().await).1;
+    let r = report_of(&i.run(i.event("heal")).await, &i.key());
+    assert_eq!(r["Outcome"], "Converged", "{r}");
+    assert_eq!(
+        i.proxy.operations(),
+        ["DescribeServices", "DescribeTaskDefinition"],
+        "{r}"
+    );
+    assert_eq!(i.proxy.total_calls(), 2);
+
+    let other =
+        i.c.ec2
+            .create_security_group()
+            .group_name(unique("other"))
+            .description("x")
+            .vpc_id(&i.w.vpc)
+            .send()
+            .await
+            .unwrap();
+    let (subnets, _, _) = network(&i.service().await);
+    update(&i.c, &i.w.cluster)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .set_subnets(Some(subnets))
+                        .security_groups(other.group_id().unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = report_of(&i.run(i.event("heal")).await, &i.key());
+    assert_eq!(actions(&r), vec!["UpdateService"], "{r}");
+    assert_eq!(i.proxy.calls("DescribeSecurityGroups"), 1);
+    assert_eq!(network(&i.service().await).1, recorded);
+}
+
 #[tokio::test]
 async fn a_deleted_service_is_created_again_as_recorded() {
     let i = Installed::new(vec![]).await;
