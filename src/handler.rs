@@ -62,7 +62,9 @@ impl HandlerError {
 
 pub struct Handler {
     pub clients: Clients,
-    pub http: reqwest::Client,
+    /// Answers CloudFormation. Built on the first answer, not at start: most invocations are
+    /// heals, which never need it, and building it loads the system's root certificates.
+    pub http: std::sync::OnceLock<reqwest::Client>,
     /// `RESPONSE_URL_ALLOW_LOOPBACK=true`: accept http ResponseURLs to loopback (tests, local runs).
     pub allow_loopback: bool,
     pub retry: RetryPolicy,
@@ -75,7 +77,7 @@ impl Handler {
             std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true");
         Handler {
             clients,
-            http: reqwest::Client::new(),
+            http: std::sync::OnceLock::new(),
             allow_loopback,
             retry: RetryPolicy::default(),
             heal: HealSettings::from_env(),
@@ -226,7 +228,8 @@ impl Handler {
             reason = %resp.reason,
             "custom resource request handled"
         );
-        match respond::send(&self.http, &url, &resp, self.retry, deadline).await {
+        let http = self.http.get_or_init(reqwest::Client::new);
+        match respond::send(http, &url, &resp, self.retry, deadline).await {
             Ok(()) => {}
             // An expired or refused URL stays refused: an invocation error would only make
             // Lambda run the whole request again.

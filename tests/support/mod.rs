@@ -200,7 +200,7 @@ pub fn fresh_region() -> &'static str {
 pub fn handler(clients: Clients) -> Handler {
     Handler {
         clients,
-        http: reqwest::Client::new(),
+        http: Default::default(),
         allow_loopback: true,
         retry: RetryPolicy {
             attempts: 3,
@@ -516,6 +516,7 @@ impl Receiver {
 
 // ---- the AWS state a platform team already has ------------------------------------------------
 
+#[derive(Clone)]
 pub struct World {
     pub name: String,
     pub vpc: String,
