@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d
 # CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: demo test build venv package arm64-tools
+.PHONY: demo test build venv package arm64-tools bench
 
 # The package is what Lambda runs: arm64 (Graviton), static musl, so it needs no glibc of the
 # runtime image. rust-lld links it; the C in the TLS stack (aws-lc, ring) is compiled by
@@ -58,3 +58,30 @@ package: arm64-tools
 	cp $(TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
 	cd $(PACKAGE_DIR) && rm -f bootstrap.zip && zip -q -X bootstrap.zip bootstrap
 	@ls -l $(PACKAGE_DIR)
+
+# make bench: the benchmark table (docs/benchmarks.md). Release builds of the host binary, of the
+# same code with cargo's default release profile, and of a hello-world lambda_runtime function
+# (the floor); the aws CLI from PyPI (in a venv of its own: it pins botocore) runs the install
+# guide's steps as the anchor. Binaries are copied aside, because `cargo bench` rebuilds the
+# function with the tests' hooks for its own use.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(TARGET_DIR)/bench-bin
+
+$(BENCH_VENV)/bin/aws:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check awscli==1.46.2
+
+bench: venv package $(BENCH_VENV)/bin/aws
+	mkdir -p $(BENCH_BIN)
+	cargo build --release --locked --bin harness-ecs-delegate-bootstrap
+	cp $(TARGET_DIR)/release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function
+	cargo build --profile default-release --locked --bin harness-ecs-delegate-bootstrap
+	cp $(TARGET_DIR)/default-release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function-default
+	cargo build --release --locked --example hello_runtime
+	cp $(TARGET_DIR)/release/examples/hello_runtime $(BENCH_BIN)/hello
+	FUNCTION_BIN=$(BENCH_BIN)/function DEFAULT_BIN=$(BENCH_BIN)/function-default \
+	HELLO_BIN=$(BENCH_BIN)/hello AWS_CLI=$(CURDIR)/$(BENCH_VENV)/bin/aws \
+	PACKAGE_ZIP=$(CURDIR)/$(PACKAGE_DIR)/bootstrap.zip \
+	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
+	MOTO_VERSION="$$($(VENV)/bin/pip show moto 2>/dev/null | sed -n 's/^Version: //p')" \
+	cargo bench --locked --bench benchmark

@@ -120,6 +120,9 @@ pub struct Proxy {
     order: Arc<Mutex<Vec<String>>>,
     /// The faults injected so far, by operation.
     injected: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// Time spent waiting for moto's answers to calls forwarded without a fault: moto's own
+    /// latency, which the benchmark reports apart from the function's.
+    upstream: Arc<Mutex<Duration>>,
 }
 
 /// The operation a request calls: ECS names it in X-Amz-Target, EC2 and IAM in the form body.
@@ -142,21 +145,24 @@ impl Proxy {
         let bodies: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
         let order: Arc<Mutex<Vec<String>>> = Default::default();
         let injected: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
-        let (r, c, b, o, i) = (
+        let upstream_time: Arc<Mutex<Duration>> = Default::default();
+        let (r, c, b, o, i, u) = (
             rules.clone(),
             calls.clone(),
             bodies.clone(),
             order.clone(),
             injected.clone(),
+            upstream_time.clone(),
         );
         let http = reqwest::Client::new();
         let addr = serve(Arc::new(move |req: Request| {
-            let (rules, calls, bodies, order, injected, http, upstream) = (
+            let (rules, calls, bodies, order, injected, upstream_time, http, upstream) = (
                 r.clone(),
                 c.clone(),
                 b.clone(),
                 o.clone(),
                 i.clone(),
+                u.clone(),
                 http.clone(),
                 upstream.clone(),
             );
@@ -239,7 +245,10 @@ impl Proxy {
                     }
                     None => {}
                 }
-                forward(&http, &upstream, req).await
+                let started = std::time::Instant::now();
+                let resp = forward(&http, &upstream, req).await;
+                *upstream_time.lock().unwrap() += started.elapsed();
+                resp
             })
         }))
         .await;
@@ -249,6 +258,7 @@ impl Proxy {
             bodies,
             order,
             injected,
+            upstream: upstream_time,
         }
     }
 
@@ -316,8 +326,14 @@ impl Proxy {
             .collect()
     }
 
+    /// How long moto took to answer the calls forwarded since the counts were reset.
+    pub fn upstream_time(&self) -> Duration {
+        *self.upstream.lock().unwrap()
+    }
+
     /// Forget the calls counted so far.
     pub fn reset_counts(&self) {
+        *self.upstream.lock().unwrap() = Duration::ZERO;
         self.calls.lock().unwrap().clear();
         self.order.lock().unwrap().clear();
         self.bodies.lock().unwrap().clear();

@@ -1,0 +1,736 @@
+//! `make bench`: what the function costs, each figure beside an anchor measured in the same run
+//! on the same machine. The release binary runs under a local Lambda Runtime API; its AWS calls
+//! go through the counting proxy to moto, whose own latency is reported apart. Prints one table
+//! and writes it to docs/benchmarks.md. Nothing here is asserted: it reports.
+//!
+//! Binaries come from the Makefile (`bench` target) through the environment:
+//! FUNCTION_BIN (the release build), DEFAULT_BIN (the same code, `cargo build --release` with no
+//! profile settings of ours), HELLO_BIN (examples/hello_runtime, the floor), AWS_CLI (the aws
+//! command from PyPI), PACKAGE_ZIP (what Lambda receives).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use support::*;
+use tokio::sync::{mpsc, oneshot};
+
+/// Starts measured for the init figure, per binary.
+const STARTS: usize = 25;
+/// The region the benchmark has to itself (a scheduled heal covers a whole region).
+const REGION: &str = "ap-southeast-2";
+
+fn env_path(name: &str) -> String {
+    let p = std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make bench`"));
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "{name}={p} does not exist: run `make bench`"
+    );
+    p
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The environment Lambda gives a function, pointed at `runtime_api` and, for AWS, `endpoint`.
+fn lambda_env(cmd: &mut tokio::process::Command, runtime_api: &str, endpoint: &str) {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SESSION_TOKEN", "testing")
+        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+}
+
+// ---- init duration -----------------------------------------------------------------------------
+
+/// Process start → its first GET /next, `STARTS` times, alternating the binaries so that the
+/// machine's drift spreads evenly: the median per binary.
+async fn init_durations(bins: &[(String, Vec<(&str, &str)>)], endpoint: &str) -> Vec<Duration> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+    let tx = Arc::new(tx);
+    let addr = serve(Arc::new(move |req: Request| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            if req.path.ends_with("/invocation/next") {
+                let _ = tx.send(Instant::now());
+                // Never answered: the process is ended once its start is measured.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Response::status(404, "")
+        })
+    }))
+    .await;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); bins.len()];
+    for round in 0..STARTS + 1 {
+        for (i, (bin, extra)) in bins.iter().enumerate() {
+            let mut cmd = tokio::process::Command::new(bin);
+            lambda_env(&mut cmd, &addr.to_string(), endpoint);
+            cmd.envs(extra.iter().copied());
+            let started = Instant::now();
+            let mut child = cmd.spawn().expect("start the binary");
+            let at = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the binary asked for an event within 10 s")
+                .unwrap();
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            // The first round warms the page cache: not counted.
+            if round > 0 {
+                times[i].push(at - started);
+            }
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
+// ---- the function under a Runtime API, one invocation at a time --------------------------------
+
+/// Where an invocation's result goes: the body posted, and when.
+type Reply = oneshot::Sender<(Value, Instant)>;
+/// Events waiting for the function's next GET /next.
+type Queue = Arc<Mutex<VecDeque<(Value, Reply)>>>;
+
+struct Function {
+    child: tokio::process::Child,
+    events: Queue,
+    served: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Function {
+    async fn start(bin: &str, endpoint: &str) -> Function {
+        let events: Queue = Default::default();
+        let served: Arc<Mutex<Option<Instant>>> = Default::default();
+        let pending: Arc<Mutex<Option<Reply>>> = Default::default();
+        let (ev, sv, pe) = (events.clone(), served.clone(), pending.clone());
+        let addr = serve(Arc::new(move |req: Request| {
+            let (ev, sv, pe) = (ev.clone(), sv.clone(), pe.clone());
+            Box::pin(async move {
+                if req.method == "GET" && req.path.ends_with("/invocation/next") {
+                    loop {
+                        let next = ev.lock().unwrap().pop_front();
+                        if let Some((event, reply)) = next {
+                            *pe.lock().unwrap() = Some(reply);
+                            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+                                + Duration::from_secs(600);
+                            *sv.lock().unwrap() = Some(Instant::now());
+                            return Response {
+                                status: 200,
+                                headers: vec![
+                                    ("Content-Type".into(), "application/json".into()),
+                                    ("Lambda-Runtime-Aws-Request-Id".into(), unique("inv")),
+                                    ("Lambda-Runtime-Deadline-Ms".into(), deadline.as_millis().to_string()),
+                                    ("Lambda-Runtime-Invoked-Function-Arn".into(), "arn:aws:lambda:ap-southeast-2:123456789012:function:bootstrap".into()),
+                                ],
+                                body: event.to_string().into_bytes(),
+                            };
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                if req.method == "POST" {
+                    let at = Instant::now();
+                    let body = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    if let Some(reply) = pe.lock().unwrap().take() {
+                        let _ = reply.send((body, at));
+                    }
+                    return Response::status(202, "{}");
+                }
+                Response::status(404, "")
+            })
+        }))
+        .await;
+        let mut cmd = tokio::process::Command::new(bin);
+        lambda_env(&mut cmd, &addr.to_string(), endpoint);
+        Function {
+            child: cmd.spawn().expect("start the function"),
+            events,
+            served,
+        }
+    }
+
+    /// One invocation: its result, and the time from handing out the event to the result.
+    async fn invoke(&self, event: Value) -> (Value, Duration) {
+        let (tx, rx) = oneshot::channel();
+        self.events.lock().unwrap().push_back((event, tx));
+        let (body, at) = tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .expect("the function answered within 600 s")
+            .unwrap();
+        let served = self.served.lock().unwrap().expect("served");
+        (body, at - served)
+    }
+
+    /// The process's peak resident memory so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// What one measured invocation cost, as the proxy saw it.
+#[derive(Clone, Copy)]
+struct Cost {
+    wall: Duration,
+    moto: Duration,
+    calls: usize,
+    writes: usize,
+}
+
+impl Cost {
+    fn of(proxy: &Proxy, wall: Duration) -> Cost {
+        Cost {
+            wall,
+            moto: proxy.upstream_time(),
+            calls: proxy.total_calls(),
+            writes: proxy.writes().len(),
+        }
+    }
+
+    fn reads(&self) -> usize {
+        self.calls - self.writes
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{:.0} ms ({:.0} ms in moto), {} AWS calls ({} reads, {} writes)",
+            ms(self.wall),
+            ms(self.moto),
+            self.calls,
+            self.reads(),
+            self.writes
+        )
+    }
+}
+
+async fn measured(f: &Function, proxy: &Proxy, event: Value) -> (Value, Cost) {
+    proxy.reset_counts();
+    let (body, wall) = f.invoke(event).await;
+    (body, Cost::of(proxy, wall))
+}
+
+fn heal_event(cluster: &str, service: &str) -> Value {
+    json!({"Action": "Heal", "Targets": [{"ClusterName": cluster, "ServiceName": service}]})
+}
+
+fn schedule_event() -> Value {
+    let path = format!("{}/events/heal-schedule.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+// ---- the install guide's procedure with the aws CLI ---------------------------------------------
+
+/// The install guide's steps, as a person runs them: find the VPC's subnets and security
+/// groups, register the task spec, check it, create the service, check it.
+fn manual_install(aws: &str, endpoint: &str, w: &World, dir: &std::path::Path) -> Duration {
+    let family = format!("{}-manual", w.name);
+    let task_spec = json!({
+        "family": family,
+        "requiresCompatibilities": ["FARGATE"],
+        "networkMode": "awsvpc",
+        "cpu": "1024",
+        "memory": "6144",
+        "executionRoleArn": w.exec_role,
+        "containerDefinitions": [{
+            "name": "ecs-delegate",
+            "image": "harness/delegate:latest",
+            "essential": true,
+            "environment": [
+                {"name": "ACCOUNT_ID", "value": "acct-123"},
+                {"name": "DELEGATE_TOKEN", "value": "token"},
+                {"name": "MANAGER_HOST_AND_PORT", "value": "https://app.harness.io"},
+                {"name": "DELEGATE_NAME", "value": "ecs-delegate"},
+            ]
+        }]
+    });
+    std::fs::write(dir.join("ecs-task-spec.json"), task_spec.to_string()).unwrap();
+    let started = Instant::now();
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(aws)
+            .args(args)
+            .args([
+                "--endpoint-url",
+                endpoint,
+                "--region",
+                REGION,
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_PAGER", "")
+            .current_dir(dir)
+            .output()
+            .expect("run aws");
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let vpc_filter = format!("Name=vpc-id,Values={}", w.vpc);
+    let subnets = run(&["ec2", "describe-subnets", "--filters", &vpc_filter]);
+    let groups = run(&["ec2", "describe-security-groups", "--filters", &vpc_filter]);
+    run(&[
+        "ecs",
+        "register-task-definition",
+        "--cli-input-json",
+        "file://ecs-task-spec.json",
+    ]);
+    run(&["ecs", "list-task-definitions"]);
+    let subnet_ids: Vec<&str> = subnets["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["SubnetId"].as_str())
+        .collect();
+    let group_id = groups["SecurityGroups"][0]["GroupId"].as_str().unwrap();
+    let service_spec = json!({
+        "cluster": w.cluster,
+        "serviceName": "ecs-delegate-manual",
+        "taskDefinition": family,
+        "desiredCount": 1,
+        "launchType": "FARGATE",
+        "networkConfiguration": {"awsvpcConfiguration": {
+            "subnets": subnet_ids, "securityGroups": [group_id], "assignPublicIp": "DISABLED"}}
+    });
+    std::fs::write(
+        dir.join("service-spec-for-awsvpc-mode.json"),
+        service_spec.to_string(),
+    )
+    .unwrap();
+    run(&[
+        "ecs",
+        "create-service",
+        "--cli-input-json",
+        "file://service-spec-for-awsvpc-mode.json",
+    ]);
+    run(&["ecs", "list-services", "--cluster", &w.cluster]);
+    started.elapsed()
+}
+
+// ---- sizes ---------------------------------------------------------------------------------------
+
+fn zipped_size(bin: &str) -> u64 {
+    let dir = std::env::temp_dir().join(unique("zip"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(bin, dir.join("bootstrap")).unwrap();
+    let st = std::process::Command::new("zip")
+        .args(["-q", "-X", "bootstrap.zip", "bootstrap"])
+        .current_dir(&dir)
+        .status()
+        .expect("zip");
+    assert!(st.success());
+    let size = std::fs::metadata(dir.join("bootstrap.zip")).unwrap().len();
+    let _ = std::fs::remove_dir_all(&dir);
+    size
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1_000_000.0)
+}
+
+// ---- the run --------------------------------------------------------------------------------------
+
+#[tokio::main]
+async fn main() {
+    let run_started = Instant::now();
+    let function_bin = env_path("FUNCTION_BIN");
+    let default_bin = env_path("DEFAULT_BIN");
+    let hello_bin = env_path("HELLO_BIN");
+    let aws = env_path("AWS_CLI");
+    let package_zip = env_path("PACKAGE_ZIP");
+    // moto of its own, reporting the delegates' tasks as running (MOTO_ECS_SERVICE_RUNNING):
+    // the steady state of an account, which heal is measured in.
+    let port = free_port();
+    let _moto = tokio::process::Command::new(env_path("MOTO_SERVER"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_ECS_SERVICE_RUNNING", "1")
+        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start moto_server");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::env::set_var("MOTO_ENDPOINT", format!("http://127.0.0.1:{port}"));
+    let endpoint = moto();
+    let proxy = Proxy::start(vec![]).await;
+    let direct = clients_at(&endpoint, REGION).await;
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // Init.
+    eprintln!("init: {STARTS} starts of each binary…");
+    // rustls-native-certs reads SSL_CERT_FILE alone when it is set, instead of the bundle and
+    // every file of the certificate directory it finds (292 files on this Debian machine).
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    // The roots AWS's service endpoints chain to (Amazon Trust Services): the least a client
+    // of these APIs must trust. Measured only, not what the function does (see the notes).
+    let amazon_roots = std::env::temp_dir().join(unique("amazon-roots.pem"));
+    let pems: String = [
+        "Amazon_Root_CA_1.pem",
+        "Amazon_Root_CA_2.pem",
+        "Amazon_Root_CA_3.pem",
+        "Amazon_Root_CA_4.pem",
+        "Starfield_Services_Root_Certificate_Authority_-_G2.pem",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(format!("/etc/ssl/certs/{f}")).ok())
+    .collect();
+    std::fs::write(&amazon_roots, pems).unwrap();
+    let amazon_roots = amazon_roots.to_string_lossy().to_string();
+    let inits = init_durations(
+        &[
+            (hello_bin.clone(), vec![]),
+            (function_bin.clone(), vec![]),
+            (default_bin.clone(), vec![]),
+            (function_bin.clone(), vec![("SSL_CERT_FILE", bundle)]),
+            (
+                function_bin.clone(),
+                vec![("SSL_CERT_FILE", amazon_roots.as_str())],
+            ),
+        ],
+        &proxy.endpoint,
+    )
+    .await;
+    let (floor, init, init_default, init_bundle, init_amazon) =
+        (inits[0], inits[1], inits[2], inits[3], inits[4]);
+    let ratio = init.as_secs_f64() / floor.as_secs_f64();
+    rows.push([
+        format!("init duration (median of {STARTS})"),
+        format!("{:.1} ms", ms(init)),
+        format!(
+            "hello-world lambda_runtime: {:.1} ms ({ratio:.2}×)",
+            ms(floor)
+        ),
+        "≤ 2× the floor".into(),
+        if ratio <= 2.0 { "met" } else { "missed" }.into(),
+    ]);
+    rows.push([
+        "init, root certificates from the bundle file only".into(),
+        format!("{:.1} ms", ms(init_bundle)),
+        format!(
+            "{:.2}× the floor",
+            init_bundle.as_secs_f64() / floor.as_secs_f64()
+        ),
+        "—".into(),
+        "report".into(),
+    ]);
+    rows.push([
+        "init, only Amazon Trust Services' 5 roots trusted".into(),
+        format!("{:.1} ms", ms(init_amazon)),
+        format!(
+            "{:.2}× the floor",
+            init_amazon.as_secs_f64() / floor.as_secs_f64()
+        ),
+        "—".into(),
+        "report".into(),
+    ]);
+    rows.push([
+        "init, the same code with cargo's default release profile".into(),
+        format!("{:.1} ms", ms(init_default)),
+        format!(
+            "{:.2}× the floor",
+            init_default.as_secs_f64() / floor.as_secs_f64()
+        ),
+        "—".into(),
+        "report".into(),
+    ]);
+
+    notes.push(format!(
+        "Init: {:.1} ms of the {:.1} ms are the SDK loading the system's root certificates \
+         (rustls-native-certs: the bundle and every file of the certificate directory). With the \
+         bundle alone (SSL_CERT_FILE) init is {:.2}× the floor; trusting only Amazon Trust \
+         Services' roots, {:.2}×. The function still trusts the system store: AWS advises \
+         against pinning its roots. The CloudFormation response client is built at the first \
+         answer, so heals never load the roots a second time.",
+        ms(init.saturating_sub(init_amazon)),
+        ms(init),
+        init_bundle.as_secs_f64() / floor.as_secs_f64(),
+        init_amazon.as_secs_f64() / floor.as_secs_f64(),
+    ));
+
+    let f = Function::start(&function_bin, &proxy.endpoint).await;
+    let rx = Receiver::start(0).await;
+
+    // First install: a Fargate delegate, its network discovered.
+    eprintln!("first install…");
+    let w = seed(&direct, false).await;
+    let props = w.fargate_props();
+    let (created, install) = measured(
+        &f,
+        &proxy,
+        cfn_event("Create", &rx.url("install"), &props, None, None),
+    )
+    .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let sent = rx.bodies();
+    assert_eq!(sent.last().unwrap()["Status"], "SUCCESS", "{sent:?}");
+    proxy.reset_counts();
+    let dir = std::env::temp_dir().join(unique("manual"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manual_wall = manual_install(&aws, &proxy.endpoint, &w, &dir);
+    let manual = Cost::of(&proxy, manual_wall);
+    let speedup = manual.wall.as_secs_f64() / install.wall.as_secs_f64();
+    rows.push([
+        "first install (Fargate, subnets found, group made)".into(),
+        install.text(),
+        format!(
+            "the install guide's aws CLI steps: {} ({speedup:.1}× slower)",
+            manual.text()
+        ),
+        "≥ 10× faster; ≤ 15 AWS calls".into(),
+        if speedup >= 10.0 && install.calls <= 15 {
+            "met"
+        } else {
+            "missed"
+        }
+        .into(),
+    ]);
+
+    // Steady state: nothing drifted.
+    eprintln!("steady-state heal…");
+    let mut steady = Vec::new();
+    for _ in 0..5 {
+        let (r, cost) = measured(&f, &proxy, heal_event(&w.cluster, "harness-delegate")).await;
+        assert_eq!(r["Delegates"][0]["Outcome"], "Converged", "{r}");
+        steady.push(cost);
+    }
+    let steady_cost = Cost {
+        wall: median(steady.iter().map(|c| c.wall).collect()),
+        moto: median(steady.iter().map(|c| c.moto).collect()),
+        ..steady[0]
+    };
+    rows.push([
+        "steady-state heal of one delegate (median of 5)".into(),
+        steady_cost.text(),
+        "the minimum: DescribeServices + DescribeTaskDefinition".into(),
+        "≤ 2 reads, 0 writes".into(),
+        if steady_cost.reads() <= 2 && steady_cost.writes == 0 {
+            "met"
+        } else {
+            "missed"
+        }
+        .into(),
+    ]);
+
+    // Repair: the service deleted out of band.
+    eprintln!("repair…");
+    delete_service_out_of_band(&direct, &w.cluster).await;
+    let (r, repair) = measured(&f, &proxy, heal_event(&w.cluster, "harness-delegate")).await;
+    assert_eq!(r["Delegates"][0]["Outcome"], "Repaired", "{r}");
+    rows.push([
+        "repair: recreate a deleted service".into(),
+        repair.text(),
+        "—".into(),
+        "report".into(),
+        "report".into(),
+    ]);
+
+    // Heal everything: 1, 10, 100 delegates over 10 clusters.
+    eprintln!("scaling: seeding 10 clusters…");
+    let mut worlds = vec![w.clone()];
+    for _ in 1..10 {
+        worlds.push(seed(&direct, false).await);
+    }
+    let install_one = |w: &World, i: usize| {
+        let mut p = w.fargate_props();
+        if i > 0 {
+            p["ServiceName"] = json!(format!("harness-delegate-{i}"));
+        }
+        let rx = rx.clone();
+        let direct = direct.clone();
+        async move {
+            let mut e = cfn_event("Create", &rx.url("seed"), &p, None, None);
+            e["LogicalResourceId"] = json!(format!("Delegate{i}"));
+            handler(direct).handle(e, deadline_in(120)).await.unwrap();
+        }
+    };
+    let mut installed = 1;
+    let mut scale_rows = Vec::new();
+    for n in [1usize, 10, 100] {
+        // Round-robin over the clusters: delegate k goes to cluster k % 10.
+        let todo: Vec<(usize, usize)> = (installed..n).map(|k| (k % 10, k / 10)).collect();
+        // Four at a time: seeding is not what is measured.
+        futures::stream::iter(todo)
+            .map(|(cluster, i)| install_one(&worlds[cluster], i))
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
+        installed = n;
+        eprintln!("scaling: heal of {n}…");
+        let (r, cost) = measured(&f, &proxy, schedule_event()).await;
+        let healed = r["Delegates"].as_array().map_or(0, Vec::len);
+        assert_eq!(healed, n, "{r}");
+        let clusters = n.min(10);
+        let budget = 1 + clusters + n.div_ceil(10) + n;
+        // moto ends a GetResources page at 100 tags whatever ResourcesPerPage says; AWS pages
+        // at ResourcesPerPage (100): a service and a revision a delegate.
+        let pages = proxy.calls("GetResources") as usize;
+        let aws_pages = (2 * n).div_ceil(100);
+        let aws_calls = cost.calls - pages + aws_pages;
+        let single = scale_rows
+            .first()
+            .map_or(cost.wall, |(_, c): &(usize, Cost)| c.wall);
+        scale_rows.push((n, cost));
+        let growth_ok = n == 1 || cost.wall * 2 <= single * n as u32;
+        rows.push([
+            format!("heal everything: {n} delegates, {clusters} clusters"),
+            format!(
+                "{}; GetResources {pages} pages in moto, {aws_pages} at AWS: {aws_calls} calls",
+                cost.text()
+            ),
+            format!(
+                "linear: {n} × one targeted heal = {:.0} ms, {} calls; {n} × the 1-delegate run = {:.0} ms",
+                ms(steady_cost.wall * n as u32),
+                n * steady_cost.calls,
+                ms(single * n as u32),
+            ),
+            format!("calls ≤ {budget} (AWS paging); wall ≤ half of linear"),
+            if aws_calls <= budget && growth_ok { "met" } else { "missed" }.into(),
+        ]);
+    }
+    let (_, c1) = scale_rows[0];
+    let (_, c100) = scale_rows[2];
+    notes.push(
+        "Heal everything: moto ends a GetResources page at 100 tags even when ResourcesPerPage \
+         is given, and a delegate's service and revision carry about 13 tags each; the calls \
+         are judged with GetResources paged as AWS pages it (100 resources a page)."
+            .to_string(),
+    );
+    notes.push(format!(
+        "Heal everything from 1 to 100 delegates: wall time × {:.1} for 100× the delegates.",
+        c100.wall.as_secs_f64() / c1.wall.as_secs_f64()
+    ));
+
+    // Memory, over everything the function did above.
+    let peak = f.peak_rss_kib();
+    rows.push([
+        "peak memory (max RSS over the whole run)".into(),
+        format!("{:.1} MB", peak as f64 / 1024.0),
+        "Lambda's minimum, 128 MB".into(),
+        "≤ 32 MB".into(),
+        if peak <= 32 * 1024 { "met" } else { "missed" }.into(),
+    ]);
+
+    // Sizes.
+    let size = |p: &str| std::fs::metadata(p).unwrap().len();
+    let package_bin = format!(
+        "{}/bootstrap",
+        std::path::Path::new(&package_zip)
+            .parent()
+            .unwrap()
+            .display()
+    );
+    rows.push([
+        "binary size: the arm64 package Lambda receives".into(),
+        format!(
+            "{} binary, {} zipped",
+            mb(size(&package_bin)),
+            mb(size(&package_zip))
+        ),
+        "—".into(),
+        "report".into(),
+        "report".into(),
+    ]);
+    rows.push([
+        "binary size: x86_64, this release profile".into(),
+        format!(
+            "{} binary, {} zipped",
+            mb(size(&function_bin)),
+            mb(zipped_size(&function_bin))
+        ),
+        format!(
+            "default `cargo build --release`: {} binary, {} zipped",
+            mb(size(&default_bin)),
+            mb(zipped_size(&default_bin))
+        ),
+        "report both".into(),
+        "report".into(),
+    ]);
+
+    let took = run_started.elapsed();
+    let mut table = String::from(
+        "| figure | measured | anchor, same run | target | |\n|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        table.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    println!("\n{table}");
+    for n in &notes {
+        println!("{n}");
+    }
+    println!("benchmark run: {:.0} s", took.as_secs_f64());
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `make bench` on {date}, commit {commit}, on {cores} × {cpu} \
+         (the run took {secs:.0} s). AWS is moto {moto} on the same machine; every AWS call goes \
+         through the counting proxy of tests/support/proxy.rs, and \"in moto\" is the time moto \
+         took to answer. Times are wall clock, so ratios to the anchors matter more than the \
+         absolute values. Do not edit by hand.\n\n{table}\n{notes}\n",
+        date = support_date(),
+        secs = took.as_secs_f64(),
+        moto = std::env::var("MOTO_VERSION").unwrap_or_default(),
+        notes = notes.iter().map(|n| format!("- {n}\n")).collect::<String>(),
+    );
+    std::fs::write(
+        format!("{}/docs/benchmarks.md", env!("CARGO_MANIFEST_DIR")),
+        doc,
+    )
+    .unwrap();
+}
+
+/// Today's date (UTC) without a date crate.
+fn support_date() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
