@@ -576,16 +576,19 @@ async fn heal_one(
     Ok(r)
 }
 
-/// The recorded managed group, without reading it, when the service's tasks run in exactly
-/// that group: AWS refuses to delete a group that network interfaces use, so it exists. Any
-/// other case (no tasks, other groups, a record without the id) reads the groups.
+/// The recorded managed group, without reading it, when the tasks of the service's current
+/// deployment run in exactly that group: AWS refuses to delete a group that network interfaces
+/// use, so it exists. Any other case (no tasks of this deployment yet, other groups, a record
+/// without the id) reads the groups.
 fn running_in_recorded_group(
     record: &Record,
     service: Option<&ObservedService>,
 ) -> Option<observe::ObservedSecurityGroup> {
     let n = record.network.as_ref()?;
     let id = n.managed_group.as_ref()?;
-    let s = service.filter(|s| s.status == "ACTIVE" && s.running_count > 0)?;
+    let s = service.filter(|s| {
+        s.status == "ACTIVE" && s.deployment.as_ref().is_some_and(|d| d.running_count > 0)
+    })?;
     let groups = &s.network.as_ref()?.security_groups;
     (groups.len() == 1 && groups.contains(id)).then(|| observe::ObservedSecurityGroup {
         id: id.clone(),

@@ -176,6 +176,8 @@ pub struct ObservedDeployment {
     pub rollout_state: String,
     /// Tasks of this deployment that failed in a row (stopped before or after RUNNING).
     pub failed_tasks: i32,
+    /// Tasks of this deployment (this configuration, this network) running now.
+    pub running_count: i32,
 }
 
 impl ObservedService {
@@ -533,6 +535,7 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
                     .map(|r| r.as_str().to_string())
                     .unwrap_or_default(),
                 failed_tasks: d.failed_tasks(),
+                running_count: d.running_count(),
             }),
     }
 }

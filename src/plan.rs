@@ -1553,6 +1553,7 @@ mod tests {
                 deployment: Some(ObservedDeployment {
                     rollout_state: "COMPLETED".into(),
                     failed_tasks: 0,
+                    running_count: 1,
                 }),
                 ..s
             }),

@@ -18,8 +18,9 @@ use crate::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RES
 
 /// `launch=FARGATE network=awsvpc desired=1`.
 pub const SERVICE_TAG: &str = "harness-delegate:service";
-/// `vpc=vpc-1 public-ip=DISABLED security-groups=managed:sg-9` (or `sg-1+sg-2`; records of
-/// earlier versions say `managed` without the id).
+/// `vpc=vpc-1 public-ip=DISABLED security-groups=managed managed-group=sg-9` (or
+/// `security-groups=sg-1+sg-2`). The group's id is a field of its own, which earlier versions
+/// (a stack rolled back to one) ignore; their records have no id.
 pub const NETWORK_TAG: &str = "harness-delegate:network";
 /// Space-separated subnet ids.
 pub const SUBNETS_TAG: &str = "harness-delegate:subnets";
@@ -114,7 +115,7 @@ impl Record {
         if let Some(n) = &self.network {
             let groups = match &n.security_groups {
                 RecordedGroups::Managed => match &n.managed_group {
-                    Some(id) => format!("managed:{id}"),
+                    Some(id) => format!("managed managed-group={id}"),
                     None => "managed".to_string(),
                 },
                 RecordedGroups::Given(ids) => ids.join("+"),
@@ -215,13 +216,9 @@ fn parse(
                 Some("DISABLED") => AssignPublicIp::Disabled,
                 _ => return Err(bad("no public IP setting")),
             };
-            let groups = n.get("security-groups").map(String::as_str);
-            let managed_group = groups
-                .and_then(|g| g.strip_prefix("managed:"))
-                .filter(|id| !id.is_empty())
-                .map(String::from);
-            let security_groups = match groups {
-                Some(g) if g == "managed" || managed_group.is_some() => RecordedGroups::Managed,
+            let managed_group = n.get("managed-group").filter(|id| !id.is_empty()).cloned();
+            let security_groups = match n.get("security-groups").map(String::as_str) {
+                Some("managed") => RecordedGroups::Managed,
                 Some(ids) if !ids.is_empty() => {
                     RecordedGroups::Given(ids.split('+').map(String::from).collect())
                 }

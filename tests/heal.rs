@@ -180,10 +180,12 @@ async fn everything_as_recorded_means_no_write_call() {
     );
 }
 
-/// moto runs no tasks; the proxy reports the desired count running, as in a steady state.
+/// moto runs no tasks; the proxy reports the desired count running in the current
+/// deployment, as in a steady state.
 fn tasks_running(v: &mut Value) {
     for s in v["services"].as_array_mut().into_iter().flatten() {
         s["runningCount"] = s["desiredCount"].clone();
+        s["deployments"][0]["runningCount"] = s["desiredCount"].clone();
     }
 }
 
