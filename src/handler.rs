@@ -228,7 +228,21 @@ impl Handler {
             reason = %resp.reason,
             "custom resource request handled"
         );
-        let http = self.http.get_or_init(reqwest::Client::new);
+        let http = match self.http.get() {
+            Some(http) => http,
+            // Built here, after the work, so it must not panic: an error is reported instead.
+            None => match reqwest::Client::builder().build() {
+                Ok(http) => self.http.get_or_init(|| http),
+                Err(e) => {
+                    let e = RespondError::Exhausted {
+                        attempts: 0,
+                        last: format!("the HTTP client could not be built: {e}"),
+                    };
+                    tracing::error!(error = %e, "CloudFormation not answered");
+                    return Err(e.into());
+                }
+            },
+        };
         match respond::send(http, &url, &resp, self.retry, deadline).await {
             Ok(()) => {}
             // An expired or refused URL stays refused: an invocation error would only make
