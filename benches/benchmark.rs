@@ -221,7 +221,7 @@ impl Cost {
 
     fn text(&self) -> String {
         format!(
-            "{:.0} ms ({:.0} ms in moto), {} AWS calls ({} reads, {} writes)",
+            "{:.0} ms (moto {:.0} ms, summed over concurrent calls), {} AWS calls ({} reads, {} writes)",
             ms(self.wall),
             ms(self.moto),
             self.calls,
@@ -501,9 +501,21 @@ async fn main() {
     proxy.reset_counts();
     let dir = std::env::temp_dir().join(unique("manual"));
     std::fs::create_dir_all(&dir).unwrap();
-    let manual_wall = manual_install(&aws, &proxy.endpoint, &w, &dir);
+    // The aws CLI blocks: off the runtime's workers, which serve the proxy.
+    let (aws_cli, endpoint_url, world, workdir) =
+        (aws.clone(), proxy.endpoint.clone(), w.clone(), dir.clone());
+    let manual_wall = tokio::task::spawn_blocking(move || {
+        manual_install(&aws_cli, &endpoint_url, &world, &workdir)
+    })
+    .await
+    .unwrap();
     let manual = Cost::of(&proxy, manual_wall);
     let speedup = manual.wall.as_secs_f64() / install.wall.as_secs_f64();
+    notes.push(
+        "First install: most of the aws CLI's time is six Python start-ups, one a command, as a \
+         person running the guide pays them; the function's AWS calls are its own."
+            .to_string(),
+    );
     rows.push([
         "first install (Fargate, subnets found, group made)".into(),
         install.text(),
@@ -605,6 +617,8 @@ async fn main() {
             .first()
             .map_or(cost.wall, |(_, c): &(usize, Cost)| c.wall);
         scale_rows.push((n, cost));
+        // Judged against n × the 1-delegate run of the same kind (a scheduled heal of the whole
+        // region); n = 1 is that run itself.
         let growth_ok = n == 1 || cost.wall * 2 <= single * n as u32;
         rows.push([
             format!("heal everything: {n} delegates, {clusters} clusters"),
@@ -619,15 +633,22 @@ async fn main() {
                 ms(single * n as u32),
             ),
             format!("calls ≤ {budget} (AWS paging); wall ≤ half of linear"),
-            if aws_calls <= budget && growth_ok { "met" } else { "missed" }.into(),
+            match (n, aws_calls <= budget && growth_ok) {
+                (1, true) => "met (calls)",
+                (_, true) => "met",
+                _ => "missed",
+            }
+            .into(),
         ]);
     }
     let (_, c1) = scale_rows[0];
     let (_, c100) = scale_rows[2];
     notes.push(
         "Heal everything: moto ends a GetResources page at 100 tags even when ResourcesPerPage \
-         is given, and a delegate's service and revision carry about 13 tags each; the calls \
-         are judged with GetResources paged as AWS pages it (100 resources a page)."
+         is given; the calls are judged with GetResources paged as AWS pages it (100 \
+         resources a page, a service and a revision a delegate). The budget is the issue's \
+         formula; the function reads the region's managed groups once, DescribeServices in \
+         batches of 10 a cluster and each delegate's revision."
             .to_string(),
     );
     notes.push(format!(
@@ -666,7 +687,10 @@ async fn main() {
         "report".into(),
     ]);
     rows.push([
-        "binary size: x86_64, this release profile".into(),
+        format!(
+            "binary size: {}, this release profile",
+            std::env::consts::ARCH
+        ),
         format!(
             "{} binary, {} zipped",
             mb(size(&function_bin)),
