@@ -488,7 +488,14 @@ async fn a_request_delivered_twice_at_the_same_time_converges_once() {
     let mut tried = 0;
     for flow in [Flow::Create, Flow::Update, Flow::Delete] {
         let setup = Setup::new(flow).await;
+        // The first run's first write of each kind is held a second, so that the other run has
+        // finished looking (nothing done yet) before anything exists.
         let proxy = Proxy::start(vec![
+            Rule {
+                operation: "CreateSecurityGroup",
+                fault: Fault::Delay(Duration::from_secs(1)),
+                times: 1,
+            },
             Rule {
                 operation: "RegisterTaskDefinition",
                 fault: Fault::Delay(Duration::from_secs(1)),
