@@ -237,6 +237,19 @@ struct Trial {
     result: Result<(), String>,
 }
 
+/// The trials that did not end as they must, each with its operation and fault.
+fn failures(trials: &[Trial]) -> Vec<String> {
+    trials
+        .iter()
+        .filter_map(|t| {
+            t.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{} with {}: {e}", t.op, t.kind.name()))
+        })
+        .collect()
+}
+
 /// Each operation of `flow`, with each kind of fault on its first call: the run must converge.
 async fn transient_matrix(flow: Flow) {
     let ops = operations_of(flow).await;
@@ -270,15 +283,7 @@ async fn transient_matrix(flow: Flow) {
         .collect()
         .await;
 
-    let failures: Vec<String> = trials
-        .iter()
-        .filter_map(|t| {
-            t.result
-                .as_ref()
-                .err()
-                .map(|e| format!("{} with {}: {e}", t.op, t.kind.name()))
-        })
-        .collect();
+    let failures = failures(&trials);
     let not_injected: Vec<String> = trials
         .iter()
         .filter(|t| t.injected == 0)
@@ -381,15 +386,7 @@ async fn persistent_matrix(flow: Flow) {
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
-    let failures: Vec<String> = trials
-        .iter()
-        .filter_map(|t| {
-            t.result
-                .as_ref()
-                .err()
-                .map(|e| format!("{} with {}: {e}", t.op, t.kind.name()))
-        })
-        .collect();
+    let failures = failures(&trials);
     record_figures(
         &format!("persistent-{flow:?}").to_lowercase(),
         &json!({
