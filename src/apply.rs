@@ -1,8 +1,11 @@
-//! Apply: carry out a plan's actions with AWS write calls, in order.
+//! Apply: carry out a plan's steps with AWS write calls, in order, one method per step over a
+//! small [`Progress`] (the record as it fills in, the revision, group and service this run uses).
 //!
-//! What this run creates is remembered, and if a later action fails it is removed again (newest
+//! What this run creates is remembered, and if a later step fails it is removed again (newest
 //! first), so a failed Create leaves nothing half-created. Waits (a service draining, a security
-//! group whose network interfaces are still being released) are bounded by the deadline.
+//! group whose network interfaces are still being released) are bounded by the deadline. A value
+//! a step needs that an earlier step should have produced is read through an accessor that
+//! fails the run as an internal error, so no empty ARN ever reaches AWS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,24 +14,72 @@ use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
 use aws_sdk_ecs::types as ecs;
 use tokio::time::Instant;
 
-use crate::observe::{sdk_message, AwsvpcConfig, ObservedTaskDefinition};
-use crate::plan::{Action, Plan};
-use crate::record::{self, Record};
-use crate::spec::LaunchType;
-use crate::{task_definition, Clients};
+use crate::aws_error::{AwsError, AwsErrorKind};
+use crate::model::{self, LaunchType, ServiceStatus, Target};
+use crate::observe::{self, ObserveError};
+use crate::observed::{AwsvpcConfig, ObservedTaskDefinition};
+use crate::plan::{Action, DeleteAction, Plan};
+use crate::record::{self, On, Record};
+use crate::{document, ecs_convert, Clients};
 
-/// An AWS write that failed, with what was being done.
+/// Why an apply stopped. Each says what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} failed: {message}")]
-pub struct ApplyError {
-    pub action: String,
-    pub message: String,
+pub enum ApplyError {
+    /// An AWS write (or a read it needed) failed.
+    #[error("{step} failed: {source}")]
+    Aws {
+        step: String,
+        #[source]
+        source: AwsError,
+    },
+    #[error("{step} failed: {source}")]
+    Read {
+        step: String,
+        #[source]
+        source: ObserveError,
+    },
+    /// AWS's state stops the step: a name taken by something not ours, a service still
+    /// draining, a group still in use. The message says what to do.
+    #[error("{step} failed: {message}")]
+    Blocked { step: String, message: String },
+    /// The document could not be made into an SDK request (a field ECS requires is missing).
+    #[error("{step} failed: the task definition is incomplete ({source}): check TaskDefinitionOverrides")]
+    Incomplete {
+        step: String,
+        #[source]
+        source: aws_sdk_ecs::error::BuildError,
+    },
+    /// A step found that an earlier one did not produce what it needs: a bug.
+    #[error(
+        "{step} failed: internal error, {what} (a bug: what this run created is removed again)"
+    )]
+    Invariant { step: String, what: &'static str },
 }
 
-fn fail(action: impl Into<String>, message: impl Into<String>) -> ApplyError {
-    ApplyError {
-        action: action.into(),
-        message: message.into(),
+impl ApplyError {
+    fn aws(step: impl Into<String>, source: AwsError) -> Self {
+        ApplyError::Aws {
+            step: step.into(),
+            source,
+        }
+    }
+
+    fn blocked(step: impl Into<String>, message: impl Into<String>) -> Self {
+        ApplyError::Blocked {
+            step: step.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The AWS error kind behind this failure, if an AWS call failed.
+    pub fn aws_kind(&self) -> Option<AwsErrorKind> {
+        match self {
+            ApplyError::Aws { source, .. } => Some(source.kind),
+            ApplyError::Read { source, .. } => Some(source.kind()),
+            ApplyError::Blocked { .. }
+            | ApplyError::Incomplete { .. }
+            | ApplyError::Invariant { .. } => None,
+        }
     }
 }
 
@@ -53,15 +104,21 @@ pub struct Applied {
     pub assign_public_ip: String,
 }
 
+impl Applied {
+    /// As CloudFormation's response `Data`: every field is a string.
+    pub fn data(&self) -> BTreeMap<String, String> {
+        serde_json::to_value(self)
+            .and_then(serde_json::from_value)
+            .unwrap_or_default()
+    }
+}
+
 /// Something this run created, to remove again if a later step fails.
 #[derive(Debug)]
 enum Created {
     SecurityGroup(String),
     TaskDefinition(String),
-    Service {
-        cluster: String,
-        name: String,
-    },
+    Service(Target),
     /// Record keys written on a resource: `previous` is what they were.
     Record {
         arn: String,
@@ -78,6 +135,40 @@ pub struct ServiceTarget {
     pub record: Record,
 }
 
+/// What a converge has produced so far.
+struct Progress {
+    /// The record, with the revision and the group filled in once known.
+    record: Record,
+    created_group: Option<String>,
+    /// A revision was registered (or an equal one adopted) by this run.
+    registered: bool,
+    td_arn: Option<String>,
+    service_arn: Option<String>,
+}
+
+impl Progress {
+    fn td_arn(&self, step: &str) -> Result<String, ApplyError> {
+        self.td_arn.clone().ok_or_else(|| ApplyError::Invariant {
+            step: step.to_string(),
+            what: "no task definition revision was chosen",
+        })
+    }
+
+    fn service_arn(&self, step: &str) -> Result<String, ApplyError> {
+        self.service_arn
+            .clone()
+            .ok_or_else(|| ApplyError::Invariant {
+                step: step.to_string(),
+                what: "the service ARN is unknown",
+            })
+    }
+
+    fn use_revision(&mut self, arn: String) {
+        self.record.task_definition = model::revision_name(&arn).to_string();
+        self.td_arn = Some(arn);
+    }
+}
+
 fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
     tags.iter()
         .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
@@ -89,7 +180,7 @@ pub struct Applier<'a> {
     pub deadline: Instant,
     created: Vec<Created>,
     /// The delegate's cluster and service, once a reconcile starts.
-    target: Option<(String, String)>,
+    target: Option<Target>,
 }
 
 impl<'a> Applier<'a> {
@@ -102,7 +193,8 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Apply a reconcile or heal plan. `cluster_arn` is the observed cluster's ARN.
+    /// Apply a converge or heal plan; on failure, remove what this run created. `cluster_arn`
+    /// is the observed cluster's ARN.
     pub async fn reconcile(
         &mut self,
         target: &ServiceTarget,
@@ -110,277 +202,266 @@ impl<'a> Applier<'a> {
         cluster_arn: &str,
         current_service_arn: Option<&str>,
     ) -> Result<Applied, ApplyError> {
-        match self
-            .run(target, plan, cluster_arn, current_service_arn)
-            .await
-        {
-            Ok(a) => Ok(a),
-            Err(e) => {
-                self.undo().await;
-                Err(e)
+        self.target = Some(Target {
+            cluster: target.cluster.clone(),
+            service: target.record.service().to_string(),
+        });
+        let mut progress = Progress {
+            record: target.record.clone(),
+            created_group: None,
+            registered: false,
+            td_arn: None,
+            service_arn: current_service_arn.map(String::from),
+        };
+        if let Some(td) = plan.desired.task_definition_arn.clone() {
+            progress.use_revision(td);
+        }
+        let mut result = Ok(());
+        for action in &plan.actions {
+            tracing::info!(action = action.name(), reason = action.reason(), "applying");
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::before_action(target.record.service(), action.name());
+            result = self
+                .step(action, &target.cluster, plan, &mut progress)
+                .await;
+            if result.is_err() {
+                break;
             }
+        }
+        let applied = result.and_then(|()| applied(&progress, plan, cluster_arn));
+        if applied.is_err() {
+            self.undo().await;
+        }
+        applied
+    }
+
+    async fn step(
+        &mut self,
+        action: &Action,
+        cluster: &str,
+        plan: &Plan,
+        p: &mut Progress,
+    ) -> Result<(), ApplyError> {
+        match action {
+            Action::CreateSecurityGroup { name, vpc_id, .. } => {
+                let id = self.create_security_group(&p.record, name, vpc_id).await?;
+                // Recorded from here on, so that heal knows the group without reading it.
+                if let Some(n) = p.record.network.as_mut() {
+                    n.managed_group = Some(id.clone());
+                }
+                p.created_group = Some(id);
+                Ok(())
+            }
+            Action::RegisterTaskDefinition { family, .. } => self.register(family, plan, p).await,
+            Action::RecordSpec {
+                on_service,
+                on_revision,
+                previous_service,
+                previous_revision,
+                ..
+            } => {
+                if *on_revision && !p.registered {
+                    let arn = p.td_arn("recording the configuration on the revision")?;
+                    self.write_record(&arn, p.record.tags(On::Revision), previous_revision)
+                        .await?;
+                }
+                if *on_service {
+                    let arn = p.service_arn("recording the configuration on the service")?;
+                    self.write_record(&arn, p.record.tags(On::Service), previous_service)
+                        .await?;
+                }
+                Ok(())
+            }
+            Action::CreateService { .. } => self.create_service_step(cluster, plan, p).await,
+            Action::WaitForServiceDrain { .. } => {
+                self.wait_until_gone(cluster, p.record.service()).await
+            }
+            Action::RecreateService { .. } => {
+                self.delete_service(cluster, p.record.service()).await?;
+                self.wait_until_gone(cluster, p.record.service()).await?;
+                self.create_service_step(cluster, plan, p).await
+            }
+            Action::ForceNewDeployment { .. } => self.force_new_deployment(cluster, p).await,
+            Action::UpdateService { .. } => self.update_service(action, cluster, plan, p).await,
+            Action::TagService { tags, .. } => {
+                let arn = p.service_arn("tagging the service")?;
+                self.tag(&arn, tags).await.map_err(|e| {
+                    ApplyError::aws(format!("tagging service {}", p.record.service()), e)
+                })
+            }
+            Action::TagSecurityGroup { id, tags, .. } => self.tag_group(id, tags).await,
         }
     }
 
-    async fn run(
+    /// Register the rendered revision with the record on it, or settle on an equal one that a
+    /// replay or a lost answer registered meanwhile.
+    async fn register(
         &mut self,
-        target: &ServiceTarget,
+        family: &str,
         plan: &Plan,
-        cluster_arn: &str,
-        current_service_arn: Option<&str>,
-    ) -> Result<Applied, ApplyError> {
-        let c = self.clients;
-        let cluster = target.cluster.as_str();
-        let name = target.record.service.as_str();
-        self.target = Some((cluster.to_string(), name.to_string()));
-        // The record, with the revision filled in once it is known.
-        let mut record = target.record.clone();
-        let mut created_group: Option<String> = None;
-        let mut registered = false;
-        let mut td_arn = plan.desired.task_definition_arn.clone();
-        if let Some(td) = &td_arn {
-            record.task_definition = record::revision_name(td).to_string();
-        }
-        let mut service_arn = current_service_arn.map(String::from);
-        // The awsvpc configuration to send, once the group this run may create has its id.
-        let resolved =
-            |group: Option<&str>| plan.desired.network.as_ref().map(|n| n.resolved(group));
-
-        for action in &plan.actions {
-            tracing::info!(action = ?action, "applying");
-            #[cfg(feature = "test-hooks")]
-            crate::test_hooks::before_action(name, action);
-            match action {
-                Action::CreateSecurityGroup {
-                    name: group,
-                    vpc_id,
-                    ..
-                } => {
-                    let id = self.create_security_group(&record, group, vpc_id).await?;
-                    // Recorded from here on, so that heal knows the group without reading it.
-                    if let Some(n) = record.network.as_mut() {
-                        n.managed_group = Some(id.clone());
-                    }
-                    created_group = Some(id);
-                }
-                Action::RegisterTaskDefinition { family, .. } => {
-                    let req = task_definition::register_request(
-                        &c.ecs,
-                        &plan.desired.task_definition,
-                        &record.all_tags(false),
-                    )
-                    .map_err(|e| fail(format!("registering a revision of {family}"), e))?;
-                    let out = req.send().await.map_err(|e| {
-                        fail(
-                            format!("registering a revision of {family}"),
-                            sdk_message("ecs:RegisterTaskDefinition", &e),
-                        )
-                    })?;
-                    let mut arn = out
-                        .task_definition()
-                        .and_then(|t| t.task_definition_arn())
-                        .unwrap_or_default()
-                        .to_string();
-                    if let Some(earlier) = self.earlier_equal_revision(family, &arn, plan).await {
-                        if self.withdraw(&arn, &record).await {
-                            // Registered by another run (or an earlier attempt of this call):
-                            // not this run's to remove, but it gets this run's record, which
-                            // undo puts back as it was if this run fails.
-                            arn = earlier.arn;
-                            record.task_definition = record::revision_name(&arn).to_string();
-                            self.write_record(
-                                &arn,
-                                record.tags(false),
-                                &record::recorded_tags(&earlier.tags),
-                            )
-                            .await?;
-                            td_arn = Some(arn);
-                            registered = true;
-                            continue;
-                        }
-                    }
-                    self.created.push(Created::TaskDefinition(arn.clone()));
-                    // Registered with the record on it: a failed run takes that record off
-                    // again before deregistering, or heal would apply what failed.
-                    self.created.push(Created::Record {
-                        arn: arn.clone(),
-                        previous: BTreeMap::new(),
-                        written: record.tags(false).into_keys().collect(),
-                    });
-                    record.task_definition = record::revision_name(&arn).to_string();
-                    registered = true;
-                    td_arn = Some(arn);
-                }
-                Action::RecordSpec {
-                    on_service,
-                    on_revision,
-                    previous_service,
-                    previous_revision,
-                    ..
-                } => {
-                    if *on_revision && !registered {
-                        let arn = td_arn.clone().unwrap_or_default();
-                        self.write_record(&arn, record.tags(false), previous_revision)
-                            .await?;
-                    }
-                    if *on_service {
-                        let arn = service_arn.clone().unwrap_or_default();
-                        self.write_record(&arn, record.tags(true), previous_service)
-                            .await?;
-                    }
-                }
-                Action::CreateService { .. } => {
-                    let network = resolved(created_group.as_deref());
-                    let td = td_arn.clone().unwrap_or_default();
-                    service_arn = Some(
-                        self.create_service(cluster, &record, &td, network.as_ref())
-                            .await?,
-                    );
-                    self.commit_records();
-                }
-                Action::WaitForServiceDrain { .. } => {
-                    self.wait_until_gone(cluster, name).await?;
-                }
-                Action::RecreateService { .. } => {
-                    self.delete_service(cluster, name).await?;
-                    self.wait_until_gone(cluster, name).await?;
-                    let network = resolved(created_group.as_deref());
-                    let td = td_arn.clone().unwrap_or_default();
-                    service_arn = Some(
-                        self.create_service(cluster, &record, &td, network.as_ref())
-                            .await?,
-                    );
-                    self.commit_records();
-                }
-                Action::ForceNewDeployment { .. } => {
-                    c.ecs
-                        .update_service()
-                        .cluster(cluster)
-                        .service(name)
-                        .force_new_deployment(true)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            fail(
-                                format!("redeploying service {name}"),
-                                sdk_message("ecs:UpdateService", &e),
-                            )
-                        })?;
-                    self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
-                        .await?;
-                }
-                Action::UpdateService {
-                    desired_count,
-                    task_definition,
-                    network,
-                    mark_redeployed,
-                    ..
-                } => {
-                    let mut u = c
-                        .ecs
-                        .update_service()
-                        .cluster(cluster)
-                        .service(name)
-                        .set_desired_count(*desired_count);
-                    if *task_definition {
-                        u = u.task_definition(td_arn.clone().unwrap_or_default());
-                    }
-                    if *network {
-                        if let Some(n) = resolved(created_group.as_deref()) {
-                            u = u.network_configuration(network_configuration(&n));
-                        }
-                    }
-                    let out = u.send().await.map_err(|e| {
-                        fail(
-                            format!("updating service {name}"),
-                            sdk_message("ecs:UpdateService", &e),
-                        )
-                    })?;
-                    self.commit_records();
-                    if *mark_redeployed {
-                        self.mark_redeployed(service_arn.as_deref().unwrap_or_default(), name)
-                            .await?;
-                    }
-                    // The service runs the new revision and group now: undoing must not remove them.
-                    if *task_definition {
-                        self.created
-                            .retain(|c| !matches!(c, Created::TaskDefinition(_)));
-                    }
-                    if *network {
-                        self.created
-                            .retain(|c| !matches!(c, Created::SecurityGroup(_)));
-                    }
-                    if let Some(arn) = out.service().and_then(|s| s.service_arn()) {
-                        service_arn = Some(arn.to_string());
-                    }
-                }
-                Action::TagService { tags, .. } => {
-                    let arn = service_arn.clone().unwrap_or_default();
-                    self.tag(&arn, tags)
-                        .await
-                        .map_err(|e| fail(format!("tagging service {name}"), e))?;
-                }
-                Action::TagSecurityGroup { id, tags, .. } => {
-                    c.ec2
-                        .create_tags()
-                        .resources(id)
-                        .set_tags(Some(
-                            tags.iter()
-                                .map(|(k, v)| Ec2Tag::builder().key(k).value(v).build())
-                                .collect(),
-                        ))
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            fail(
-                                format!("tagging security group {id}"),
-                                sdk_message("ec2:CreateTags", &e),
-                            )
-                        })?;
-                }
-                Action::DeleteService { .. }
-                | Action::RemoveRecord { .. }
-                | Action::DeregisterTaskDefinition { .. }
-                | Action::DeleteSecurityGroup { .. } => {
-                    unreachable!("delete actions are applied by Applier::delete")
-                }
+        p: &mut Progress,
+    ) -> Result<(), ApplyError> {
+        let step = || format!("registering a revision of {family}");
+        let req = ecs_convert::register_request(
+            &self.clients.ecs,
+            &plan.desired.task_definition,
+            &p.record.all_tags(On::Revision),
+        )
+        .map_err(|source| ApplyError::Incomplete {
+            step: step(),
+            source,
+        })?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| ApplyError::aws(step(), AwsError::new("ecs:RegisterTaskDefinition", e)))?;
+        let Some(arn) = out
+            .task_definition()
+            .and_then(|t| t.task_definition_arn())
+            .map(String::from)
+        else {
+            return Err(ApplyError::Invariant {
+                step: step(),
+                what: "AWS answered without the revision's ARN",
+            });
+        };
+        p.registered = true;
+        if let Some(earlier) = self.earlier_equal_revision(family, &arn, plan).await {
+            if self.withdraw(&arn, &p.record).await {
+                // Registered by another run (or an earlier attempt of this call): not this
+                // run's to remove, but it gets this run's record, which undo puts back as it
+                // was if this run fails.
+                p.use_revision(earlier.arn.clone());
+                let tags = p.record.tags(On::Revision);
+                let previous = record::recorded_tags(&earlier.tags);
+                return self.write_record(&earlier.arn, tags, &previous).await;
             }
         }
+        self.created.push(Created::TaskDefinition(arn.clone()));
+        // Registered with the record on it: a failed run takes that record off again before
+        // deregistering, or heal would apply what failed.
+        self.created.push(Created::Record {
+            arn: arn.clone(),
+            previous: BTreeMap::new(),
+            written: p.record.tags(On::Revision).into_keys().collect(),
+        });
+        p.use_revision(arn);
+        Ok(())
+    }
 
-        let network = resolved(created_group.as_deref());
-        let td = match td_arn {
-            Some(t) => t,
-            None => return Err(fail("reconcile", "no task definition revision was chosen")),
+    async fn create_service_step(
+        &mut self,
+        cluster: &str,
+        plan: &Plan,
+        p: &mut Progress,
+    ) -> Result<(), ApplyError> {
+        let network = resolved(plan, p);
+        let td = p.td_arn("creating the service")?;
+        let arn = self
+            .create_service(cluster, &p.record, &td, network.as_ref())
+            .await?;
+        p.service_arn = Some(arn);
+        self.commit_records();
+        Ok(())
+    }
+
+    async fn force_new_deployment(
+        &mut self,
+        cluster: &str,
+        p: &Progress,
+    ) -> Result<(), ApplyError> {
+        let name = p.record.service();
+        self.clients
+            .ecs
+            .update_service()
+            .cluster(cluster)
+            .service(name)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .map_err(|e| {
+                ApplyError::aws(
+                    format!("redeploying service {name}"),
+                    AwsError::new("ecs:UpdateService", e),
+                )
+            })?;
+        self.mark_redeployed(&p.service_arn("noting the redeploy")?, name)
+            .await
+    }
+
+    async fn update_service(
+        &mut self,
+        action: &Action,
+        cluster: &str,
+        plan: &Plan,
+        p: &mut Progress,
+    ) -> Result<(), ApplyError> {
+        let Action::UpdateService {
+            desired_count,
+            task_definition,
+            network,
+            mark_redeployed,
+            ..
+        } = action
+        else {
+            return Ok(());
         };
-        let service_arn = match service_arn {
-            Some(a) => a,
-            None => return Err(fail("reconcile", "the service ARN is unknown")),
-        };
-        Ok(Applied {
-            service_arn,
-            service_name: name.to_string(),
-            cluster_arn: cluster_arn.to_string(),
-            task_definition_arn: td,
-            vpc_id: plan.desired.vpc_id.clone().unwrap_or_default(),
-            subnet_ids: network
-                .as_ref()
-                .map(|n| n.subnets.iter().cloned().collect::<Vec<_>>().join(","))
-                .unwrap_or_default(),
-            security_group_ids: network
-                .as_ref()
-                .map(|n| {
-                    n.security_groups
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default(),
-            assign_public_ip: network
-                .as_ref()
-                .map(|n| n.assign_public_ip.clone())
-                .unwrap_or_default(),
-        })
+        let name = p.record.service().to_string();
+        let mut u = self
+            .clients
+            .ecs
+            .update_service()
+            .cluster(cluster)
+            .service(&name)
+            .set_desired_count(*desired_count);
+        if *task_definition {
+            u = u.task_definition(p.td_arn("updating the service")?);
+        }
+        if let Some(n) = resolved(plan, p).filter(|_| *network) {
+            u = u.network_configuration(network_configuration(&n));
+        }
+        let out = u.send().await.map_err(|e| {
+            ApplyError::aws(
+                format!("updating service {name}"),
+                AwsError::new("ecs:UpdateService", e),
+            )
+        })?;
+        self.commit_records();
+        if *mark_redeployed {
+            self.mark_redeployed(&p.service_arn("noting the redeploy")?, &name)
+                .await?;
+        }
+        // The service runs the new revision and group now: undoing must not remove them.
+        self.created.retain(|c| match c {
+            Created::TaskDefinition(_) => !*task_definition,
+            Created::SecurityGroup(_) => !*network,
+            _ => true,
+        });
+        if let Some(arn) = out.service().and_then(|s| s.service_arn()) {
+            p.service_arn = Some(arn.to_string());
+        }
+        Ok(())
+    }
+
+    async fn tag_group(&self, id: &str, tags: &BTreeMap<String, String>) -> Result<(), ApplyError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| Ec2Tag::builder().key(k).value(v).build())
+            .collect();
+        self.clients
+            .ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ApplyError::aws(
+                    format!("tagging security group {id}"),
+                    AwsError::new("ec2:CreateTags", e),
+                )
+            })
     }
 
     /// A revision equal to `registered`, registered for this delegate between the plan's look at
@@ -397,17 +478,13 @@ impl<'a> Applier<'a> {
         // Runs that raced each other are close together; other delegates sharing the family
         // may have registered in between, so look a little further than two runs need.
         const LOOK_BACK: usize = 20;
-        let number = |arn: &str| {
-            arn.rsplit_once(':')
-                .and_then(|(_, n)| n.parse::<i32>().ok())
-                .unwrap_or(0)
-        };
+        let number = model::revision_number;
         let mine = number(registered);
         let after = plan.desired.registered_after;
         if mine <= after + 1 {
             return None;
         }
-        let revisions = match crate::observe::active_revisions(self.clients, family).await {
+        let revisions = match observe::active_revisions(self.clients, family).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for an equal revision registered meanwhile");
@@ -418,15 +495,15 @@ impl<'a> Applier<'a> {
             .iter()
             .filter(|a| (after.max(mine - 1 - LOOK_BACK as i32) + 1..mine).contains(&number(a)))
             .collect();
-        let wanted = task_definition::normalize(&plan.desired.task_definition);
-        let key = plan.desired.record.key();
+        let wanted = document::normalize(&plan.desired.task_definition);
+        let key = &plan.desired.record.key;
         // Lowest first: the first equal one is the one every racing run settles on.
         for arn in between {
-            match crate::observe::describe_task_definition(self.clients, arn).await {
+            match observe::describe_task_definition(self.clients, arn).await {
                 Ok(Some(td))
-                    if td.status == "ACTIVE"
-                        && td.tags.get(crate::RESOURCE_TAG) == Some(&key)
-                        && task_definition::normalize(&td.doc) == wanted =>
+                    if td.is_active()
+                        && key.tagged_on(&td.tags)
+                        && document::normalize(&td.doc) == wanted =>
                 {
                     tracing::info!(registered, equal = %td.arn, "an equal revision was registered meanwhile: using it");
                     return Some(td);
@@ -446,7 +523,7 @@ impl<'a> Applier<'a> {
     /// used, because a deregistered revision with a newer record would mislead heal. A failed
     /// deregister only leaves a spare revision without a record, and is logged.
     async fn withdraw(&self, arn: &str, record: &Record) -> bool {
-        let keys: Vec<String> = record.tags(false).into_keys().collect();
+        let keys: Vec<String> = record.tags(On::Revision).into_keys().collect();
         if let Err(e) = self.untag(arn, &keys).await {
             tracing::warn!(resource = %arn, error = %e, "could not remove the record: keeping this revision");
             return false;
@@ -477,7 +554,7 @@ impl<'a> Applier<'a> {
             .vpc_id(vpc_id)
             .description(format!(
                 "Harness delegate {}: outbound only (created by harness-ecs-delegate-bootstrap)",
-                record.key()
+                record.key
             ))
             .tag_specifications(
                 TagSpecification::builder()
@@ -487,30 +564,32 @@ impl<'a> Applier<'a> {
             )
             .send()
             .await;
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                let duplicate = e
-                    .as_service_error()
-                    .is_some_and(|se| se.meta().code() == Some("InvalidGroup.Duplicate"));
-                let msg = if duplicate {
-                    // Made by this call's first attempt whose answer was lost, or by a replay
-                    // of the same request running at the same time: this delegate's group.
-                    match self.own_group(record, name, vpc_id).await {
-                        Ok(Some(id)) => return Ok(id),
-                        Ok(None) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group"),
-                        Err(read) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id}, and whether it is this delegate's could not be read ({read}): run the request again"),
-                    }
-                } else {
-                    sdk_message("ec2:CreateSecurityGroup", &e)
+        let step = || format!("creating security group {name}");
+        let e = match out {
+            Ok(out) => {
+                let Some(id) = out.group_id().map(String::from) else {
+                    return Err(ApplyError::Invariant {
+                        step: step(),
+                        what: "AWS answered without the group's id",
+                    });
                 };
-                return Err(fail(format!("creating security group {name}"), msg));
+                self.created.push(Created::SecurityGroup(id.clone()));
+                // A new group allows all outbound traffic and no inbound: what a delegate needs.
+                return Ok(id);
             }
+            Err(e) => AwsError::new("ec2:CreateSecurityGroup", e),
         };
-        let id = out.group_id().unwrap_or_default().to_string();
-        self.created.push(Created::SecurityGroup(id.clone()));
-        // A new group allows all outbound traffic and no inbound: exactly what a delegate needs.
-        Ok(id)
+        if !e.has_code("InvalidGroup.Duplicate") {
+            return Err(ApplyError::aws(step(), e));
+        }
+        // Made by this call's first attempt whose answer was lost, or by a replay of the same
+        // request running at the same time: this delegate's group.
+        let msg = match self.own_group(record, name, vpc_id).await {
+            Ok(Some(id)) => return Ok(id),
+            Ok(None) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id} and is not tagged as this delegate's: pass SecurityGroupIds, or rename or delete that group"),
+            Err(read) => format!("ec2:CreateSecurityGroup: a security group named {name} already exists in {vpc_id}, and whether it is this delegate's could not be read ({read}): run the request again"),
+        };
+        Err(ApplyError::blocked(step(), msg))
     }
 
     /// The group named `name` in `vpc_id` that this function created for this delegate. Read a
@@ -520,13 +599,13 @@ impl<'a> Applier<'a> {
         record: &Record,
         name: &str,
         vpc_id: &str,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, ObserveError> {
         let mut last_error = None;
         for attempt in 0..3 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            match crate::observe::managed_security_groups(self.clients, &record.key()).await {
+            match observe::managed_security_groups(self.clients, &record.key).await {
                 Ok(groups) => {
                     if let Some(g) = groups
                         .into_iter()
@@ -537,7 +616,7 @@ impl<'a> Applier<'a> {
                     }
                     last_error = None;
                 }
-                Err(e) => last_error = Some(e.to_string()),
+                Err(e) => last_error = Some(e),
             }
         }
         last_error.map_or(Ok(None), Err)
@@ -550,81 +629,49 @@ impl<'a> Applier<'a> {
         task_definition_arn: &str,
         network: Option<&AwsvpcConfig>,
     ) -> Result<String, ApplyError> {
-        let mut req = self
-            .clients
-            .ecs
-            .create_service()
-            .cluster(cluster)
-            .service_name(&record.service)
-            .task_definition(task_definition_arn)
-            .desired_count(record.desired_count)
-            .launch_type(ecs::LaunchType::from(record.launch_type.as_str()))
-            .scheduling_strategy(ecs::SchedulingStrategy::Replica)
-            .deployment_configuration(
-                ecs::DeploymentConfiguration::builder()
-                    .deployment_circuit_breaker(
-                        ecs::DeploymentCircuitBreaker::builder()
-                            .enable(true)
-                            .rollback(true)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .enable_ecs_managed_tags(true)
-            .propagate_tags(ecs::PropagateTags::Service)
-            .set_tags(Some(ecs_tags(&record.all_tags(true))));
-        match record.launch_type {
-            LaunchType::Fargate => req = req.platform_version("LATEST"),
-            LaunchType::Ec2 => {
-                for field in ["attribute:ecs.availability-zone", "instanceId"] {
-                    req = req.placement_strategy(
-                        ecs::PlacementStrategy::builder()
-                            .r#type(ecs::PlacementStrategyType::Spread)
-                            .field(field)
-                            .build(),
-                    );
-                }
+        let req =
+            create_service_request(self.clients, cluster, record, task_definition_arn, network);
+        let step = || format!("creating service {}", record.service());
+        let e = match req.send().await {
+            Ok(out) => {
+                self.created.push(Created::Service(Target {
+                    cluster: cluster.to_string(),
+                    service: record.service().to_string(),
+                }));
+                return out
+                    .service()
+                    .and_then(|s| s.service_arn())
+                    .map(String::from)
+                    .ok_or(ApplyError::Invariant {
+                        step: step(),
+                        what: "AWS answered without the service's ARN",
+                    });
             }
-        }
-        if let Some(n) = network {
-            req = req.network_configuration(network_configuration(n));
-        }
-        let out = match req.send().await {
-            Ok(out) => out,
-            Err(e) => {
-                // AWS refuses a second create of an ACTIVE name with other input (our tags
-                // carry the time): a replay of this request running at the same time, or this
-                // call's first attempt whose answer was lost, may have created it already.
-                let not_idempotent = e.as_service_error().is_some_and(|se| {
-                    se.is_invalid_parameter_exception()
-                        && se
-                            .meta()
-                            .message()
-                            .is_some_and(|m| m.contains("idempotent"))
-                });
-                if not_idempotent {
-                    if let Some(arn) = self
-                        .same_service(cluster, record, task_definition_arn)
-                        .await
-                    {
-                        return Ok(arn);
-                    }
-                }
-                return Err(fail(
-                    format!("creating service {}", record.service),
-                    sdk_message("ecs:CreateService", &e),
-                ));
-            }
+            Err(e) => e,
         };
-        self.created.push(Created::Service {
-            cluster: cluster.to_string(),
-            name: record.service.clone(),
+        // AWS refuses a second create of an ACTIVE name with other input (our tags carry the
+        // time): a replay of this request running at the same time, or this call's first
+        // attempt whose answer was lost, may have created it already. AWS says so only in the
+        // message of an InvalidParameterException.
+        let not_idempotent = e.as_service_error().is_some_and(|se| {
+            se.is_invalid_parameter_exception()
+                && se
+                    .meta()
+                    .message()
+                    .is_some_and(|m| m.contains("idempotent"))
         });
-        Ok(out
-            .service()
-            .and_then(|s| s.service_arn())
-            .unwrap_or_default()
-            .to_string())
+        if not_idempotent {
+            if let Some(arn) = self
+                .same_service(cluster, record, task_definition_arn)
+                .await
+            {
+                return Ok(arn);
+            }
+        }
+        Err(ApplyError::aws(
+            step(),
+            AwsError::new("ecs:CreateService", e),
+        ))
     }
 
     /// The ARN of the ACTIVE service `record` names, when it is this delegate's (managed by this
@@ -640,10 +687,10 @@ impl<'a> Applier<'a> {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            match crate::observe::service(self.clients, cluster, &record.service).await {
-                Ok(Some(s)) if s.status == "ACTIVE" => {
+            match observe::service(self.clients, cluster, record.service()).await {
+                Ok(Some(s)) if s.is_active() => {
                     let same = s.managed_by_us()
-                        && s.tags.get(crate::RESOURCE_TAG) == Some(&record.key())
+                        && s.is_delegate(&record.key)
                         && s.owner() == record.owner.as_deref()
                         && s.task_definition == task_definition_arn;
                     if same {
@@ -663,7 +710,7 @@ impl<'a> Applier<'a> {
     }
 
     /// Add or change tags on an ECS resource.
-    async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), String> {
+    async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
         self.clients
             .ecs
             .tag_resource()
@@ -672,11 +719,11 @@ impl<'a> Applier<'a> {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sdk_message("ecs:TagResource", &e))
+            .map_err(|e| AwsError::new("ecs:TagResource", e))
     }
 
     /// Remove tags from an ECS resource.
-    async fn untag(&self, arn: &str, keys: &[String]) -> Result<(), String> {
+    async fn untag(&self, arn: &str, keys: &[String]) -> Result<(), AwsError> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -688,7 +735,7 @@ impl<'a> Applier<'a> {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sdk_message("ecs:UntagResource", &e))
+            .map_err(|e| AwsError::new("ecs:UntagResource", e))
     }
 
     /// Write a record on a resource, dropping record keys it no longer needs (a split value
@@ -710,8 +757,12 @@ impl<'a> Applier<'a> {
             previous: previous.clone(),
             written: tags.keys().cloned().collect(),
         });
-        self.tag(arn, &tags).await.map_err(|e| fail(what(), e))?;
-        self.untag(arn, &stale).await.map_err(|e| fail(what(), e))
+        self.tag(arn, &tags)
+            .await
+            .map_err(|e| ApplyError::aws(what(), e))?;
+        self.untag(arn, &stale)
+            .await
+            .map_err(|e| ApplyError::aws(what(), e))
     }
 
     /// Remove a record ahead of a delete. A resource already gone (a revision deleted for good,
@@ -740,12 +791,13 @@ impl<'a> Applier<'a> {
                         || se.is_client_exception()
                 }) =>
             {
-                tracing::warn!(resource = %arn, error = %sdk_message("ecs:UntagResource", &e), "could not remove the record of a resource that is gone");
+                let e = AwsError::new("ecs:UntagResource", e);
+                tracing::warn!(resource = %arn, error = %e, "could not remove the record of a resource that is gone");
                 Ok(())
             }
-            Err(e) => Err(fail(
+            Err(e) => Err(ApplyError::aws(
                 format!("removing the record from {arn}"),
-                sdk_message("ecs:UntagResource", &e),
+                AwsError::new("ecs:UntagResource", e),
             )),
         }
     }
@@ -758,7 +810,7 @@ impl<'a> Applier<'a> {
             &BTreeMap::from([(record::REDEPLOYED_AT_TAG.to_string(), now)]),
         )
         .await
-        .map_err(|e| fail(format!("tagging service {name}"), e))
+        .map_err(|e| ApplyError::aws(format!("tagging service {name}"), e))
     }
 
     /// The service now runs what the record says: a later failure must not roll it back.
@@ -786,7 +838,10 @@ impl<'a> Applier<'a> {
             if gone {
                 return Ok(());
             }
-            return Err(fail(what(), sdk_message("ecs:UpdateService", &e)));
+            return Err(ApplyError::aws(
+                what(),
+                AwsError::new("ecs:UpdateService", e),
+            ));
         }
         match self
             .clients
@@ -805,26 +860,29 @@ impl<'a> Applier<'a> {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(what(), sdk_message("ecs:DeleteService", &e))),
+            Err(e) => Err(ApplyError::aws(
+                what(),
+                AwsError::new("ecs:DeleteService", e),
+            )),
         }
     }
 
     /// Wait until the service is INACTIVE or gone, within the deadline.
     async fn wait_until_gone(&self, cluster: &str, name: &str) -> Result<(), ApplyError> {
         loop {
-            let s = crate::observe::service(self.clients, cluster, name)
+            let s = observe::service(self.clients, cluster, name)
                 .await
-                .map_err(|e| {
-                    fail(
-                        format!("waiting for service {name} to drain"),
-                        e.to_string(),
-                    )
+                .map_err(|source| ApplyError::Read {
+                    step: format!("waiting for service {name} to drain"),
+                    source,
                 })?;
-            if s.as_ref().is_none_or(|s| s.status == "INACTIVE") {
+            if s.as_ref()
+                .is_none_or(|s| s.status == ServiceStatus::Inactive)
+            {
                 return Ok(());
             }
             if Instant::now() + Duration::from_secs(5) >= self.deadline {
-                return Err(fail(
+                return Err(ApplyError::blocked(
                     format!("waiting for service {name} to drain"),
                     "it is still DRAINING: run the update again in a few minutes",
                 ));
@@ -834,27 +892,30 @@ impl<'a> Applier<'a> {
     }
 
     /// Apply a delete plan. Failures are reported; there is nothing to undo.
-    pub async fn delete(&mut self, cluster: &str, actions: &[Action]) -> Result<(), ApplyError> {
+    pub async fn delete(
+        &mut self,
+        cluster: &str,
+        actions: &[DeleteAction],
+    ) -> Result<(), ApplyError> {
         for action in actions {
-            tracing::info!(action = ?action, "applying");
+            tracing::info!(action = action.name(), reason = action.reason(), "applying");
             match action {
-                Action::RemoveRecord {
+                DeleteAction::RemoveRecord {
                     resources, keys, ..
                 } => {
                     for (arn, keys) in resources.iter().zip(keys) {
                         self.remove_record(arn, keys).await?;
                     }
                 }
-                Action::DeleteService { service, .. } => {
+                DeleteAction::DeleteService { service, .. } => {
                     self.delete_service(cluster, service).await?;
                 }
-                Action::DeregisterTaskDefinition { arn, .. } => {
+                DeleteAction::DeregisterTaskDefinition { arn, .. } => {
                     self.deregister(arn).await?;
                 }
-                Action::DeleteSecurityGroup { id, .. } => {
+                DeleteAction::DeleteSecurityGroup { id, .. } => {
                     self.delete_security_group(id).await?;
                 }
-                other => unreachable!("not a delete action: {other:?}"),
             }
         }
         Ok(())
@@ -877,9 +938,9 @@ impl<'a> Applier<'a> {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(
+            Err(e) => Err(ApplyError::aws(
                 format!("deregistering {arn}"),
-                sdk_message("ecs:DeregisterTaskDefinition", &e),
+                AwsError::new("ecs:DeregisterTaskDefinition", e),
             )),
         }
     }
@@ -897,22 +958,16 @@ impl<'a> Applier<'a> {
             {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    let code = e
-                        .as_service_error()
-                        .and_then(|se| se.meta().code())
-                        .unwrap_or_default()
-                        .to_string();
-                    if code == "InvalidGroup.NotFound" {
+                    let e = AwsError::new("ec2:DeleteSecurityGroup", e);
+                    if e.is(AwsErrorKind::NotFound) {
                         return Ok(());
                     }
-                    let in_use = code == "DependencyViolation";
-                    if !in_use || Instant::now() + Duration::from_secs(15) >= self.deadline {
-                        let msg = if in_use {
-                            format!("{id} is still in use by network interfaces of stopped tasks: delete it once they are released")
-                        } else {
-                            sdk_message("ec2:DeleteSecurityGroup", &e)
-                        };
-                        return Err(fail(format!("deleting security group {id}"), msg));
+                    let step = || format!("deleting security group {id}");
+                    if !e.has_code("DependencyViolation") {
+                        return Err(ApplyError::aws(step(), e));
+                    }
+                    if Instant::now() + Duration::from_secs(15) >= self.deadline {
+                        return Err(ApplyError::blocked(step(), format!("{id} is still in use by network interfaces of stopped tasks: delete it once they are released")));
                     }
                     tokio::time::sleep(Duration::from_secs(10)).await;
                 }
@@ -926,19 +981,23 @@ impl<'a> Applier<'a> {
         let created_service = self
             .created
             .iter()
-            .any(|c| matches!(c, Created::Service { .. }));
+            .any(|c| matches!(c, Created::Service(_)));
         let made_something = self
             .created
             .iter()
             .any(|c| matches!(c, Created::TaskDefinition(_) | Created::SecurityGroup(_)));
-        let Some((cluster, name)) = self.target.as_ref() else {
+        let Some(Target {
+            cluster,
+            service: name,
+        }) = self.target.as_ref()
+        else {
             return BTreeSet::new();
         };
         if created_service || !made_something {
             return BTreeSet::new();
         }
-        match crate::observe::service(self.clients, cluster, name).await {
-            Ok(Some(s)) if s.status == "ACTIVE" => {
+        match observe::service(self.clients, cluster, name).await {
+            Ok(Some(s)) if s.is_active() => {
                 let mut used: BTreeSet<String> =
                     s.network.map(|n| n.security_groups).unwrap_or_default();
                 used.insert(s.task_definition);
@@ -968,7 +1027,7 @@ impl<'a> Applier<'a> {
             }
             tracing::warn!(created = ?c, "removing what this failed run created");
             let r = match &c {
-                Created::Service { cluster, name } => self.delete_service(cluster, name).await,
+                Created::Service(t) => self.delete_service(&t.cluster, &t.service).await,
                 Created::TaskDefinition(arn) => self.deregister(arn).await,
                 Created::SecurityGroup(id) => {
                     // A service just deleted may still hold the group; wait for it first.
@@ -991,7 +1050,7 @@ impl<'a> Applier<'a> {
                     };
                     restored
                         .and(self.untag(arn, &added).await)
-                        .map_err(|e| fail(format!("restoring the record on {arn}"), e))
+                        .map_err(|e| ApplyError::aws(format!("restoring the record on {arn}"), e))
                 }
             };
             if let Err(e) = r {
@@ -999,6 +1058,89 @@ impl<'a> Applier<'a> {
             }
         }
     }
+}
+
+/// CreateService for the delegate: the record's settings and tags, the deployment circuit
+/// breaker with rollback, tasks spread across zones and instances on EC2.
+fn create_service_request(
+    c: &Clients,
+    cluster: &str,
+    record: &Record,
+    task_definition_arn: &str,
+    network: Option<&AwsvpcConfig>,
+) -> aws_sdk_ecs::operation::create_service::builders::CreateServiceFluentBuilder {
+    let mut req = c
+        .ecs
+        .create_service()
+        .cluster(cluster)
+        .service_name(record.service())
+        .task_definition(task_definition_arn)
+        .desired_count(record.desired_count)
+        .launch_type(ecs::LaunchType::from(record.launch_type.as_str()))
+        .scheduling_strategy(ecs::SchedulingStrategy::Replica)
+        .deployment_configuration(
+            ecs::DeploymentConfiguration::builder()
+                .deployment_circuit_breaker(
+                    ecs::DeploymentCircuitBreaker::builder()
+                        .enable(true)
+                        .rollback(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .enable_ecs_managed_tags(true)
+        .propagate_tags(ecs::PropagateTags::Service)
+        .set_tags(Some(ecs_tags(&record.all_tags(On::Service))));
+    match record.launch_type {
+        LaunchType::Fargate => req = req.platform_version("LATEST"),
+        LaunchType::Ec2 => {
+            for field in ["attribute:ecs.availability-zone", "instanceId"] {
+                req = req.placement_strategy(
+                    ecs::PlacementStrategy::builder()
+                        .r#type(ecs::PlacementStrategyType::Spread)
+                        .field(field)
+                        .build(),
+                );
+            }
+        }
+    }
+    if let Some(n) = network {
+        req = req.network_configuration(network_configuration(n));
+    }
+    req
+}
+
+/// The awsvpc configuration to send, once the group this run may create has its id.
+fn resolved(plan: &Plan, p: &Progress) -> Option<AwsvpcConfig> {
+    plan.desired
+        .network
+        .as_ref()
+        .map(|n| n.resolved(p.created_group.as_deref()))
+}
+
+/// What the delegate looks like once every step has run.
+fn applied(p: &Progress, plan: &Plan, cluster_arn: &str) -> Result<Applied, ApplyError> {
+    let network = resolved(plan, p);
+    let join = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(",");
+    Ok(Applied {
+        service_arn: p.service_arn("reporting the result")?,
+        service_name: p.record.service().to_string(),
+        cluster_arn: cluster_arn.to_string(),
+        task_definition_arn: p.td_arn("reporting the result")?,
+        vpc_id: plan.desired.vpc_id.clone().unwrap_or_default(),
+        subnet_ids: network
+            .as_ref()
+            .map(|n| join(&n.subnets))
+            .unwrap_or_default(),
+        security_group_ids: network
+            .as_ref()
+            .map(|n| join(&n.security_groups))
+            .unwrap_or_default(),
+        assign_public_ip: network
+            .as_ref()
+            .map(|n| n.assign_public_ip.to_string())
+            .unwrap_or_default(),
+    })
 }
 
 fn network_configuration(n: &AwsvpcConfig) -> ecs::NetworkConfiguration {

@@ -5,13 +5,11 @@
 
 use serde_json::Value;
 
-use crate::heal::Target;
+use crate::model::{cluster_short_name, ServiceArn, Target, DEFAULT_SERVICE_NAME};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestType {
-    Create,
-    Update,
-    Delete,
+crate::model::string_enum! {
+    /// A CloudFormation custom resource request's type.
+    pub enum RequestType { Create = "Create", Update = "Update", Delete = "Delete" }
 }
 
 /// A CloudFormation custom resource request. Debug never shows the ResponseURL.
@@ -27,6 +25,16 @@ pub struct CfnRequest {
     pub resource_type: String,
     pub properties: Value,
     pub old_properties: Option<Value>,
+}
+
+impl CfnRequest {
+    /// The RequestType as sent, for logs.
+    pub fn request_type_name(&self) -> &str {
+        match &self.request_type {
+            Ok(t) => t.as_str(),
+            Err(raw) => raw,
+        }
+    }
 }
 
 impl std::fmt::Debug for CfnRequest {
@@ -112,12 +120,7 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
             return Err(ClassifyError::IncompleteCloudFormation(missing.join(", ")));
         }
         let raw_type = str_field(event, "RequestType").unwrap_or_default();
-        let request_type = match raw_type.as_str() {
-            "Create" => Ok(RequestType::Create),
-            "Update" => Ok(RequestType::Update),
-            "Delete" => Ok(RequestType::Delete),
-            _ => Err(raw_type),
-        };
+        let request_type = RequestType::parse(&raw_type).ok_or(raw_type);
         return Ok(Trigger::CloudFormation(Box::new(CfnRequest {
             request_type,
             request_id,
@@ -188,7 +191,7 @@ fn targets(v: Option<&Value>) -> Result<Option<Vec<Target>>, ClassifyError> {
         out.push(Target {
             cluster: cluster.to_string(),
             service: text("ServiceName")
-                .unwrap_or(crate::spec::DEFAULT_SERVICE_NAME)
+                .unwrap_or(DEFAULT_SERVICE_NAME)
                 .to_string(),
         });
     }
@@ -201,18 +204,15 @@ fn ecs_event(event: &Value) -> EcsEvent {
     let detail_type = str_field(event, "detail-type").unwrap_or_default();
     let detail = &event["detail"];
     let field = |k: &str| detail.get(k).and_then(Value::as_str).unwrap_or_default();
-    // arn:aws:ecs:<region>:<account>:service/<cluster>/<service>
     let service_arn = || -> Option<Target> {
         let arn = event["resources"]
             .as_array()?
             .iter()
-            .filter_map(Value::as_str)
-            .find(|r| r.contains(":service/"))?;
-        let path = arn.split_once(":service/")?.1;
-        let (cluster, service) = path.split_once('/')?;
+            .filter_map(|r| ServiceArn::parse(r.as_str()?))
+            .find(|a| a.cluster.is_some())?;
         Some(Target {
-            cluster: cluster.to_string(),
-            service: service.to_string(),
+            cluster: arn.cluster?,
+            service: arn.service,
         })
     };
     let target = match detail_type.as_str() {
@@ -230,7 +230,7 @@ fn ecs_event(event: &Value) -> EcsEvent {
             let service = field("group").strip_prefix("service:");
             match (field("lastStatus"), service) {
                 ("STOPPED", Some(service)) if !field("clusterArn").is_empty() => Ok(Target {
-                    cluster: crate::spec::cluster_short_name(field("clusterArn")).to_string(),
+                    cluster: cluster_short_name(field("clusterArn")).to_string(),
                     service: service.to_string(),
                 }),
                 ("STOPPED", _) => Err("a task that belongs to no service: nothing to heal".into()),

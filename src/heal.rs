@@ -2,9 +2,11 @@
 //! the ones an ECS event or a direct call names — and repairs each toward its [`record`], then
 //! reports (and logs, one line per delegate) what it found and what it did.
 //!
-//! Clusters are healed concurrently; within a cluster, services are described ten at a time. A
-//! heal never creates a cluster, never touches a service that is not the delegate's, and stands
-//! down when a newer record appears while it works (a stack Update in progress).
+//! For each delegate: choose the record (the newest of the service's and its revisions'),
+//! observe what heal needs, plan the repair (`plan::plan_heal`) and apply it. Clusters are healed
+//! concurrently; within a cluster, services are described ten at a time. A heal never creates a
+//! cluster, never touches a service that is not the delegate's, and stands down when a newer
+//! record appears while it works (a stack Update in progress).
 //!
 //! [`record`]: crate::record
 
@@ -12,15 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ServiceTarget};
-use crate::observe::{self, ObserveError, ObservedForHeal, ObservedService};
-use crate::plan::{self, Action};
+use crate::model::{self, string_enum, DelegateKey, ServiceStatus, Target};
+use crate::observe::{self, ObserveError};
+use crate::observed::{ObservedForHeal, ObservedSecurityGroup, ObservedService};
+use crate::plan::{self, Action, Backoff, HealPlan};
 use crate::record::{self, Record, RecordedGroups};
-use crate::spec::cluster_short_name;
 use crate::Clients;
 
 /// How many clusters are healed at once: enough to finish a region quickly, few enough not to
@@ -74,19 +76,6 @@ impl HealSettings {
     }
 }
 
-/// One delegate to heal: a cluster (name or ARN) and a service name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Target {
-    pub cluster: String,
-    pub service: String,
-}
-
-impl Target {
-    pub fn key(&self) -> String {
-        format!("{}/{}", cluster_short_name(&self.cluster), self.service)
-    }
-}
-
 /// Which delegates a heal covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -95,25 +84,27 @@ pub enum Scope {
     Targets(Vec<Target>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Outcome {
-    /// Everything as recorded: nothing was written.
-    Converged,
-    Repaired,
-    /// Not a delegate this function manages (or one whose record was removed by a Delete).
-    NotManaged,
-    /// Nothing can be done (the cluster is gone, the name is taken…): see `Found`.
-    CannotHeal,
-    /// A newer record appeared while healing (a stack Update): left to it.
-    Superseded,
-    /// Nothing done this time (the service is draining): the next heal looks again.
-    Deferred,
-    /// An AWS call failed: see `Error`.
-    Failed,
+string_enum! {
+    /// What became of one delegate.
+    pub enum Outcome {
+        /// Everything as recorded: nothing was written.
+        Converged = "Converged",
+        Repaired = "Repaired",
+        /// Not a delegate this function manages (or one whose record was removed by a Delete).
+        NotManaged = "NotManaged",
+        /// Nothing can be done (the cluster is gone, the name is taken…): see `Found`.
+        CannotHeal = "CannotHeal",
+        /// A newer record appeared while healing (a stack Update): left to it.
+        Superseded = "Superseded",
+        /// Nothing done this time (the service is draining): the next heal looks again.
+        Deferred = "Deferred",
+        /// An AWS call failed: see `Error`.
+        Failed = "Failed",
+    }
 }
 
 /// What heal found and did for one delegate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DelegateReport {
     #[serde(rename = "Delegate")]
     pub delegate: String,
@@ -128,13 +119,24 @@ pub struct DelegateReport {
 }
 
 impl DelegateReport {
-    fn new(delegate: String, outcome: Outcome, found: Vec<String>) -> Self {
+    fn new(key: &DelegateKey, outcome: Outcome, found: Vec<String>) -> Self {
         DelegateReport {
-            delegate,
+            delegate: key.to_string(),
             outcome,
             found,
             actions: vec![],
             error: None,
+        }
+    }
+
+    fn one(key: &DelegateKey, outcome: Outcome, found: impl Into<String>) -> Self {
+        DelegateReport::new(key, outcome, vec![found.into()])
+    }
+
+    fn failed(key: &DelegateKey, error: impl std::fmt::Display) -> Self {
+        DelegateReport {
+            error: Some(error.to_string()),
+            ..DelegateReport::new(key, Outcome::Failed, vec![])
         }
     }
 }
@@ -168,15 +170,17 @@ struct Found {
 }
 
 /// A delegate to heal, with what discovery already knows of it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Candidate {
-    cluster: String,
-    service: String,
+    target: Target,
     /// Records read from revisions' tags by the region scan (possibly stale: confirmed later).
     scanned: Vec<Found>,
     /// The scan found nothing else: look the delegate's revisions up by its tags if needed.
     look_up: bool,
 }
+
+/// The groups this function made, by delegate.
+type Groups = BTreeMap<DelegateKey, Vec<ObservedSecurityGroup>>;
 
 /// Heal the delegates of `scope`. `trigger` names what started it, for the log.
 pub async fn heal(
@@ -190,24 +194,21 @@ pub async fn heal(
         Scope::All => scan(c, settings).await?,
         Scope::Targets(targets) => targets
             .into_iter()
-            .map(|t| {
-                (
-                    t.key(),
-                    Candidate {
-                        cluster: t.cluster,
-                        service: t.service,
-                        scanned: vec![],
-                        look_up: true,
-                    },
-                )
+            .map(|target| {
+                let cand = Candidate {
+                    target,
+                    scanned: vec![],
+                    look_up: true,
+                };
+                (cand.target.key(), cand)
             })
             .collect(),
     };
     let groups = managed_groups(c, &candidates).await?;
     let mut by_cluster: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-    for cand in candidates.into_values() {
+    for (key, cand) in candidates {
         by_cluster
-            .entry(cluster_short_name(&cand.cluster).to_string())
+            .entry(key.cluster().to_string())
             .or_default()
             .push(cand);
     }
@@ -233,41 +234,40 @@ pub async fn heal(
 async fn scan(
     c: &Clients,
     settings: &HealSettings,
-) -> Result<BTreeMap<String, Candidate>, ObserveError> {
-    let mut out: BTreeMap<String, Candidate> = BTreeMap::new();
+) -> Result<BTreeMap<DelegateKey, Candidate>, ObserveError> {
+    let mut out: BTreeMap<DelegateKey, Candidate> = BTreeMap::new();
     let resources =
         observe::tagged_resources(c, &["ecs:task-definition", "ecs:service"], None).await?;
     for (arn, tags) in resources {
-        let Some((cluster, service)) = tags
-            .get(crate::RESOURCE_TAG)
-            .and_then(|k| k.split_once('/'))
+        let Some(key) = tags
+            .get(model::RESOURCE_TAG)
+            .and_then(|k| DelegateKey::parse(k))
         else {
             continue;
         };
-        if !settings.heals(tags.get(crate::OWNER_TAG).map(String::as_str)) {
+        if !settings.heals(model::owner_of(&tags)) {
             continue;
         }
         let revision = arn
             .contains(":task-definition/")
-            .then(|| record::revision_name(&arn).to_string());
+            .then(|| model::revision_name(&arn).to_string());
         let record = match Record::from_tags(&tags, revision.as_deref()) {
-            Some(Ok(r)) => Some(r),
+            Some(Ok(r)) => r,
             Some(Err(e)) => {
                 tracing::warn!(resource = %arn, error = %e, "unreadable record skipped");
-                None
+                continue;
             }
-            None => None,
+            None => continue,
         };
         // Services show up here for their key; their record is read from DescribeServices.
-        let Some(record) = record else { continue };
-        let cand = out
-            .entry(format!("{cluster}/{service}"))
-            .or_insert_with(|| Candidate {
-                cluster: cluster.to_string(),
-                service: service.to_string(),
-                scanned: vec![],
-                look_up: false,
-            });
+        let cand = out.entry(key.clone()).or_insert_with(|| Candidate {
+            target: Target {
+                cluster: key.cluster().to_string(),
+                service: key.service().to_string(),
+            },
+            scanned: vec![],
+            look_up: false,
+        });
         if revision.is_some() {
             cand.scanned.push(Found {
                 record,
@@ -278,14 +278,14 @@ async fn scan(
     Ok(out)
 }
 
-/// The security groups this function created for the scanned delegates that use one, by
-/// delegate key: one EC2 call for the region rather than one a delegate. Delegates missing here
-/// have their groups read when needed.
+/// The security groups this function created for the scanned delegates that use one: one EC2
+/// call for the region rather than one a delegate. Delegates missing here have their groups
+/// read when needed.
 async fn managed_groups(
     c: &Clients,
-    candidates: &BTreeMap<String, Candidate>,
-) -> Result<BTreeMap<String, Vec<observe::ObservedSecurityGroup>>, ObserveError> {
-    let keys: Vec<String> = candidates
+    candidates: &BTreeMap<DelegateKey, Candidate>,
+) -> Result<Groups, ObserveError> {
+    let keys: Vec<DelegateKey> = candidates
         .iter()
         .filter(|(_, cand)| {
             cand.scanned.iter().any(|f| {
@@ -297,12 +297,15 @@ async fn managed_groups(
         })
         .map(|(k, _)| k.clone())
         .collect();
-    let mut out: BTreeMap<String, Vec<observe::ObservedSecurityGroup>> =
-        keys.iter().map(|k| (k.clone(), vec![])).collect();
+    let mut out: Groups = keys.iter().map(|k| (k.clone(), vec![])).collect();
     // EC2 takes at most 200 values a filter.
     for chunk in keys.chunks(200) {
         for g in observe::managed_security_groups_of(c, chunk).await? {
-            if let Some(k) = g.tags.get(crate::RESOURCE_TAG).cloned() {
+            if let Some(k) = g
+                .tags
+                .get(model::RESOURCE_TAG)
+                .and_then(|k| DelegateKey::parse(k))
+            {
                 out.entry(k).or_default().push(g);
             }
         }
@@ -313,14 +316,14 @@ async fn managed_groups(
 async fn heal_cluster(
     c: &Clients,
     cands: Vec<Candidate>,
-    groups: &BTreeMap<String, Vec<observe::ObservedSecurityGroup>>,
+    groups: &Groups,
     settings: &HealSettings,
     deadline: Instant,
 ) -> Vec<DelegateReport> {
-    let cluster = cands[0].cluster.clone();
+    let cluster = cands[0].target.cluster.clone();
     let names: Vec<String> = cands
         .iter()
-        .map(|c| c.service.clone())
+        .map(|c| c.target.service.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -329,92 +332,100 @@ async fn heal_cluster(
         Err(e) => {
             return cands
                 .iter()
-                .map(|cand| failed(key_of(cand), &e.to_string()))
+                .map(|cand| DelegateReport::failed(&cand.target.key(), &e))
                 .collect()
         }
     };
     let mut out = Vec::new();
     for cand in cands {
+        let key = cand.target.key();
         // What the invocation has no time left for, the next heal does.
         if Instant::now() + DELEGATE_TIME >= deadline {
-            out.push(failed(
-                key_of(&cand),
+            out.push(DelegateReport::failed(
+                &key,
                 "not reached before the invocation's deadline: the next heal continues (raise the function's Timeout if this repeats)",
             ));
             continue;
         }
-        let service = services
-            .as_ref()
-            .and_then(|s| s.get(&cand.service))
-            .cloned();
-        let key = key_of(&cand);
-        let report = match heal_one(
-            c,
-            &cand,
-            service,
-            services.is_some(),
-            groups.get(&key).map(Vec::as_slice),
-            settings,
-            deadline,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => failed(key, &e),
+        let seen = Seen {
+            service: services
+                .as_ref()
+                .and_then(|s| s.get(&cand.target.service))
+                .cloned(),
+            cluster_found: services.is_some(),
+            groups: groups.get(&key).map(Vec::as_slice),
         };
-        out.push(report);
+        let report = heal_one(c, &cand, seen, settings, deadline).await;
+        out.push(report.unwrap_or_else(|e| DelegateReport::failed(&key, e)));
     }
     out
 }
 
-/// The newest record; among records of one converge (a revision heal registered again carries
-/// its original's time) the one naming the latest revision, so that the copy is not copied again.
-fn newest(found: Vec<Found>) -> Option<Found> {
-    found.into_iter().max_by_key(|f| {
-        (
-            f.record.applied_at,
-            revision_number(&f.record.task_definition),
-        )
-    })
+/// What the cluster-wide reads already saw of one delegate.
+struct Seen<'a> {
+    service: Option<ObservedService>,
+    /// DescribeServices found the cluster.
+    cluster_found: bool,
+    /// Its managed groups, when the region's read covered it.
+    groups: Option<&'a [ObservedSecurityGroup]>,
 }
 
-/// `family:7` → 7.
-fn revision_number(task_definition: &str) -> u64 {
-    task_definition
-        .rsplit_once(':')
-        .and_then(|(_, r)| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn key_of(cand: &Candidate) -> String {
-    format!("{}/{}", cluster_short_name(&cand.cluster), cand.service)
-}
-
-fn failed(key: String, error: &str) -> DelegateReport {
-    DelegateReport {
-        error: Some(error.to_string()),
-        ..DelegateReport::new(key, Outcome::Failed, vec![])
-    }
-}
-
-/// Heal one delegate. `cluster_found`: DescribeServices found the cluster.
+/// Heal one delegate: choose its record, observe, plan, repair.
 async fn heal_one(
     c: &Clients,
     cand: &Candidate,
-    service: Option<ObservedService>,
-    cluster_found: bool,
-    groups: Option<&[observe::ObservedSecurityGroup]>,
+    seen: Seen<'_>,
     settings: &HealSettings,
     deadline: Instant,
-) -> Result<DelegateReport, String> {
-    let key = key_of(cand);
-    let report =
-        |outcome, found: &str| DelegateReport::new(key.clone(), outcome, vec![found.to_string()]);
+) -> Result<DelegateReport, ObserveError> {
+    let key = cand.target.key();
+    let chosen = match choose_record(c, cand, seen.service.as_ref(), settings).await? {
+        Ok(found) => found,
+        Err(report) => return Ok(report),
+    };
+    let observed = match observe_delegate(c, cand, &chosen, &seen).await? {
+        Ok(o) => o,
+        Err(report) => return Ok(report),
+    };
+    let backoff = Backoff {
+        now: record::now_millis() / 1000,
+        window: settings.redeploy_backoff.as_secs(),
+    };
+    let planned = match plan::plan_heal(&chosen.record, &observed, backoff) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(DelegateReport::one(
+                &key,
+                Outcome::CannotHeal,
+                e.to_string(),
+            ))
+        }
+    };
+    if let Some(why) = &planned.deferred {
+        return Ok(DelegateReport::one(&key, Outcome::Deferred, why.clone()));
+    }
+    if planned.plan.actions.is_empty() {
+        return Ok(DelegateReport::new(
+            &key,
+            Outcome::Converged,
+            planned.found(),
+        ));
+    }
+    repair(c, cand, chosen, observed.service, planned, deadline).await
+}
 
-    // The record: the newest of the service's and its revisions'.
+/// The record to heal toward: the newest of the service's and its revisions'. `Err`: the
+/// report when there is none this function may act on.
+async fn choose_record(
+    c: &Clients,
+    cand: &Candidate,
+    service: Option<&ObservedService>,
+    settings: &HealSettings,
+) -> Result<Result<Found, DelegateReport>, ObserveError> {
+    let key = cand.target.key();
     let mut found: Vec<Found> = cand.scanned.clone();
     let mut unreadable = None;
-    if let Some(s) = &service {
+    if let Some(s) = service {
         match Record::from_tags(&s.tags, None) {
             Some(Ok(record)) => found.push(Found {
                 record,
@@ -425,11 +436,10 @@ async fn heal_one(
         }
     }
     if found.is_empty() && cand.look_up {
-        let resources = observe::tagged_resources(c, &["ecs:task-definition"], Some(&key))
-            .await
-            .map_err(|e| e.to_string())?;
-        for (arn, tags) in resources {
-            if let Some(Ok(record)) = Record::from_tags(&tags, Some(record::revision_name(&arn))) {
+        for (arn, tags) in
+            observe::tagged_resources(c, &["ecs:task-definition"], Some(&key)).await?
+        {
+            if let Some(Ok(record)) = Record::from_tags(&tags, Some(model::revision_name(&arn))) {
                 found.push(Found {
                     record,
                     revision: Some(arn),
@@ -437,137 +447,161 @@ async fn heal_one(
             }
         }
     }
-    if found.is_empty() {
-        if let Some(e) = unreadable {
-            return Ok(report(Outcome::CannotHeal, &e.to_string()));
-        }
+    if let (true, Some(e)) = (found.is_empty(), unreadable) {
+        let e = plan::CannotHeal::from(e);
+        return Ok(Err(DelegateReport::one(
+            &key,
+            Outcome::CannotHeal,
+            e.to_string(),
+        )));
     }
     let Some(chosen) = newest(found) else {
-        let why = match &service {
-            Some(s) if s.managed_by_us() && s.status == "ACTIVE" => "managed by this function but has no record yet (installed by an earlier version): run a stack Update or a direct Reconcile to record it",
-            Some(s) if s.managed_by_us() => "no record: the delegate was deleted, nothing to resurrect",
-            Some(_) => "not managed by this function: ignored",
-            None => "no such delegate and no record of one: ignored",
-        };
-        return Ok(report(Outcome::NotManaged, why));
+        return Ok(Err(DelegateReport::one(
+            &key,
+            Outcome::NotManaged,
+            no_record(service),
+        )));
     };
-    let record = chosen.record;
-    if !settings.heals(record.owner.as_deref()) {
-        let theirs = record
+    if !settings.heals(chosen.record.owner.as_deref()) {
+        let theirs = chosen
+            .record
             .owner
             .as_deref()
             .unwrap_or("no stack (a direct invocation)");
-        return Ok(report(
-            Outcome::NotManaged,
-            &format!(
-                "belongs to {theirs}, not to this function's stack (HEAL_OWNER {}): left to its own function",
-                settings.owner.as_deref().unwrap_or_default()
-            ),
-        ));
+        let why = format!(
+            "belongs to {theirs}, not to this function's stack (HEAL_OWNER {}): left to its own function",
+            settings.owner.as_deref().unwrap_or_default()
+        );
+        return Ok(Err(DelegateReport::one(&key, Outcome::NotManaged, why)));
     }
+    Ok(Ok(chosen))
+}
 
-    // What heal needs to see: the cluster (only when the service is not plainly there), the
-    // recorded revision, the delegate's own group.
-    let service_active = service.as_ref().is_some_and(|s| s.status == "ACTIVE");
+/// Why a delegate without a record is not healed.
+fn no_record(service: Option<&ObservedService>) -> &'static str {
+    match service {
+        Some(s) if s.managed_by_us() && s.is_active() => "managed by this function but has no record yet (installed by an earlier version): run a stack Update or a direct Reconcile to record it",
+        Some(s) if s.managed_by_us() => "no record: the delegate was deleted, nothing to resurrect",
+        Some(_) => "not managed by this function: ignored",
+        None => "no such delegate and no record of one: ignored",
+    }
+}
+
+/// The newest record; among records of one converge (a revision heal registered again carries
+/// its original's time) the one naming the latest revision, so that the copy is not copied again.
+fn newest(found: Vec<Found>) -> Option<Found> {
+    found.into_iter().max_by_key(|f| {
+        (
+            f.record.applied_at,
+            model::revision_number(&f.record.task_definition),
+        )
+    })
+}
+
+/// What heal needs to see: the cluster (only when the service is not plainly there), the
+/// recorded revision, the delegate's own group. `Err`: the report when the record read from a
+/// revision no longer holds there.
+async fn observe_delegate(
+    c: &Clients,
+    cand: &Candidate,
+    chosen: &Found,
+    seen: &Seen<'_>,
+) -> Result<Result<ObservedForHeal, DelegateReport>, ObserveError> {
+    let key = cand.target.key();
+    let record = &chosen.record;
+    let service_active = seen.service.as_ref().is_some_and(|s| s.is_active());
     let cluster_status = if service_active {
-        Some("ACTIVE".to_string())
-    } else if !cluster_found {
+        Some(model::ClusterStatus::Active)
+    } else if !seen.cluster_found {
         None
     } else {
-        observe::cluster(c, &cand.cluster)
-            .await
-            .map_err(|e| e.to_string())?
+        observe::cluster(c, &cand.target.cluster)
+            .await?
             .map(|cl| cl.status)
     };
-    let revision = observe::describe_task_definition(c, &record.task_definition)
-        .await
-        .map_err(|e| e.to_string())?;
+    let revision = observe::describe_task_definition(c, &record.task_definition).await?;
     // A record read from a revision by the scan is confirmed on the revision itself: the
     // tagging index lags, and a Delete removes the record first.
     if let Some(arn) = &chosen.revision {
         let still = revision
             .as_ref()
             .filter(|td| &td.arn == arn)
-            .and_then(|td| Record::from_tags(&td.tags, Some(record::revision_name(arn)))?.ok());
+            .and_then(|td| Record::from_tags(&td.tags, Some(model::revision_name(arn)))?.ok());
         match still {
             None => {
-                return Ok(report(
+                return Ok(Err(DelegateReport::one(
+                    &key,
                     Outcome::NotManaged,
                     "the record was removed (the delegate was deleted): nothing to resurrect",
-                ))
+                )))
             }
-            Some(r) if r.applied_at != record.applied_at => return Ok(report(
+            Some(r) if r.applied_at != record.applied_at => return Ok(Err(DelegateReport::one(
+                &key,
                 Outcome::Superseded,
                 "the record changed since the region was scanned: the next heal uses the new one",
-            )),
+            ))),
             Some(_) => {}
         }
     }
     let managed_security_group = match record.network.as_ref() {
         Some(n) if n.security_groups == RecordedGroups::Managed => {
-            if let Some(g) = running_in_recorded_group(&record, service.as_ref()) {
-                Some(g)
-            } else {
-                let read;
-                let groups = match groups {
-                    Some(g) => g,
-                    None => {
-                        read = observe::managed_security_groups(c, &key)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        &read[..]
-                    }
-                };
-                groups.iter().find(|g| g.vpc_id == n.vpc_id).cloned()
+            match running_in_recorded_group(record, seen.service.as_ref()) {
+                Some(g) => Some(g),
+                None => {
+                    let read;
+                    let groups = match seen.groups {
+                        Some(g) => g,
+                        None => {
+                            read = observe::managed_security_groups(c, &key).await?;
+                            &read[..]
+                        }
+                    };
+                    groups.iter().find(|g| g.vpc_id == n.vpc_id).cloned()
+                }
             }
         }
         _ => None,
     };
-    let observed = ObservedForHeal {
+    Ok(Ok(ObservedForHeal {
         cluster_status,
-        service: service.clone(),
+        service: seen.service.clone(),
         revision,
         managed_security_group,
-    };
-    let now = record::now_millis() / 1000;
-    let planned =
-        match plan::plan_heal(&record, &observed, now, settings.redeploy_backoff.as_secs()) {
-            Ok(p) => p,
-            Err(e) => return Ok(report(Outcome::CannotHeal, &e.to_string())),
-        };
-    let mut found_text: Vec<String> = planned
-        .plan
-        .actions
-        .iter()
-        .filter_map(reason_of)
-        .chain(planned.notes.iter().cloned())
-        .collect();
-    if let Some(why) = planned.deferred {
-        return Ok(report(Outcome::Deferred, &why));
-    }
-    if planned.plan.actions.is_empty() {
-        if found_text.is_empty() {
-            found_text.push("as recorded".into());
-        }
-        return Ok(DelegateReport::new(key, Outcome::Converged, found_text));
-    }
+    }))
+}
 
-    // Stand down if a Create/Update/Reconcile recorded something newer meanwhile.
-    if let Some(newer) = newer_record(c, &cand.cluster, &record, chosen.revision.as_deref()).await?
+/// Apply a heal plan, unless a Create/Update/Reconcile recorded something newer meanwhile.
+async fn repair(
+    c: &Clients,
+    cand: &Candidate,
+    chosen: Found,
+    service: Option<ObservedService>,
+    planned: HealPlan,
+    deadline: Instant,
+) -> Result<DelegateReport, ObserveError> {
+    let key = cand.target.key();
+    let found = planned.found();
+    if let Some(newer) = newer_record(
+        c,
+        &cand.target.cluster,
+        &chosen.record,
+        chosen.revision.as_deref(),
+    )
+    .await?
     {
-        return Ok(report(Outcome::Superseded, &newer));
+        return Ok(DelegateReport::one(&key, Outcome::Superseded, newer));
     }
     let target = ServiceTarget {
-        cluster: cand.cluster.clone(),
-        record,
+        cluster: cand.target.cluster.clone(),
+        record: chosen.record,
     };
-    let current = service.filter(|s| s.status == "ACTIVE").map(|s| s.arn);
+    let current = service.filter(|s| s.is_active()).map(|s| s.arn);
     let result = Applier::new(c, deadline)
         .reconcile(&target, &planned.plan, "", current.as_deref())
         .await;
     let mut r = DelegateReport {
         actions: planned.plan.actions,
-        ..DelegateReport::new(key, Outcome::Repaired, found_text)
+        ..DelegateReport::new(&key, Outcome::Repaired, found)
     };
     if let Err(e) = result {
         r.outcome = Outcome::Failed;
@@ -583,17 +617,18 @@ async fn heal_one(
 fn running_in_recorded_group(
     record: &Record,
     service: Option<&ObservedService>,
-) -> Option<observe::ObservedSecurityGroup> {
+) -> Option<ObservedSecurityGroup> {
     let n = record.network.as_ref()?;
     let id = n.managed_group.as_ref()?;
     let s = service.filter(|s| {
-        s.status == "ACTIVE" && s.deployment.as_ref().is_some_and(|d| d.running_count > 0)
+        s.status == ServiceStatus::Active
+            && s.deployment.as_ref().is_some_and(|d| d.running_count > 0)
     })?;
     let groups = &s.network.as_ref()?.security_groups;
-    (groups.len() == 1 && groups.contains(id)).then(|| observe::ObservedSecurityGroup {
+    (groups.len() == 1 && groups.contains(id)).then(|| ObservedSecurityGroup {
         id: id.clone(),
         vpc_id: n.vpc_id.clone(),
-        name: format!("{}-delegate", record.service),
+        name: model::managed_security_group_name(record.service()),
         tags: BTreeMap::new(),
     })
 }
@@ -604,18 +639,16 @@ async fn newer_record(
     cluster: &str,
     record: &Record,
     revision: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ObserveError> {
     let tags = match revision {
-        None => observe::service(c, cluster, &record.service)
-            .await
-            .map_err(|e| e.to_string())?
+        None => observe::service(c, cluster, record.service())
+            .await?
             .map(|s| s.tags),
         Some(arn) => observe::describe_task_definition(c, arn)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .map(|td| td.tags),
     };
-    let now = tags.and_then(|t| Record::from_tags(&t, revision.map(record::revision_name)));
+    let now = tags.and_then(|t| Record::from_tags(&t, revision.map(model::revision_name)));
     Ok(match now {
         Some(Ok(r)) if r.applied_at == record.applied_at => None,
         Some(Ok(_)) => Some(
@@ -626,19 +659,11 @@ async fn newer_record(
     })
 }
 
-fn reason_of(a: &Action) -> Option<String> {
-    serde_json::to_value(a)
-        .ok()?
-        .get("Reason")?
-        .as_str()
-        .map(String::from)
-}
-
 /// One structured line per delegate, so the history reads from CloudWatch Logs.
 fn log(trigger: &str, d: &DelegateReport) {
     let found = d.found.join("; ");
     let actions = serde_json::to_string(&d.actions).unwrap_or_default();
-    let outcome = format!("{:?}", d.outcome);
+    let outcome = d.outcome.as_str();
     let error = d.error.as_deref().unwrap_or_default();
     match d.outcome {
         Outcome::Failed | Outcome::CannotHeal => tracing::error!(

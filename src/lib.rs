@@ -3,16 +3,26 @@
 //! events) or direct invocations.
 //!
 //! The flow, one module per step: [`classify`] the event → parse the [`spec`] → [`observe`] AWS →
-//! [`preflight`] checks → [`plan`] (pure) → [`apply`] → [`respond`]. [`handler`] wires the steps
-//! together for each kind of trigger; [`task_definition`] renders and compares the delegate's task
-//! definition. Self-healing runs the same steps from the [`record`] a converge leaves on the
-//! delegate's resources instead of a spec; [`heal`] finds the delegates and reports per delegate.
+//! [`preflight`] checks → [`plan`] (pure) → [`apply`] → [`respond`]. [`handler`] dispatches each
+//! trigger and answers CloudFormation exactly once; [`pipeline`] runs the steps in order for a
+//! converge or a delete. [`model`] holds the vocabulary every module shares, [`observed`] what
+//! observe saw, [`task_definition`] renders the delegate's task definition and [`document`]
+//! compares and redacts such documents ([`ecs_convert`] turns them into SDK calls).
+//! Self-healing runs the same steps from the [`record`] a converge leaves on the delegate's
+//! resources instead of a spec; [`heal`] finds the delegates and reports per delegate.
 
 pub mod apply;
+pub mod aws_error;
 pub mod classify;
+pub mod custom_resource;
+pub mod document;
+pub mod ecs_convert;
 pub mod handler;
 pub mod heal;
+pub mod model;
 pub mod observe;
+pub mod observed;
+pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod record;
@@ -22,15 +32,7 @@ pub mod task_definition;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 
-/// Tag keys this function owns start with this prefix.
-pub const MANAGED_TAG_PREFIX: &str = "harness-delegate:";
-/// Marks a resource as created and managed by this function.
-pub const MANAGED_BY_TAG: &str = "harness-delegate:managed-by";
-pub const MANAGED_BY_VALUE: &str = "harness-ecs-delegate-bootstrap";
-/// Which delegate (`<cluster>/<service>`) a resource belongs to.
-pub const RESOURCE_TAG: &str = "harness-delegate:resource";
-/// Which CloudFormation resource (`<stack name>/<logical id>`) owns a delegate's service.
-pub const OWNER_TAG: &str = "harness-delegate:owner";
+pub use model::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RESOURCE_TAG};
 
 /// The AWS clients, built once per process and shared by every invocation.
 #[derive(Clone, Debug)]

@@ -81,10 +81,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 handler
                     .handle(event.payload, Instant::now() + remaining)
                     .await
-                    .map_err(|e| lambda_runtime::Diagnostic {
-                        error_type: e.kind().to_string(),
-                        error_message: e.to_string(),
-                    })
+                    .map_err(lambda_runtime::Diagnostic::from)
             }))
             .await
         }

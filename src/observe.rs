@@ -1,8 +1,9 @@
-//! Reads the AWS state a plan depends on: the cluster, its VPC, subnets and security groups, the
-//! IAM roles, container instance capacity, the latest task definition revision and the service.
+//! Observe: the AWS reads a plan depends on (the cluster, its VPC, subnets and security groups,
+//! the IAM roles, container instance capacity, the task definition revisions, the service and
+//! the resources tagged as the function's), turned into the plain structs of
+//! [`crate::observed`]. The SDK's strings become the shared vocabulary's enums here, once.
 //!
-//! Only reads happen here. Everything is gathered into plain structs ([`Observed`],
-//! [`ObservedForDelete`]) so that `preflight` and `plan` stay pure and testable without AWS.
+//! Only reads happen here; a failed read keeps the AWS error as its cause.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,244 +11,35 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_ecs::types as ecs;
 use serde_json::Value;
 
-use crate::spec::{DelegateSpec, LaunchType, NetworkMode};
-use crate::{task_definition, Clients, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+use crate::aws_error::{AwsError, AwsErrorKind};
+use crate::model::{
+    AssignPublicIp, ClusterStatus, DelegateKey, LaunchType, NetworkMode, RevisionStatus,
+    RolloutState, ServiceStatus, Target, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG,
+};
+pub use crate::observed::*;
+use crate::spec::DelegateSpec;
+use crate::{ecs_convert, Clients};
 
 /// An AWS read that failed for a reason other than "not found".
 #[derive(Debug, thiserror::Error)]
-#[error("reading {what} failed: {message}")]
+#[error("reading {what} failed: {source}")]
 pub struct ObserveError {
     pub what: String,
-    pub message: String,
+    #[source]
+    pub source: AwsError,
 }
 
-fn err(what: impl Into<String>, e: impl std::fmt::Display) -> ObserveError {
+impl ObserveError {
+    pub fn kind(&self) -> AwsErrorKind {
+        self.source.kind
+    }
+}
+
+fn err(what: impl Into<String>, source: AwsError) -> ObserveError {
     ObserveError {
         what: what.into(),
-        message: e.to_string(),
+        source,
     }
-}
-
-/// The SDK's error display is terse; the service's code and message are what a person needs.
-pub fn sdk_message<E>(
-    operation: &str,
-    e: &aws_sdk_ecs::error::SdkError<E, aws_sdk_ecs::config::http::HttpResponse>,
-) -> String
-where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let detail = match e.as_service_error() {
-        Some(se) => match (se.code(), se.message()) {
-            (Some(code), message) => format!("{code}: {}", message.unwrap_or("no message")),
-            // An answer AWS's error format does not describe (an HTML 500 from a proxy, say).
-            (None, _) => match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(status) => format!("HTTP {status} without an AWS error"),
-                None => "an error without a code".to_string(),
-            },
-        },
-        None => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        }
-    };
-    // The operation (as IAM names it) says which call to look at, or to allow.
-    format!("{operation}: {detail}")
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedCluster {
-    pub arn: String,
-    pub name: String,
-    pub status: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedSubnet {
-    pub id: String,
-    pub vpc_id: String,
-    pub availability_zone: String,
-    /// Routed to an internet gateway (through its own or the VPC's main route table).
-    pub public: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedSecurityGroup {
-    pub id: String,
-    pub vpc_id: String,
-    pub name: String,
-    pub tags: BTreeMap<String, String>,
-}
-
-impl ObservedSecurityGroup {
-    /// Its `harness-delegate:owner` tag, for the groups this function created.
-    pub fn owner(&self) -> Option<&str> {
-        self.tags.get(crate::OWNER_TAG).map(String::as_str)
-    }
-}
-
-/// Where the VPC the delegate runs in came from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub enum VpcSource {
-    Property,
-    ContainerInstances,
-    /// The VPC of the given `SubnetIds` (Fargate).
-    Subnets,
-    AwsvpcServices,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ObservedNetwork {
-    pub vpc_id: Option<String>,
-    pub vpc_source: Option<VpcSource>,
-    /// The VPCs the cluster spans, when they are several and none was chosen.
-    pub vpc_candidates: Vec<String>,
-    /// The VPCs of the cluster's container instances, where EC2 tasks run.
-    pub instance_vpcs: Vec<String>,
-    /// Whether the VPC (given or found) exists.
-    pub vpc_exists: bool,
-    /// The given `SubnetIds` that exist, or every subnet of the VPC when none were given.
-    pub subnets: Vec<ObservedSubnet>,
-    pub missing_subnets: Vec<String>,
-    /// The given `SecurityGroupIds` that exist.
-    pub security_groups: Vec<ObservedSecurityGroup>,
-    pub missing_security_groups: Vec<String>,
-    /// The group this function created for this delegate, if any.
-    pub managed_security_group: Option<ObservedSecurityGroup>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedRole {
-    pub property: &'static str,
-    pub arn: String,
-    /// `None`: the role does not exist.
-    pub trusts_ecs_tasks: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedInstance {
-    pub arn: String,
-    pub ec2_instance_id: String,
-    pub remaining_memory: i32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedTaskDefinition {
-    pub arn: String,
-    pub revision: i32,
-    /// ACTIVE or INACTIVE (deregistered).
-    pub status: String,
-    /// The supported fields, as `task_definition::from_sdk` reads them.
-    pub doc: Value,
-    pub tags: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AwsvpcConfig {
-    pub subnets: BTreeSet<String>,
-    pub security_groups: BTreeSet<String>,
-    pub assign_public_ip: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ObservedService {
-    pub arn: String,
-    pub name: String,
-    /// ACTIVE, DRAINING or INACTIVE.
-    pub status: String,
-    pub desired_count: i32,
-    pub task_definition: String,
-    pub launch_type: Option<String>,
-    pub network: Option<AwsvpcConfig>,
-    pub tags: BTreeMap<String, String>,
-    pub running_count: i32,
-    /// The PRIMARY deployment (the one ECS is rolling out or has rolled out).
-    pub deployment: Option<ObservedDeployment>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ObservedDeployment {
-    /// COMPLETED, IN_PROGRESS or FAILED.
-    pub rollout_state: String,
-    /// Tasks of this deployment that failed in a row (stopped before or after RUNNING).
-    pub failed_tasks: i32,
-    /// Tasks of this deployment (this configuration, this network) running now.
-    pub running_count: i32,
-}
-
-impl ObservedService {
-    pub fn managed_by_us(&self) -> bool {
-        self.tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
-    }
-
-    /// The CloudFormation resource that owns the service, if one does.
-    pub fn owner(&self) -> Option<&str> {
-        self.tags.get(crate::OWNER_TAG).map(String::as_str)
-    }
-
-    /// Whether a request from `owner` may change this service: its own, or one no stack owns
-    /// yet (it is then adopted). Direct invocations (`None`) act on any managed service.
-    pub fn may_adopt(&self, owner: Option<&str>) -> bool {
-        match (self.owner(), owner) {
-            (Some(have), Some(want)) => have == want,
-            _ => true,
-        }
-    }
-
-    /// Whether a request from `owner` may delete this service: a CloudFormation resource only
-    /// its own, so a failed Create's rollback never removes a delegate it did not make.
-    pub fn owned_by(&self, owner: Option<&str>) -> bool {
-        match owner {
-            None => true,
-            Some(want) => self.owner() == Some(want),
-        }
-    }
-}
-
-/// Everything a reconcile plan needs to know.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Observed {
-    /// `None`: the cluster does not exist.
-    pub cluster: Option<ObservedCluster>,
-    pub network: ObservedNetwork,
-    pub roles: Vec<ObservedRole>,
-    /// ACTIVE container instances (read for the EC2 launch type only).
-    pub container_instances: Vec<ObservedInstance>,
-    /// The latest ACTIVE revision of the family.
-    pub latest_task_definition: Option<ObservedTaskDefinition>,
-    /// The revision the service runs, when that is not the latest.
-    pub current_task_definition: Option<ObservedTaskDefinition>,
-    pub service: Option<ObservedService>,
-}
-
-/// What a Delete needs to know.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ObservedForDelete {
-    pub service: Option<ObservedService>,
-    /// ACTIVE revisions of the family registered by this resource.
-    pub our_revisions: Vec<String>,
-    /// Revisions (`family:revision`) that other delegates' services run.
-    pub used_by_other_services: BTreeSet<String>,
-    pub managed_security_groups: Vec<ObservedSecurityGroup>,
-    /// Resources (the service, any revision) that carry this delegate's record, with its keys.
-    pub records: Vec<(String, Vec<String>)>,
-}
-
-/// What heal sees of one delegate.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ObservedForHeal {
-    /// The cluster's status; `None`: it does not exist.
-    pub cluster_status: Option<String>,
-    pub service: Option<ObservedService>,
-    /// The recorded revision, whatever its status; `None`: it no longer exists.
-    pub revision: Option<ObservedTaskDefinition>,
-    /// The group this function created for the delegate in the recorded VPC.
-    pub managed_security_group: Option<ObservedSecurityGroup>,
 }
 
 pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, ObserveError> {
@@ -255,7 +47,7 @@ pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, Obser
         cluster: cluster(c, &spec.cluster).await?,
         ..Default::default()
     };
-    let cluster_active = o.cluster.as_ref().is_some_and(|cl| cl.status == "ACTIVE");
+    let cluster_active = o.cluster_active();
 
     let roles = roles(c, spec);
     let td = latest_task_definition(c, &spec.family);
@@ -268,9 +60,7 @@ pub async fn observe(c: &Clients, spec: &DelegateSpec) -> Result<Observed, Obser
         // Another delegate sharing the family may have registered the latest revision; the one
         // this service runs is the first candidate for reuse.
         let running = o
-            .service
-            .as_ref()
-            .filter(|s| s.status == "ACTIVE")
+            .active_service()
             .map(|s| s.task_definition.clone())
             .filter(|td| {
                 !td.is_empty() && o.latest_task_definition.as_ref().map(|l| &l.arn) != Some(td)
@@ -307,13 +97,13 @@ pub async fn cluster(c: &Clients, cluster: &str) -> Result<Option<ObservedCluste
         .map_err(|e| {
             err(
                 format!("ECS cluster {cluster}"),
-                sdk_message("ecs:DescribeClusters", &e),
+                AwsError::new("ecs:DescribeClusters", e),
             )
         })?;
     Ok(out.clusters().first().map(|cl| ObservedCluster {
         arn: cl.cluster_arn().unwrap_or_default().to_string(),
         name: cl.cluster_name().unwrap_or_default().to_string(),
-        status: cl.status().unwrap_or_default().to_string(),
+        status: ClusterStatus::from_aws(cl.status()),
     }))
 }
 
@@ -342,7 +132,7 @@ async fn roles(c: &Clients, spec: &DelegateSpec) -> Result<Vec<ObservedRole>, Ob
             Err(e) => {
                 return Err(err(
                     format!("IAM role {name}"),
-                    sdk_message("iam:GetRole", &e),
+                    AwsError::new("iam:GetRole", e),
                 ))
             }
         };
@@ -411,7 +201,6 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The ACTIVE revisions of exactly `family`, oldest first, every page.
-/// The ACTIVE revisions of exactly `family`, oldest first.
 pub async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, ObserveError> {
     let arns = c
         .ecs
@@ -426,7 +215,7 @@ pub async fn active_revisions(c: &Clients, family: &str) -> Result<Vec<String>, 
         .map_err(|e| {
             err(
                 format!("task definitions of {family}"),
-                sdk_message("ecs:ListTaskDefinitions", &e),
+                AwsError::new("ecs:ListTaskDefinitions", e),
             )
         })?;
     let mut ours: Vec<(i32, String)> = arns
@@ -473,7 +262,7 @@ pub async fn describe_task_definition(
         Err(e) => {
             return Err(err(
                 format!("task definition {arn}"),
-                sdk_message("ecs:DescribeTaskDefinition", &e),
+                AwsError::new("ecs:DescribeTaskDefinition", e),
             ))
         }
     };
@@ -483,11 +272,8 @@ pub async fn describe_task_definition(
     Ok(Some(ObservedTaskDefinition {
         arn: td.task_definition_arn().unwrap_or_default().to_string(),
         revision: td.revision(),
-        status: td
-            .status()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
-        doc: task_definition::from_sdk(td),
+        status: RevisionStatus::from_aws(td.status().map(|s| s.as_str())),
+        doc: ecs_convert::from_sdk(td),
         tags: ecs_tags(out.tags()),
     }))
 }
@@ -512,16 +298,16 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
             security_groups: a.security_groups().iter().cloned().collect(),
             assign_public_ip: a
                 .assign_public_ip()
-                .map(|x| x.as_str().to_string())
-                .unwrap_or_else(|| "DISABLED".to_string()),
+                .and_then(|x| AssignPublicIp::parse(x.as_str()))
+                .unwrap_or(AssignPublicIp::Disabled),
         });
     ObservedService {
         arn: s.service_arn().unwrap_or_default().to_string(),
         name: s.service_name().unwrap_or_default().to_string(),
-        status: s.status().unwrap_or_default().to_string(),
+        status: ServiceStatus::from_aws(s.status()),
         desired_count: s.desired_count(),
         task_definition: s.task_definition().unwrap_or_default().to_string(),
-        launch_type: s.launch_type().map(|l| l.as_str().to_string()),
+        launch_type: s.launch_type().and_then(|l| LaunchType::parse(l.as_str())),
         network,
         tags: ecs_tags(s.tags()),
         running_count: s.running_count(),
@@ -532,8 +318,7 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
             .map(|d| ObservedDeployment {
                 rollout_state: d
                     .rollout_state()
-                    .map(|r| r.as_str().to_string())
-                    .unwrap_or_default(),
+                    .and_then(|r| RolloutState::parse(r.as_str())),
                 failed_tasks: d.failed_tasks(),
                 running_count: d.running_count(),
             }),
@@ -545,7 +330,7 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
 pub async fn tagged_resources(
     c: &Clients,
     types: &[&str],
-    key: Option<&str>,
+    key: Option<&DelegateKey>,
 ) -> Result<Vec<(String, BTreeMap<String, String>)>, ObserveError> {
     use aws_sdk_resourcegroupstagging::types::TagFilter;
     let mut req = c
@@ -559,7 +344,12 @@ pub async fn tagged_resources(
         )
         .resources_per_page(100);
     if let Some(k) = key {
-        req = req.tag_filters(TagFilter::builder().key(RESOURCE_TAG).values(k).build());
+        req = req.tag_filters(
+            TagFilter::builder()
+                .key(RESOURCE_TAG)
+                .values(k.to_string())
+                .build(),
+        );
     }
     for t in types {
         req = req.resource_type_filters(*t);
@@ -572,7 +362,7 @@ pub async fn tagged_resources(
         .map_err(|e| {
             err(
                 "resources tagged as managed delegates",
-                sdk_message("tag:GetResources", &e),
+                AwsError::new("tag:GetResources", e),
             )
         })?;
     Ok(pages
@@ -591,22 +381,16 @@ pub async fn tagged_resources(
 
 /// `Err` with AWS's message when IAM refuses the function even a read of this service; any
 /// other answer (the service or cluster gone included) is not a question of permission.
-pub async fn may_act_on_service(c: &Clients, cluster: &str, service: &str) -> Result<(), String> {
-    match c
+pub async fn may_act_on_service(c: &Clients, target: &Target) -> Result<(), AwsError> {
+    let read = c
         .ecs
         .describe_services()
-        .cluster(cluster)
-        .services(service)
+        .cluster(&target.cluster)
+        .services(&target.service)
         .send()
-        .await
-    {
-        Err(e)
-            if e.as_service_error()
-                .and_then(aws_sdk_ecs::error::ProvideErrorMetadata::code)
-                .is_some_and(|code| code.starts_with("AccessDenied")) =>
-        {
-            Err(sdk_message("ecs:DescribeServices", &e))
-        }
+        .await;
+    match read.map_err(|e| AwsError::new("ecs:DescribeServices", e)) {
+        Err(e) if e.is(AwsErrorKind::AccessDenied) => Err(e),
         _ => Ok(()),
     }
 }
@@ -644,7 +428,7 @@ pub async fn services(
             Err(e) => {
                 return Err(err(
                     format!("ECS services {} of cluster {cluster}", chunk.join(", ")),
-                    sdk_message("ecs:DescribeServices", &e),
+                    AwsError::new("ecs:DescribeServices", e),
                 ))
             }
         }
@@ -678,7 +462,7 @@ async fn container_instances(
         .send()
         .collect::<Result<Vec<String>, _>>()
         .await
-        .map_err(|e| err(what(), sdk_message("ecs:ListContainerInstances", &e)))?;
+        .map_err(|e| err(what(), AwsError::new("ecs:ListContainerInstances", e)))?;
     if arns.is_empty() {
         return Ok(vec![]);
     }
@@ -692,13 +476,13 @@ async fn container_instances(
             .set_container_instances(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| err(what(), sdk_message("ecs:DescribeContainerInstances", &e)))?;
+            .map_err(|e| err(what(), AwsError::new("ecs:DescribeContainerInstances", e)))?;
         for ci in d.container_instances() {
             let remaining = ci
                 .remaining_resources()
                 .iter()
                 .find(|r| r.name() == Some("MEMORY"))
-                .map(|r| r.integer_value())
+                .map(|r| i64::from(r.integer_value()))
                 .unwrap_or(0);
             out.push(ObservedInstance {
                 arn: ci.container_instance_arn().unwrap_or_default().to_string(),
@@ -766,40 +550,40 @@ async fn discover_vpc(
         several => return Ok(undecided(several.to_vec())),
     }
     // The cluster's awsvpc services tell which VPC it runs in, if they agree on one.
+    let vpcs = subnet_vpcs(c, awsvpc_service_subnets(c, &spec.cluster).await?).await?;
+    Ok(match vpcs.as_slice() {
+        [one] => found(one.clone(), VpcSource::AwsvpcServices),
+        _ => undecided(vpcs),
+    })
+}
+
+/// One subnet of each ACTIVE awsvpc service of the cluster.
+async fn awsvpc_service_subnets(c: &Clients, cluster: &str) -> Result<Vec<String>, ObserveError> {
+    let what = "services of the cluster";
     let arns = c
         .ecs
         .list_services()
-        .cluster(&spec.cluster)
+        .cluster(cluster)
         .into_paginator()
         .items()
         .send()
         .collect::<Result<Vec<String>, _>>()
         .await
-        .map_err(|e| {
-            err(
-                "services of the cluster",
-                sdk_message("ecs:ListServices", &e),
-            )
-        })?;
+        .map_err(|e| err(what, AwsError::new("ecs:ListServices", e)))?;
     let mut subnets = BTreeSet::new();
     for chunk in arns.chunks(10) {
         let d = c
             .ecs
             .describe_services()
-            .cluster(&spec.cluster)
+            .cluster(cluster)
             .set_services(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| {
-                err(
-                    "services of the cluster",
-                    sdk_message("ecs:DescribeServices", &e),
-                )
-            })?;
+            .map_err(|e| err(what, AwsError::new("ecs:DescribeServices", e)))?;
         subnets.extend(
             d.services()
                 .iter()
-                .filter(|s| s.status() == Some("ACTIVE"))
+                .filter(|s| ServiceStatus::from_aws(s.status()) == ServiceStatus::Active)
                 .filter_map(|s| {
                     s.network_configuration()?
                         .awsvpc_configuration()?
@@ -809,11 +593,7 @@ async fn discover_vpc(
                 }),
         );
     }
-    let vpcs = subnet_vpcs(c, subnets.into_iter().collect()).await?;
-    Ok(match vpcs.as_slice() {
-        [one] => found(one.clone(), VpcSource::AwsvpcServices),
-        _ => undecided(vpcs),
-    })
+    Ok(subnets.into_iter().collect())
 }
 
 /// The distinct VPCs of these EC2 instances. A filter, not InstanceIds, so that an instance
@@ -837,7 +617,7 @@ async fn instance_vpcs(c: &Clients, ids: Vec<String>) -> Result<Vec<String>, Obs
             .map_err(|e| {
                 err(
                     "EC2 instances of the cluster",
-                    sdk_message("ec2:DescribeInstances", &e),
+                    AwsError::new("ec2:DescribeInstances", e),
                 )
             })?;
         vpcs.extend(
@@ -867,7 +647,7 @@ async fn subnet_vpcs(c: &Clients, subnets: Vec<String>) -> Result<Vec<String>, O
         )
         .send()
         .await
-        .map_err(|e| err("subnets", sdk_message("ec2:DescribeSubnets", &e)))?;
+        .map_err(|e| err("subnets", AwsError::new("ec2:DescribeSubnets", e)))?;
     let vpcs: BTreeSet<String> = d
         .subnets()
         .iter()
@@ -892,7 +672,7 @@ async fn network(
     o: &Observed,
 ) -> Result<ObservedNetwork, ObserveError> {
     let mut n = ObservedNetwork::default();
-    if o.cluster.as_ref().is_some_and(|cl| cl.status == "ACTIVE") || spec.vpc_id.is_some() {
+    if o.cluster_active() || spec.vpc_id.is_some() {
         let d = discover_vpc(c, spec, &o.container_instances).await?;
         n.vpc_id = d.vpc;
         n.vpc_source = d.source;
@@ -906,16 +686,34 @@ async fn network(
             .filters(Filter::builder().name("vpc-id").values(vpc).build())
             .send()
             .await
-            .map_err(|e| err(format!("VPC {vpc}"), sdk_message("ec2:DescribeVpcs", &e)))?;
+            .map_err(|e| err(format!("VPC {vpc}"), AwsError::new("ec2:DescribeVpcs", e)))?;
         n.vpc_exists = !d.vpcs().is_empty();
     }
 
-    // Subnets: the given ones wherever they are (so a wrong VPC can be named), else the VPC's.
-    let subnet_filter = match (&spec.subnet_ids, &n.vpc_id) {
+    subnets(c, spec.subnet_ids.as_deref(), &mut n).await?;
+    if let Some(ids) = &spec.security_group_ids {
+        given_security_groups(c, ids, &mut n).await?;
+    }
+    // A delegate moved to another VPC gets a new group there; the old one goes with the Delete.
+    n.managed_security_group = managed_security_groups(c, &spec.key())
+        .await?
+        .into_iter()
+        .find(|g| Some(&g.vpc_id) == n.vpc_id.as_ref());
+    Ok(n)
+}
+
+/// The subnets: the given ones wherever they are (so a wrong VPC can be named), else the VPC's,
+/// each with whether it is public.
+async fn subnets(
+    c: &Clients,
+    subnet_ids: Option<&[String]>,
+    n: &mut ObservedNetwork,
+) -> Result<(), ObserveError> {
+    let subnet_filter = match (subnet_ids, &n.vpc_id) {
         (Some(ids), _) => Some(
             Filter::builder()
                 .name("subnet-id")
-                .set_values(Some(ids.clone()))
+                .set_values(Some(ids.to_vec()))
                 .build(),
         ),
         (None, Some(vpc)) if n.vpc_exists => {
@@ -930,7 +728,7 @@ async fn network(
             .filters(f)
             .send()
             .await
-            .map_err(|e| err("subnets", sdk_message("ec2:DescribeSubnets", &e)))?;
+            .map_err(|e| err("subnets", AwsError::new("ec2:DescribeSubnets", e)))?;
         let public = public_subnets(c, d.subnets()).await?;
         n.subnets = d
             .subnets()
@@ -946,7 +744,7 @@ async fn network(
             })
             .collect();
         n.subnets.sort_by(|a, b| a.id.cmp(&b.id));
-        if let Some(ids) = &spec.subnet_ids {
+        if let Some(ids) = subnet_ids {
             n.missing_subnets = ids
                 .iter()
                 .filter(|id| !n.subnets.iter().any(|s| &s.id == *id))
@@ -955,37 +753,26 @@ async fn network(
         }
     }
 
-    if let Some(ids) = &spec.security_group_ids {
-        let d = c
-            .ec2
-            .describe_security_groups()
-            .filters(
-                Filter::builder()
-                    .name("group-id")
-                    .set_values(Some(ids.clone()))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                err(
-                    "security groups",
-                    sdk_message("ec2:DescribeSecurityGroups", &e),
-                )
-            })?;
-        n.security_groups = d.security_groups().iter().map(observed_sg).collect();
-        n.missing_security_groups = ids
-            .iter()
-            .filter(|id| !n.security_groups.iter().any(|g| &g.id == *id))
-            .cloned()
-            .collect();
-    }
-    // A delegate moved to another VPC gets a new group there; the old one goes with the Delete.
-    n.managed_security_group = managed_security_groups(c, &spec.resource_key())
-        .await?
-        .into_iter()
-        .find(|g| Some(&g.vpc_id) == n.vpc_id.as_ref());
-    Ok(n)
+    Ok(())
+}
+
+/// The given security groups that exist, and the ids of those that do not.
+async fn given_security_groups(
+    c: &Clients,
+    ids: &[String],
+    n: &mut ObservedNetwork,
+) -> Result<(), ObserveError> {
+    let by_id = Filter::builder()
+        .name("group-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    n.security_groups = security_groups(c, vec![by_id]).await?;
+    n.missing_security_groups = ids
+        .iter()
+        .filter(|id| !n.security_groups.iter().any(|g| &g.id == *id))
+        .cloned()
+        .collect();
+    Ok(())
 }
 
 fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
@@ -1006,41 +793,48 @@ fn observed_sg(g: &aws_sdk_ec2::types::SecurityGroup) -> ObservedSecurityGroup {
     }
 }
 
-/// The security groups this function created for the delegate `resource_key` (one per VPC it
+/// The security groups this function created for the delegate `key` (one per VPC it
 /// has run in), found by their tags.
 pub async fn managed_security_groups(
     c: &Clients,
-    resource_key: &str,
+    key: &DelegateKey,
 ) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
-    managed_security_groups_of(c, &[resource_key.to_string()]).await
+    managed_security_groups_of(c, std::slice::from_ref(key)).await
 }
 
 /// The security groups this function created for any of these delegates (at most 200 keys).
 pub async fn managed_security_groups_of(
     c: &Clients,
-    resource_keys: &[String],
+    keys: &[DelegateKey],
+) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
+    let filters = vec![
+        Filter::builder()
+            .name(format!("tag:{RESOURCE_TAG}"))
+            .set_values(Some(keys.iter().map(ToString::to_string).collect()))
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{MANAGED_BY_TAG}"))
+            .values(MANAGED_BY_VALUE)
+            .build(),
+    ];
+    security_groups(c, filters).await
+}
+
+/// The security groups that match every filter.
+async fn security_groups(
+    c: &Clients,
+    filters: Vec<Filter>,
 ) -> Result<Vec<ObservedSecurityGroup>, ObserveError> {
     let d = c
         .ec2
         .describe_security_groups()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{RESOURCE_TAG}"))
-                .set_values(Some(resource_keys.to_vec()))
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{MANAGED_BY_TAG}"))
-                .values(MANAGED_BY_VALUE)
-                .build(),
-        )
+        .set_filters(Some(filters))
         .send()
         .await
         .map_err(|e| {
             err(
                 "security groups",
-                sdk_message("ec2:DescribeSecurityGroups", &e),
+                AwsError::new("ec2:DescribeSecurityGroups", e),
             )
         })?;
     Ok(d.security_groups().iter().map(observed_sg).collect())
@@ -1071,7 +865,7 @@ async fn public_subnets(
         )
         .send()
         .await
-        .map_err(|e| err("route tables", sdk_message("ec2:DescribeRouteTables", &e)))?;
+        .map_err(|e| err("route tables", AwsError::new("ec2:DescribeRouteTables", e)))?;
     let to_igw = |rt: &aws_sdk_ec2::types::RouteTable| {
         rt.routes()
             .iter()
@@ -1103,47 +897,86 @@ async fn public_subnets(
     Ok(public)
 }
 
-/// What a Delete of the delegate `cluster`/`service_name` (family `family`) from `owner` may
-/// remove: revisions and a group are this delegate's when tagged with its key and not with
-/// another owner.
+/// Which of a delegate's leftovers a Delete from `owner` may remove: a CloudFormation Delete
+/// removes what carries its owner tag, and untagged leftovers only when the service is its own;
+/// never what a direct invocation or another stack made.
+struct Removable<'a> {
+    owner: Option<&'a str>,
+    service_is_ours: bool,
+}
+
+impl Removable<'_> {
+    fn allows(&self, tagged: Option<&str>) -> bool {
+        match (self.owner, tagged) {
+            (None, _) => true,
+            (Some(w), Some(h)) => w == h,
+            (Some(_), None) => self.service_is_ours,
+        }
+    }
+}
+
+/// What a Delete of the delegate `target` (family `family`) from `owner` may remove:
+/// revisions and a group are this delegate's when tagged with its key and not with another
+/// owner.
 pub async fn observe_for_delete(
     c: &Clients,
-    cluster: &str,
-    service_name: &str,
+    target: &Target,
     family: &str,
     owner: Option<&str>,
 ) -> Result<ObservedForDelete, ObserveError> {
-    let key = format!(
-        "{}/{service_name}",
-        crate::spec::cluster_short_name(cluster)
-    );
+    let key = target.key();
     let mut o = ObservedForDelete {
-        service: service(c, cluster, service_name).await?,
+        service: service(c, &target.cluster, &target.service).await?,
         ..Default::default()
     };
-    // A CloudFormation Delete removes what carries its owner tag, and untagged leftovers only
-    // when the service is its own: never what a direct invocation or another stack made.
-    let service_is_ours = o.service.as_ref().is_some_and(|s| s.owned_by(owner));
-    let may_remove = |tagged: Option<&str>| match (owner, tagged) {
-        (None, _) => true,
-        (Some(w), Some(h)) => w == h,
-        (Some(_), None) => service_is_ours,
+    let removable = Removable {
+        owner,
+        service_is_ours: o.service.as_ref().is_some_and(|s| s.owned_by(owner)),
     };
     o.managed_security_groups = managed_security_groups(c, &key)
         .await?
         .into_iter()
-        .filter(|g| may_remove(g.owner()))
+        .filter(|g| removable.allows(g.owner()))
         .collect();
+    let mut revision_records = our_revisions(c, &key, family, &removable, &mut o).await?;
+    if !o.our_revisions.is_empty() {
+        o.used_by_other_services = task_definitions_of_managed_services(c, &key).await?;
+    }
+    // The record heal works from, wherever it is: the service and any revision, deregistered
+    // ones included (found through the tagging index).
+    if let Some(s) = o.service.as_ref().filter(|s| s.owned_by(owner)) {
+        let keys = crate::record::record_keys(&s.tags);
+        if !keys.is_empty() {
+            o.records.push((s.arn.clone(), keys));
+        }
+    }
+    for (arn, tags) in tagged_resources(c, &["ecs:task-definition"], Some(&key)).await? {
+        let keys = crate::record::record_keys(&tags);
+        let known = revision_records.iter().any(|(a, _)| a == &arn);
+        if !keys.is_empty() && !known && removable.allows(crate::model::owner_of(&tags)) {
+            revision_records.push((arn, keys));
+        }
+    }
+    o.records.extend(revision_records);
+    Ok(o)
+}
 
-    // Revisions whose record must go: found directly (the family's ACTIVE ones, the one the
-    // service runs) and through the tagging index, which may lag behind a fresh registration.
-    let mut revision_records: Vec<(String, Vec<String>)> = Vec::new();
+/// The family's ACTIVE revisions that are this delegate's (into `o.our_revisions`), and the
+/// records on them and on the revision the service runs: found directly, since the tagging
+/// index may lag behind a fresh registration.
+async fn our_revisions(
+    c: &Clients,
+    key: &DelegateKey,
+    family: &str,
+    removable: &Removable<'_>,
+    o: &mut ObservedForDelete,
+) -> Result<Vec<(String, Vec<String>)>, ObserveError> {
+    let mut records: Vec<(String, Vec<String>)> = Vec::new();
     let mut ours_with_record = |td: &ObservedTaskDefinition| {
-        let ours = td.tags.get(RESOURCE_TAG).map(String::as_str) == Some(key.as_str())
-            && may_remove(td.tags.get(crate::OWNER_TAG).map(String::as_str));
+        let ours = key.tagged_on(&td.tags) && removable.allows(crate::model::owner_of(&td.tags));
         let keys = crate::record::record_keys(&td.tags);
-        if ours && !keys.is_empty() && !revision_records.iter().any(|(a, _)| a == &td.arn) {
-            revision_records.push((td.arn.clone(), keys));
+        if ours && !keys.is_empty() && !records.iter().any(|(a, _)| a == &td.arn) {
+            records.push((td.arn.clone(), keys));
         }
         ours
     };
@@ -1164,27 +997,7 @@ pub async fn observe_for_delete(
             ours_with_record(&td);
         }
     }
-    if !o.our_revisions.is_empty() {
-        o.used_by_other_services = task_definitions_of_managed_services(c, &key).await?;
-    }
-    // The record heal works from, wherever it is: the service and any revision, deregistered
-    // ones included.
-    if let Some(s) = o.service.as_ref().filter(|s| s.owned_by(owner)) {
-        let keys = crate::record::record_keys(&s.tags);
-        if !keys.is_empty() {
-            o.records.push((s.arn.clone(), keys));
-        }
-    }
-    for (arn, tags) in tagged_resources(c, &["ecs:task-definition"], Some(&key)).await? {
-        let keys = crate::record::record_keys(&tags);
-        let known = revision_records.iter().any(|(a, _)| a == &arn);
-        if !keys.is_empty() && !known && may_remove(tags.get(crate::OWNER_TAG).map(String::as_str))
-        {
-            revision_records.push((arn, keys));
-        }
-    }
-    o.records.extend(revision_records);
-    Ok(o)
+    Ok(records)
 }
 
 /// The revisions (`family:revision`) that other delegates' services run, read from the records
@@ -1192,15 +1005,15 @@ pub async fn observe_for_delete(
 /// function's role may only read its own cluster.
 async fn task_definitions_of_managed_services(
     c: &Clients,
-    except_key: &str,
+    except: &DelegateKey,
 ) -> Result<BTreeSet<String>, ObserveError> {
     Ok(tagged_resources(c, &["ecs:service"], None)
         .await?
         .into_iter()
-        .filter(|(_, tags)| tags.get(RESOURCE_TAG).map(String::as_str) != Some(except_key))
+        .filter(|(_, tags)| !except.tagged_on(tags))
         .filter_map(|(_, tags)| {
             let td = crate::record::joined(&tags, crate::record::TASK_DEFINITION_TAG)?;
-            Some(crate::record::revision_name(&td).to_string())
+            Some(crate::model::revision_name(&td).to_string())
         })
         .collect())
 }

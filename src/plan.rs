@@ -1,25 +1,32 @@
-//! The plan: given the desired spec and what was observed, the ordered actions that converge the
-//! delegate, each with the reason it is needed. Pure: no I/O, so every situation is a table row
-//! in the tests below.
+//! The plan: given what is wanted (a spec, or heal's record) and what was observed, the ordered
+//! steps that converge the delegate, each with the reason it is needed. Pure: no I/O and no AWS
+//! SDK type, so every situation is a table row in the tests below.
 //!
-//! Rules that live here: a revision is registered only when the rendered definition differs from
-//! the latest ACTIVE one; create-service is never planned on an ACTIVE name; a change of launch
-//! type or network mode is a replacement, said plainly.
+//! Converge ([`plan`]) and heal ([`plan_heal`]) share the sub-planners for the network, the
+//! revision, the service, the record and the tags; heal adds only its own policy (the redeploy
+//! back-off, and what it must never do). Rules that live here: a revision is registered only
+//! when the rendered definition differs from the latest ACTIVE one; create-service is never
+//! planned on an ACTIVE name; a change of launch type or network mode is a replacement, said
+//! plainly.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::observe::{
-    AwsvpcConfig, Observed, ObservedForDelete, ObservedForHeal, ObservedService,
-    ObservedTaskDefinition,
+use crate::document;
+use crate::model::{
+    self, AssignPublicIp, ClusterStatus, LaunchType, NetworkMode, RolloutState, ServiceStatus,
 };
-use crate::record::{self, Record, RecordedGroups, RecordedNetwork};
-use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode};
+use crate::observed::{
+    AwsvpcConfig, Observed, ObservedForDelete, ObservedForHeal, ObservedSecurityGroup,
+    ObservedService, ObservedTaskDefinition,
+};
+use crate::record::{self, Record, RecordedGroups, RecordedNetwork, UnreadableRecord};
+use crate::spec::DelegateSpec;
 use crate::task_definition;
 
-/// One step of a plan.
+/// One step of a converge (Create, Update, Reconcile) or a heal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "Action")]
 pub enum Action {
@@ -115,7 +122,13 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
-    /// Delete only, first: remove the record so that no heal can bring the delegate back.
+}
+
+/// One step of a Delete.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "Action")]
+pub enum DeleteAction {
+    /// First of all: remove the record so that no heal can bring the delegate back.
     RemoveRecord {
         #[serde(rename = "Resources")]
         resources: Vec<String>,
@@ -143,6 +156,62 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
+}
+
+impl Action {
+    /// The step's name, as plans and reports show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CreateSecurityGroup { .. } => "CreateSecurityGroup",
+            Action::RegisterTaskDefinition { .. } => "RegisterTaskDefinition",
+            Action::CreateService { .. } => "CreateService",
+            Action::UpdateService { .. } => "UpdateService",
+            Action::WaitForServiceDrain { .. } => "WaitForServiceDrain",
+            Action::RecreateService { .. } => "RecreateService",
+            Action::TagService { .. } => "TagService",
+            Action::TagSecurityGroup { .. } => "TagSecurityGroup",
+            Action::RecordSpec { .. } => "RecordSpec",
+            Action::ForceNewDeployment { .. } => "ForceNewDeployment",
+        }
+    }
+
+    /// Why the step is needed.
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::CreateSecurityGroup { reason, .. }
+            | Action::RegisterTaskDefinition { reason, .. }
+            | Action::CreateService { reason, .. }
+            | Action::UpdateService { reason, .. }
+            | Action::WaitForServiceDrain { reason, .. }
+            | Action::RecreateService { reason, .. }
+            | Action::TagService { reason, .. }
+            | Action::TagSecurityGroup { reason, .. }
+            | Action::RecordSpec { reason, .. }
+            | Action::ForceNewDeployment { reason, .. } => reason,
+        }
+    }
+}
+
+impl DeleteAction {
+    /// The step's name, as plans and reports show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeleteAction::RemoveRecord { .. } => "RemoveRecord",
+            DeleteAction::DeleteService { .. } => "DeleteService",
+            DeleteAction::DeregisterTaskDefinition { .. } => "DeregisterTaskDefinition",
+            DeleteAction::DeleteSecurityGroup { .. } => "DeleteSecurityGroup",
+        }
+    }
+
+    /// Why the step is needed.
+    pub fn reason(&self) -> &str {
+        match self {
+            DeleteAction::RemoveRecord { reason, .. }
+            | DeleteAction::DeleteService { reason, .. }
+            | DeleteAction::DeregisterTaskDefinition { reason, .. }
+            | DeleteAction::DeleteSecurityGroup { reason, .. } => reason,
+        }
+    }
 }
 
 /// A security group of the desired network configuration.
@@ -176,8 +245,12 @@ impl DesiredNetwork {
                     SecurityGroupRef::ToCreate => created_group.map(String::from),
                 })
                 .collect(),
-            assign_public_ip: self.assign_public_ip.as_str().to_string(),
+            assign_public_ip: self.assign_public_ip,
         }
+    }
+
+    fn needs_group(&self) -> bool {
+        self.security_groups.contains(&SecurityGroupRef::ToCreate)
     }
 }
 
@@ -212,6 +285,263 @@ pub struct Plan {
     pub desired: Desired,
 }
 
+impl Plan {
+    /// What the plan will do and why, in a sentence a person reads.
+    pub fn summary(&self) -> String {
+        if self.actions.is_empty() {
+            return "nothing to change: the delegate is as the properties declare".into();
+        }
+        describe(self.actions.iter().map(|a| (a.name(), a.reason())))
+    }
+}
+
+/// Steps as a person reads them: each name with its reason.
+fn describe<'a>(steps: impl Iterator<Item = (&'static str, &'a str)>) -> String {
+    let steps: Vec<String> = steps
+        .map(|(name, reason)| format!("{name} ({reason})"))
+        .collect();
+    steps.join("; ")
+}
+
+// ---- shared sub-planners ------------------------------------------------------------------------
+
+/// The security groups to run in: the given ones, else the delegate's own group, made if
+/// missing.
+fn security_group_refs(
+    given: Option<&[String]>,
+    managed: Option<&ObservedSecurityGroup>,
+) -> Vec<SecurityGroupRef> {
+    match given {
+        Some(ids) => ids
+            .iter()
+            .cloned()
+            .map(SecurityGroupRef::Existing)
+            .collect(),
+        None => vec![managed.map_or(SecurityGroupRef::ToCreate, |g| {
+            SecurityGroupRef::Existing(g.id.clone())
+        })],
+    }
+}
+
+/// The step that makes the delegate's own group, when the network needs it.
+fn group_to_create(
+    network: Option<&DesiredNetwork>,
+    service: &str,
+    vpc_id: &str,
+    reason: &str,
+) -> Option<Action> {
+    network
+        .filter(|n| n.needs_group())
+        .map(|_| Action::CreateSecurityGroup {
+            name: model::managed_security_group_name(service),
+            vpc_id: vpc_id.to_string(),
+            reason: reason.to_string(),
+        })
+}
+
+/// The service settings a plan converges to: from a spec (converge) or a record (heal).
+struct WantedService<'a> {
+    name: &'a str,
+    launch_type: LaunchType,
+    network_mode: NetworkMode,
+    desired_count: i32,
+}
+
+impl<'a> WantedService<'a> {
+    fn of(spec: &'a DelegateSpec) -> Self {
+        WantedService {
+            name: &spec.service_name,
+            launch_type: spec.launch_type,
+            network_mode: spec.network_mode,
+            desired_count: spec.desired_count,
+        }
+    }
+
+    fn recorded(r: &'a Record) -> Self {
+        WantedService {
+            name: r.service(),
+            launch_type: r.launch_type,
+            network_mode: r.network_mode,
+            desired_count: r.desired_count,
+        }
+    }
+}
+
+/// What the service needs, before the caller's own policy.
+enum ServiceNeed<'a> {
+    /// It does not exist.
+    Missing,
+    /// It was deleted (INACTIVE).
+    Deleted,
+    /// It is being deleted: it must be gone before one of its name is created.
+    Draining,
+    /// Launch type or network mode differ, which ECS cannot change in place: the reason.
+    Replacement(String),
+    /// It exists; the in-place update it needs, if any.
+    Update(Option<Action>, &'a ObservedService),
+}
+
+fn service_need<'a>(
+    wanted: &WantedService,
+    service: Option<&'a ObservedService>,
+    desired_td: Option<&str>,
+    network: Option<&DesiredNetwork>,
+) -> ServiceNeed<'a> {
+    let Some(s) = service else {
+        return ServiceNeed::Missing;
+    };
+    match s.status {
+        ServiceStatus::Inactive => ServiceNeed::Deleted,
+        ServiceStatus::Draining => ServiceNeed::Draining,
+        ServiceStatus::Active => match replacement_reason(wanted, s) {
+            Some(reason) => ServiceNeed::Replacement(reason),
+            None => ServiceNeed::Update(update(wanted, s, desired_td, network), s),
+        },
+    }
+}
+
+fn create_service(name: &str, reason: &str) -> Action {
+    Action::CreateService {
+        service: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn replacement_reason(wanted: &WantedService, s: &ObservedService) -> Option<String> {
+    let want = wanted.launch_type;
+    if let Some(have) = s.launch_type.filter(|have| *have != want) {
+        return Some(format!(
+            "launch type changes from {have} to {want}, which ECS cannot change in place: the service is replaced (deleted, then created again)"
+        ));
+    }
+    let have = if s.network.is_some() {
+        NetworkMode::Awsvpc
+    } else {
+        NetworkMode::Bridge
+    };
+    let want = wanted.network_mode;
+    (have != want).then(|| format!(
+        "network mode changes from {have} to {want}, which needs a new service: the service is replaced (deleted, then created again)"
+    ))
+}
+
+/// The in-place update from what the service is to what is wanted; only what changed is sent.
+fn update(
+    wanted: &WantedService,
+    s: &ObservedService,
+    desired_td: Option<&str>,
+    network: Option<&DesiredNetwork>,
+) -> Option<Action> {
+    let mut changes = Vec::new();
+    let desired_count = (s.desired_count != wanted.desired_count).then(|| {
+        changes.push(format!(
+            "desired count {} -> {}",
+            s.desired_count, wanted.desired_count
+        ));
+        wanted.desired_count
+    });
+    let td_changed = desired_td.is_none_or(|arn| s.task_definition != arn);
+    if td_changed {
+        changes.push(match desired_td {
+            Some(arn) => format!("task definition -> {}", model::revision_name(arn)),
+            None => "task definition -> the new revision".into(),
+        });
+    }
+    let net_changes = network.map(|n| network_changes(s.network.as_ref(), n));
+    let net_changed = net_changes.as_ref().is_some_and(|c| !c.is_empty());
+    changes.extend(net_changes.into_iter().flatten());
+    (!changes.is_empty()).then(|| Action::UpdateService {
+        service: wanted.name.to_string(),
+        desired_count,
+        task_definition: td_changed,
+        network: net_changed,
+        reason: changes.join("; "),
+        mark_redeployed: false,
+    })
+}
+
+/// What differs between the service's awsvpc configuration and the wanted one (a service
+/// without one gets it whole).
+fn network_changes(have: Option<&AwsvpcConfig>, want: &DesiredNetwork) -> Vec<String> {
+    let new_group = want.needs_group();
+    let wanted = want.resolved(None);
+    let Some(have) = have else {
+        return vec!["network configuration -> awsvpc".into()];
+    };
+    let mut diff = Vec::new();
+    if have.subnets != wanted.subnets {
+        diff.push(format!(
+            "subnets {} -> {}",
+            join(&have.subnets),
+            join(&wanted.subnets)
+        ));
+    }
+    if new_group || have.security_groups != wanted.security_groups {
+        let to = if new_group {
+            "a new group".to_string()
+        } else {
+            join(&wanted.security_groups)
+        };
+        diff.push(format!(
+            "security groups {} -> {to}",
+            join(&have.security_groups)
+        ));
+    }
+    if have.assign_public_ip != wanted.assign_public_ip {
+        diff.push(format!(
+            "public IP {} -> {}",
+            have.assign_public_ip, wanted.assign_public_ip
+        ));
+    }
+    diff
+}
+
+fn join(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "(none)".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The step that writes the record (see `record`) before the service changes, on the service
+/// and/or the revision given; it keeps what they carried, for undo.
+fn record_step(
+    service: Option<&ObservedService>,
+    revision: Option<&ObservedTaskDefinition>,
+    reason: &str,
+) -> Option<Action> {
+    (service.is_some() || revision.is_some()).then(|| Action::RecordSpec {
+        on_service: service.is_some(),
+        on_revision: revision.is_some(),
+        reason: reason.to_string(),
+        previous_service: service
+            .map(|s| record::recorded_tags(&s.tags))
+            .unwrap_or_default(),
+        previous_revision: revision
+            .map(|td| record::recorded_tags(&td.tags))
+            .unwrap_or_default(),
+    })
+}
+
+/// The desired tags that `have` lacks or holds with another value.
+fn missing_tags(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    want.iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn tags_reason(missing: &BTreeMap<String, String>) -> String {
+    let keys: Vec<&str> = missing.keys().map(String::as_str).collect();
+    format!("tags to add or change: {}", keys.join(", "))
+}
+
+// ---- converge -----------------------------------------------------------------------------------
+
 /// The awsvpc network the delegate should use, or `None` for bridge.
 pub fn desired_network(spec: &DelegateSpec, o: &Observed) -> Option<DesiredNetwork> {
     if spec.network_mode != NetworkMode::Awsvpc {
@@ -245,47 +575,85 @@ pub fn desired_network(spec: &DelegateSpec, o: &Observed) -> Option<DesiredNetwo
     } else {
         AssignPublicIp::Disabled
     };
-    let security_groups = match &spec.security_group_ids {
-        Some(ids) => ids
-            .iter()
-            .cloned()
-            .map(SecurityGroupRef::Existing)
-            .collect(),
-        None => vec![match &n.managed_security_group {
-            Some(g) => SecurityGroupRef::Existing(g.id.clone()),
-            None => SecurityGroupRef::ToCreate,
-        }],
-    };
     Some(DesiredNetwork {
         subnets,
-        security_groups,
+        security_groups: security_group_refs(
+            spec.security_group_ids.as_deref(),
+            n.managed_security_group.as_ref(),
+        ),
         assign_public_ip: spec.assign_public_ip.unwrap_or(derived),
     })
 }
 
 /// Plan a Create, Update or Reconcile. `observed` has passed pre-flight.
 pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
-    let mut actions = Vec::new();
     let rendered = task_definition::render(spec);
     let network = desired_network(spec, o);
-
-    if let Some(n) = &network {
-        if n.security_groups.contains(&SecurityGroupRef::ToCreate) {
-            actions.push(Action::CreateSecurityGroup {
-                name: spec.managed_security_group_name(),
-                vpc_id: o.network.vpc_id.clone().unwrap_or_default(),
-                reason: "no SecurityGroupIds given: the delegate gets its own egress-only group"
-                    .into(),
-            });
-        }
+    let vpc_id = o.network.vpc_id.clone();
+    let mut actions: Vec<Action> = group_to_create(
+        network.as_ref(),
+        &spec.service_name,
+        vpc_id.as_deref().unwrap_or_default(),
+        "no SecurityGroupIds given: the delegate gets its own egress-only group",
+    )
+    .into_iter()
+    .collect();
+    let (reuse, register) = choose_revision(spec, o, &rendered);
+    actions.extend(register);
+    let desired_td = reuse.map(|td| td.arn.clone());
+    let service = converge_service(
+        &WantedService::of(spec),
+        o.service.as_ref(),
+        desired_td.as_deref(),
+        network.as_ref(),
+    );
+    // The record goes on before the service changes, so a heal meanwhile repairs toward it;
+    // also on a service about to be replaced: while it drains, a heal must see the new one.
+    let record = desired_record(spec, network.as_ref(), o, desired_td.as_deref());
+    let stale = |tags: &BTreeMap<String, String>, revision: Option<&str>| !matches!(Record::from_tags(tags, revision), Some(Ok(r)) if r.same_as(&record));
+    let on_service = o
+        .active_service()
+        .filter(|s| desired_td.is_none() || stale(&s.tags, None));
+    let on_revision = reuse.filter(|td| stale(&td.tags, Some(model::revision_name(&td.arn))));
+    actions.extend(record_step(
+        on_service,
+        on_revision,
+        "record the applied configuration, which self-healing restores",
+    ));
+    let recreated = service
+        .iter()
+        .any(|a| matches!(a, Action::RecreateService { .. }));
+    actions.extend(service);
+    actions.extend(tag_group(spec, o, network.is_some()));
+    // Last of all, so that a failed Create never marks a delegate as its own; a recreated
+    // service is created with all its tags.
+    if !recreated {
+        actions.extend(tag_service(spec, o.active_service()));
     }
+    Plan {
+        actions,
+        desired: Desired {
+            task_definition: rendered,
+            task_definition_arn: desired_td,
+            network,
+            vpc_id,
+            record,
+            registered_after: o.latest_task_definition.as_ref().map_or(0, |t| t.revision),
+        },
+    }
+}
 
-    // Reuse the revision the service runs, else the family's latest, if either is what this
-    // spec renders and was registered for this delegate: delegates sharing a family must not
-    // leapfrog each other with new revisions, and each keeps the record heal works from on a
-    // revision of its own.
-    let wanted = task_definition::normalize(&rendered);
-    let key = spec.resource_key();
+/// The revision to reuse, else the step that registers one. The service's revision, else the
+/// family's latest, is reused when it is what the spec renders and was registered for this
+/// delegate: delegates sharing a family must not leapfrog each other with new revisions, and
+/// each keeps the record heal works from on a revision of its own.
+fn choose_revision<'a>(
+    spec: &DelegateSpec,
+    o: &'a Observed,
+    rendered: &Value,
+) -> (Option<&'a ObservedTaskDefinition>, Option<Action>) {
+    let wanted = document::normalize(rendered);
+    let key = spec.key();
     let candidates: Vec<&ObservedTaskDefinition> = [
         o.current_task_definition.as_ref(),
         o.latest_task_definition.as_ref(),
@@ -293,138 +661,98 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     .into_iter()
     .flatten()
     .filter(|td| {
-        td.status == "ACTIVE"
-            && td.doc["family"] == spec.family.as_str()
-            && td.tags.get(crate::RESOURCE_TAG) == Some(&key)
+        td.is_active() && td.doc["family"] == spec.family.as_str() && key.tagged_on(&td.tags)
     })
     .collect();
     let reuse = candidates
         .iter()
-        .find(|td| task_definition::normalize(&td.doc) == wanted)
+        .find(|td| document::normalize(&td.doc) == wanted)
         .copied();
-    if reuse.is_none() {
-        let reason = match candidates.first() {
-            None => format!(
-                "family {} has no ACTIVE revision registered for this delegate",
-                spec.family
-            ),
-            Some(td) => format!(
-                "{} ({}:{}) differs in {}",
-                if o.current_task_definition.as_ref().map(|c| &c.arn) == Some(&td.arn) {
-                    "the revision the service runs"
-                } else {
-                    "the latest ACTIVE revision"
-                },
-                spec.family,
-                td.revision,
-                differences(&task_definition::normalize(&td.doc), &wanted).join(", ")
-            ),
-        };
-        actions.push(Action::RegisterTaskDefinition {
-            family: spec.family.clone(),
-            reason,
-        });
+    if reuse.is_some() {
+        return (reuse, None);
     }
-    let desired_td = reuse.map(|l| l.arn.clone());
-
-    let wanted_service = WantedService::of(spec);
-    let name = spec.service_name.clone();
-    let mut tag_service = None;
-    let mut service_actions = Vec::new();
-    match o.service.as_ref() {
-        None => service_actions.push(Action::CreateService {
-            service: name,
-            reason: "the service does not exist".into(),
-        }),
-        Some(s) if s.status == "INACTIVE" => service_actions.push(Action::CreateService {
-            service: name,
-            reason: "the service was deleted (INACTIVE)".into(),
-        }),
-        Some(s) if s.status == "DRAINING" => service_actions.extend(recreate_drained(&name)),
-        Some(s) => {
-            if let Some(reason) = replacement_reason(&wanted_service, s) {
-                service_actions.push(Action::RecreateService {
-                    service: name,
-                    reason,
-                });
+    let reason = match candidates.first() {
+        None => format!(
+            "family {} has no ACTIVE revision registered for this delegate",
+            spec.family
+        ),
+        Some(td) => format!(
+            "{} ({}:{}) differs in {}",
+            if o.current_task_definition.as_ref().map(|c| &c.arn) == Some(&td.arn) {
+                "the revision the service runs"
             } else {
-                service_actions.extend(update(
-                    &wanted_service,
-                    s,
-                    desired_td.as_deref(),
-                    network.as_ref(),
-                ));
-            }
-            // A recreated service is created with all its tags.
-            let recreated = matches!(service_actions.last(), Some(Action::RecreateService { .. }));
-            let missing = missing_tags(&spec.resource_tags(), &s.tags);
-            if !recreated && !missing.is_empty() {
-                let adopt = missing.contains_key(crate::OWNER_TAG);
-                tag_service = Some(Action::TagService {
-                    service: spec.service_name.clone(),
-                    reason: if adopt {
-                        "the service was created outside CloudFormation: this stack resource adopts it".into()
-                    } else {
-                        format!(
-                            "tags to add or change: {}",
-                            missing.keys().cloned().collect::<Vec<_>>().join(", ")
-                        )
-                    },
-                    tags: missing,
-                });
-            }
-        }
-    }
+                "the latest ACTIVE revision"
+            },
+            spec.family,
+            td.revision,
+            document::differences(&document::normalize(&td.doc), &wanted).join(", ")
+        ),
+    };
+    let register = Action::RegisterTaskDefinition {
+        family: spec.family.clone(),
+        reason,
+    };
+    (None, Some(register))
+}
 
-    // The record goes on before the service changes, so a heal meanwhile repairs toward it.
-    let record = desired_record(spec, network.as_ref(), o, desired_td.as_deref());
-    // Also on a service about to be replaced: while it drains, a heal must already see the
-    // new configuration.
-    let kept_service = o.service.as_ref().filter(|s| s.status == "ACTIVE");
-    let stale = |tags: &BTreeMap<String, String>, revision: Option<&str>| !matches!(Record::from_tags(tags, revision), Some(Ok(r)) if r.same_as(&record));
-    let on_service = kept_service.is_some_and(|s| desired_td.is_none() || stale(&s.tags, None));
-    let on_revision = reuse.is_some_and(|td| stale(&td.tags, Some(record::revision_name(&td.arn))));
-    if on_service || on_revision {
-        actions.push(Action::RecordSpec {
-            on_service,
-            on_revision,
-            reason: "record the applied configuration, which self-healing restores".into(),
-            previous_service: kept_service
-                .map(|s| record::recorded_tags(&s.tags))
-                .unwrap_or_default(),
-            previous_revision: reuse
-                .map(|td| record::recorded_tags(&td.tags))
-                .unwrap_or_default(),
-        });
+/// The service steps of a converge.
+fn converge_service(
+    wanted: &WantedService,
+    service: Option<&ObservedService>,
+    desired_td: Option<&str>,
+    network: Option<&DesiredNetwork>,
+) -> Vec<Action> {
+    let name = wanted.name;
+    match service_need(wanted, service, desired_td, network) {
+        ServiceNeed::Missing => vec![create_service(name, "the service does not exist")],
+        ServiceNeed::Deleted => vec![create_service(name, "the service was deleted (INACTIVE)")],
+        ServiceNeed::Draining => vec![
+            Action::WaitForServiceDrain {
+                service: name.to_string(),
+                reason: "the service is DRAINING after a delete; a new one of the same name can only be created once it is gone".into(),
+            },
+            create_service(name, "the service was deleted (DRAINING)"),
+        ],
+        ServiceNeed::Replacement(reason) => vec![Action::RecreateService {
+            service: name.to_string(),
+            reason,
+        }],
+        ServiceNeed::Update(update, _) => update.into_iter().collect(),
     }
-    actions.extend(service_actions);
-    if let Some(g) = &o.network.managed_security_group {
-        let missing = missing_tags(&spec.resource_tags(), &g.tags);
-        if network.is_some() && !missing.is_empty() {
-            actions.push(Action::TagSecurityGroup {
-                id: g.id.clone(),
-                reason: format!(
-                    "tags to add or change: {}",
-                    missing.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-                tags: missing,
-            });
-        }
-    }
-    // Last of all, so that a failed Create never marks a delegate as its own.
-    actions.extend(tag_service);
+}
 
-    Plan {
-        actions,
-        desired: Desired {
-            task_definition: rendered,
-            task_definition_arn: desired_td,
-            network,
-            vpc_id: o.network.vpc_id.clone(),
-            record,
-            registered_after: o.latest_task_definition.as_ref().map_or(0, |t| t.revision),
-        },
+/// Tags the kept service lacks: a changed `Tags` property, or the owner a stack adopting a
+/// service created outside CloudFormation adds.
+fn tag_service(spec: &DelegateSpec, kept: Option<&ObservedService>) -> Option<Action> {
+    let missing = missing_tags(&spec.resource_tags(), &kept?.tags);
+    if missing.is_empty() {
+        return None;
     }
+    let reason = if missing.contains_key(model::OWNER_TAG) {
+        "the service was created outside CloudFormation: this stack resource adopts it".into()
+    } else {
+        tags_reason(&missing)
+    };
+    Some(Action::TagService {
+        service: spec.service_name.clone(),
+        tags: missing,
+        reason,
+    })
+}
+
+/// Tags the delegate's own group lacks, while the delegate uses awsvpc.
+fn tag_group(spec: &DelegateSpec, o: &Observed, awsvpc: bool) -> Option<Action> {
+    let g = o
+        .network
+        .managed_security_group
+        .as_ref()
+        .filter(|_| awsvpc)?;
+    let missing = missing_tags(&spec.resource_tags(), &g.tags);
+    (!missing.is_empty()).then(|| Action::TagSecurityGroup {
+        id: g.id.clone(),
+        reason: tags_reason(&missing),
+        tags: missing,
+    })
 }
 
 /// The record a converge to `spec` leaves (its time is set when applied).
@@ -434,15 +762,15 @@ fn desired_record(
     o: &Observed,
     task_definition: Option<&str>,
 ) -> Record {
+    let managed = spec.security_group_ids.is_none();
     Record {
-        cluster: spec.cluster_name().to_string(),
-        service: spec.service_name.clone(),
+        key: spec.key(),
         owner: spec.owner.clone(),
         launch_type: spec.launch_type,
         network_mode: spec.network_mode,
         desired_count: spec.desired_count,
         task_definition: task_definition
-            .map(record::revision_name)
+            .map(model::revision_name)
             .unwrap_or_default()
             .to_string(),
         network: network.map(|n| RecordedNetwork {
@@ -453,14 +781,14 @@ fn desired_record(
                 None => RecordedGroups::Managed,
             },
             // A group still to be made gets its id in the record when apply makes it.
-            managed_group: match &spec.security_group_ids {
-                Some(_) => None,
-                None => o
-                    .network
-                    .managed_security_group
-                    .as_ref()
-                    .map(|g| g.id.clone()),
-            },
+            managed_group: managed
+                .then(|| {
+                    o.network
+                        .managed_security_group
+                        .as_ref()
+                        .map(|g| g.id.clone())
+                })
+                .flatten(),
             assign_public_ip: n.assign_public_ip,
         }),
         applied_at: 0,
@@ -468,270 +796,83 @@ fn desired_record(
     }
 }
 
-/// A DRAINING service must be gone before one of its name can be created again.
-fn recreate_drained(name: &str) -> [Action; 2] {
-    [
-        Action::WaitForServiceDrain {
-            service: name.to_string(),
-            reason: "the service is DRAINING after a delete; a new one of the same name can only be created once it is gone".into(),
-        },
-        Action::CreateService {
-            service: name.to_string(),
-            reason: "the service was deleted (DRAINING)".into(),
-        },
-    ]
+// ---- delete -------------------------------------------------------------------------------------
+
+/// What a Delete will remove, or why it leaves the delegate alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletePlan {
+    pub actions: Vec<DeleteAction>,
+    /// The service is another stack's (or no stack's) delegate: nothing at all is touched.
+    pub left_alone: Option<String>,
 }
 
-/// The service settings a plan converges to: from a spec (reconcile) or a record (heal).
-struct WantedService<'a> {
-    name: &'a str,
-    launch_type: LaunchType,
-    network_mode: NetworkMode,
-    desired_count: i32,
-}
-
-impl<'a> WantedService<'a> {
-    fn of(spec: &'a DelegateSpec) -> Self {
-        WantedService {
-            name: &spec.service_name,
-            launch_type: spec.launch_type,
-            network_mode: spec.network_mode,
-            desired_count: spec.desired_count,
+impl DeletePlan {
+    /// What the Delete will do and why, in a sentence a person reads.
+    pub fn summary(&self) -> String {
+        if let Some(why) = &self.left_alone {
+            return why.clone();
         }
-    }
-
-    fn recorded(r: &'a Record) -> Self {
-        WantedService {
-            name: &r.service,
-            launch_type: r.launch_type,
-            network_mode: r.network_mode,
-            desired_count: r.desired_count,
+        if self.actions.is_empty() {
+            return "nothing of this delegate's is left to remove".into();
         }
+        describe(self.actions.iter().map(|a| (a.name(), a.reason())))
     }
-}
-
-/// The desired tags that `have` lacks or holds with another value.
-fn missing_tags(
-    want: &BTreeMap<String, String>,
-    have: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    want.iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-fn replacement_reason(wanted: &WantedService, s: &ObservedService) -> Option<String> {
-    let want = wanted.launch_type.as_str();
-    if let Some(have) = &s.launch_type {
-        if have != want {
-            return Some(format!(
-                "launch type changes from {have} to {want}, which ECS cannot change in place: the service is replaced (deleted, then created again)"
-            ));
-        }
-    }
-    let have_awsvpc = s.network.is_some();
-    let want_awsvpc = wanted.network_mode == NetworkMode::Awsvpc;
-    if have_awsvpc != want_awsvpc {
-        let (from, to) = if want_awsvpc {
-            ("bridge", "awsvpc")
-        } else {
-            ("awsvpc", "bridge")
-        };
-        return Some(format!(
-            "network mode changes from {from} to {to}, which needs a new service: the service is replaced (deleted, then created again)"
-        ));
-    }
-    None
-}
-
-fn update(
-    wanted: &WantedService,
-    s: &ObservedService,
-    desired_td: Option<&str>,
-    network: Option<&crate::plan::DesiredNetwork>,
-) -> Option<Action> {
-    let mut changes = Vec::new();
-    let desired_count = (s.desired_count != wanted.desired_count).then(|| {
-        changes.push(format!(
-            "desired count {} -> {}",
-            s.desired_count, wanted.desired_count
-        ));
-        wanted.desired_count
-    });
-    let td_changed = match desired_td {
-        Some(arn) => s.task_definition != arn,
-        None => true,
-    };
-    if td_changed {
-        changes.push(match desired_td {
-            Some(arn) => format!("task definition -> {}", short_td(arn)),
-            None => "task definition -> the new revision".into(),
-        });
-    }
-    let net_changed = match network {
-        None => false,
-        Some(n) => {
-            let has_new_group = n.security_groups.contains(&SecurityGroupRef::ToCreate);
-            let want = n.resolved(None);
-            match &s.network {
-                None => true,
-                Some(have) => {
-                    let mut diff = Vec::new();
-                    if have.subnets != want.subnets {
-                        diff.push(format!(
-                            "subnets {} -> {}",
-                            join(&have.subnets),
-                            join(&want.subnets)
-                        ));
-                    }
-                    if has_new_group || have.security_groups != want.security_groups {
-                        diff.push(format!(
-                            "security groups {} -> {}",
-                            join(&have.security_groups),
-                            if has_new_group {
-                                "a new group".to_string()
-                            } else {
-                                join(&want.security_groups)
-                            }
-                        ));
-                    }
-                    if have.assign_public_ip != want.assign_public_ip {
-                        diff.push(format!(
-                            "public IP {} -> {}",
-                            have.assign_public_ip, want.assign_public_ip
-                        ));
-                    }
-                    let changed = !diff.is_empty();
-                    changes.extend(diff);
-                    changed
-                }
-            }
-        }
-    };
-    if changes.is_empty() {
-        return None;
-    }
-    Some(Action::UpdateService {
-        service: wanted.name.to_string(),
-        desired_count,
-        task_definition: td_changed,
-        network: net_changed,
-        reason: changes.join("; "),
-        mark_redeployed: false,
-    })
-}
-
-fn join(set: &BTreeSet<String>) -> String {
-    if set.is_empty() {
-        "(none)".into()
-    } else {
-        set.iter().cloned().collect::<Vec<_>>().join(",")
-    }
-}
-
-fn short_td(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-/// Names of the fields that differ between two normalized documents (names only: values may be
-/// secrets).
-pub fn differences(old: &Value, new: &Value) -> Vec<String> {
-    /// The keys of either object.
-    fn keys<'a>(a: &'a Value, b: &'a Value) -> BTreeSet<&'a String> {
-        [a, b]
-            .into_iter()
-            .filter_map(Value::as_object)
-            .flat_map(|o| o.keys())
-            .collect()
-    }
-    let mut out = Vec::new();
-    for k in keys(old, new) {
-        if old.get(k) == new.get(k) {
-            continue;
-        }
-        if k == "containerDefinitions" {
-            let (a, b) = (&old[k][0], &new[k][0]);
-            for ck in keys(a, b) {
-                if a.get(ck) == b.get(ck) {
-                    continue;
-                }
-                if ck == "environment" {
-                    let names = |v: &Value| -> BTreeSet<(String, String)> {
-                        v.as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|e| {
-                                (
-                                    e["name"].as_str().unwrap_or("").to_string(),
-                                    e["value"].to_string(),
-                                )
-                            })
-                            .collect()
-                    };
-                    let (ea, eb) = (names(&a[ck]), names(&b[ck]));
-                    let changed: BTreeSet<&String> =
-                        ea.symmetric_difference(&eb).map(|(n, _)| n).collect();
-                    for n in changed {
-                        out.push(format!("environment {n}"));
-                    }
-                } else {
-                    out.push(format!("container {ck}"));
-                }
-            }
-        } else {
-            out.push(k.clone());
-        }
-    }
-    out
 }
 
 /// Plan a Delete: the service, the revisions this delegate registered that no other managed
 /// service uses, and the security group it created. Only resources tagged as ours are touched,
 /// and nothing at all when the service belongs to another stack's delegate (`owner` differs).
-pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str>) -> Vec<Action> {
-    let mut actions = Vec::new();
-    let someone_elses = o
+pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str>) -> DeletePlan {
+    let live = o
         .service
         .as_ref()
-        .is_some_and(|s| s.status != "INACTIVE" && !s.owned_by(owner));
-    if someone_elses {
-        return actions;
+        .filter(|s| s.status != ServiceStatus::Inactive);
+    if let Some(s) = live.filter(|s| !s.owned_by(owner)) {
+        let theirs = s
+            .owner()
+            .unwrap_or("no stack (a direct invocation or another tool)");
+        return DeletePlan {
+            actions: vec![],
+            left_alone: Some(format!(
+                "service {service_name} belongs to {theirs}, not to this stack's delegate: left alone"
+            )),
+        };
     }
+    let mut actions = Vec::new();
     if !o.records.is_empty() {
-        actions.push(Action::RemoveRecord {
+        actions.push(DeleteAction::RemoveRecord {
             resources: o.records.iter().map(|(arn, _)| arn.clone()).collect(),
             reason: "first of all, so that self-healing cannot bring the delegate back".into(),
             keys: o.records.iter().map(|(_, k)| k.clone()).collect(),
         });
     }
-    if let Some(s) = &o.service {
-        if s.status != "INACTIVE" && s.managed_by_us() {
-            actions.push(Action::DeleteService {
-                service: service_name.to_string(),
-                reason: "the delegate is being deleted: scale to 0 and delete".into(),
+    if live.is_some_and(ObservedService::managed_by_us) {
+        actions.push(DeleteAction::DeleteService {
+            service: service_name.to_string(),
+            reason: "the delegate is being deleted: scale to 0 and delete".into(),
+        });
+    }
+    for arn in &o.our_revisions {
+        if !o.used_by_other_services.contains(model::revision_name(arn)) {
+            actions.push(DeleteAction::DeregisterTaskDefinition {
+                arn: arn.clone(),
+                reason: "registered by this delegate and used by no other managed service".into(),
             });
         }
     }
-    for arn in &o.our_revisions {
-        if o.used_by_other_services
-            .contains(crate::record::revision_name(arn))
-        {
-            continue;
-        }
-        actions.push(Action::DeregisterTaskDefinition {
-            arn: arn.clone(),
-            reason: "registered by this delegate and used by no other managed service".into(),
-        });
-    }
     for g in &o.managed_security_groups {
-        actions.push(Action::DeleteSecurityGroup {
+        actions.push(DeleteAction::DeleteSecurityGroup {
             id: g.id.clone(),
             reason: format!("created by this function for the delegate ({})", g.name),
         });
     }
-    actions
+    DeletePlan {
+        actions,
+        left_alone: None,
+    }
 }
+
+// ---- heal ---------------------------------------------------------------------------------------
 
 /// Failed tasks in a row, with fewer tasks running than desired, that make a crash loop.
 pub const CRASH_LOOP_FAILED_TASKS: i32 = 2;
@@ -746,213 +887,281 @@ pub struct HealPlan {
     pub deferred: Option<String>,
 }
 
+impl HealPlan {
+    /// What heal found: the reasons of its steps, then what it noticed and leaves alone.
+    pub fn found(&self) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .plan
+            .actions
+            .iter()
+            .map(|a| a.reason().to_string())
+            .chain(self.notes.iter().cloned())
+            .chain(self.deferred.iter().cloned())
+            .collect();
+        if found.is_empty() {
+            found.push("as recorded".into());
+        }
+        found
+    }
+
+    /// `found` in one line.
+    pub fn summary(&self) -> String {
+        self.found().join("; ")
+    }
+}
+
 /// Why a delegate cannot be healed: said in the report, nothing is changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CannotHeal(pub String);
+pub enum CannotHeal {
+    #[error("cluster {cluster} no longer exists: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack")]
+    ClusterGone { cluster: String },
+    #[error("cluster {cluster} is {status}: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack")]
+    ClusterNotActive {
+        cluster: String,
+        status: ClusterStatus,
+    },
+    #[error("the recorded task definition {task_definition} no longer exists (deleted, not just deregistered), and the record holds no secrets to rebuild it: run a stack Update to register it again")]
+    RevisionGone { task_definition: String },
+    #[error("service {service} in cluster {cluster} is not this delegate's (it lacks the delegate's tags): it is left alone; delete or rename it, then run the heal again")]
+    NotTheDelegates { cluster: String, service: String },
+    #[error("service {service} in cluster {cluster} now belongs to {theirs}, not to {ours}: it is left alone")]
+    OtherOwner {
+        cluster: String,
+        service: String,
+        theirs: String,
+        ours: String,
+    },
+    #[error("{reason}; the service was changed outside the stack and heal does not replace services: delete it (the next heal creates it as recorded) or run a stack Update")]
+    ChangedOutside { reason: String },
+    #[error(transparent)]
+    Unreadable(#[from] UnreadableRecord),
+}
 
-/// Plan the repair of one delegate toward its record. `now` and `redeploy_backoff` are in
-/// seconds: a forced deployment happens at most once per back-off window.
+/// Heal's redeploy back-off: a service is made to deploy at most once per `window` seconds, so a
+/// revision that keeps failing is not forced back again and again.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub now: u64,
+    pub window: u64,
+}
+
+impl Backoff {
+    /// When heal last made the service deploy, if inside the window.
+    fn last(&self, s: &ObservedService) -> Option<u64> {
+        s.tags
+            .get(record::REDEPLOYED_AT_TAG)
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|t| self.now.saturating_sub(*t) < self.window)
+    }
+
+    fn waiting(&self, why: &str, t: u64) -> String {
+        format!(
+            "{why}; heal made it deploy {}s ago, the next no sooner than {}s after that",
+            self.now.saturating_sub(t),
+            self.window
+        )
+    }
+}
+
+/// Plan the repair of one delegate toward its record.
 pub fn plan_heal(
     r: &Record,
     o: &ObservedForHeal,
-    now: u64,
-    redeploy_backoff: u64,
+    backoff: Backoff,
 ) -> Result<HealPlan, CannotHeal> {
-    match o.cluster_status.as_deref() {
-        Some("ACTIVE") => {}
-        None => {
-            return Err(CannotHeal(format!(
-                "cluster {} no longer exists: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack",
-                r.cluster
-            )))
-        }
-        Some(status) => {
-            return Err(CannotHeal(format!(
-                "cluster {} is {status}: nothing can be healed, and no cluster is created; recreate the cluster and update the stack, or delete the stack",
-                r.cluster
-            )))
-        }
-    }
+    check_cluster(r, o.cluster_status)?;
+    let revision = o
+        .revision
+        .as_ref()
+        .ok_or_else(|| CannotHeal::RevisionGone {
+            task_definition: r.task_definition.clone(),
+        })?;
+    let desired_td = revision.is_active().then(|| revision.arn.clone());
     let mut actions = Vec::new();
-    let mut notes = Vec::new();
-    let Some(revision) = &o.revision else {
-        return Err(CannotHeal(format!(
-            "the recorded task definition {} no longer exists (deleted, not just deregistered), and the record holds no secrets to rebuild it: run a stack Update to register it again",
-            r.task_definition
-        )));
-    };
-    let family = revision.doc["family"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let desired_td = if revision.status == "ACTIVE" {
-        Some(revision.arn.clone())
-    } else {
+    if desired_td.is_none() {
         actions.push(Action::RegisterTaskDefinition {
-            family,
+            family: revision.doc["family"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             reason: format!(
                 "the recorded revision {} was deregistered ({}): a copy of it is registered",
                 r.task_definition, revision.status
             ),
         });
-        None
-    };
-
+    }
     let network = r.network.as_ref().map(|n| DesiredNetwork {
         subnets: n.subnets.clone(),
         security_groups: match &n.security_groups {
-            RecordedGroups::Given(ids) => ids
-                .iter()
-                .cloned()
-                .map(SecurityGroupRef::Existing)
-                .collect(),
-            RecordedGroups::Managed => vec![match &o.managed_security_group {
-                Some(g) => SecurityGroupRef::Existing(g.id.clone()),
-                None => SecurityGroupRef::ToCreate,
-            }],
+            RecordedGroups::Given(ids) => security_group_refs(Some(ids), None),
+            RecordedGroups::Managed => security_group_refs(None, o.managed_security_group.as_ref()),
         },
         assign_public_ip: n.assign_public_ip,
     });
-    if let (Some(n), Some(net)) = (&r.network, &network) {
-        if net.security_groups.contains(&SecurityGroupRef::ToCreate) {
-            actions.push(Action::CreateSecurityGroup {
-                name: format!("{}-delegate", r.service),
-                vpc_id: n.vpc_id.clone(),
-                reason: "the delegate's own security group was deleted: it is created again".into(),
-            });
-        }
+    let vpc_id = r.network.as_ref().map(|n| n.vpc_id.clone());
+    actions.extend(group_to_create(
+        network.as_ref(),
+        r.service(),
+        vpc_id.as_deref().unwrap_or_default(),
+        "the delegate's own security group was deleted: it is created again",
+    ));
+    let kept = o.service.as_ref().filter(|s| s.is_active());
+    if let Some(s) = kept {
+        check_service_is_ours(r, s)?;
     }
-
-    let wanted = WantedService::recorded(r);
-    let name = r.service.clone();
-    let mut service_actions = Vec::new();
-    let mut deferred = None;
-    match &o.service {
-        None => service_actions.push(Action::CreateService {
-            service: name,
-            reason: "the service was deleted: it is created again as recorded".into(),
-        }),
-        Some(s) if s.status == "INACTIVE" => service_actions.push(Action::CreateService {
-            service: name,
-            reason: "the service was deleted (INACTIVE): it is created again as recorded".into(),
-        }),
-        Some(s) if s.status == "DRAINING" => deferred = Some(
-            "the service is DRAINING (being replaced or deleted): nothing is done now, the next heal looks again".to_string(),
-        ),
-        Some(s) if s.tags.get(crate::RESOURCE_TAG) != Some(&r.key()) => {
-            return Err(CannotHeal(format!(
-                "service {} in cluster {} is not this delegate's (it lacks the delegate's tags): it is left alone; delete or rename it, then run the heal again",
-                r.service, r.cluster
-            )))
-        }
-        Some(s) if s.owner().is_some() && s.owner() != r.owner.as_deref() => {
-            return Err(CannotHeal(format!(
-                "service {} in cluster {} now belongs to {}, not to {}: it is left alone",
-                r.service,
-                r.cluster,
-                s.owner().unwrap_or_default(),
-                r.owner.as_deref().unwrap_or_default()
-            )))
-        }
-        Some(s) => {
-            if let Some(reason) = replacement_reason(&wanted, s) {
-                // Replacing is a stack's decision: heal does not delete a running service.
-                return Err(CannotHeal(format!(
-                    "{reason}; the service was changed outside the stack and heal does not replace services: delete it (the next heal creates it as recorded) or run a stack Update"
-                )));
-            }
-            // Heal makes the service deploy at most once per back-off window: a revision that
-            // keeps failing is not forced back again and again.
-            let last = s
-                .tags
-                .get(record::REDEPLOYED_AT_TAG)
-                .and_then(|t| t.parse::<u64>().ok())
-                .filter(|t| now.saturating_sub(*t) < redeploy_backoff);
-            let waiting = |why: &str, t: u64| {
-                format!(
-                    "{why}; heal made it deploy {}s ago, the next no sooner than {redeploy_backoff}s after that",
-                    now.saturating_sub(t)
-                )
-            };
-            match update(&wanted, s, desired_td.as_deref(), network.as_ref()) {
-                Some(Action::UpdateService {
-                    service,
-                    desired_count,
-                    task_definition: true,
-                    network,
-                    reason,
-                    ..
-                }) => match last {
-                    Some(t) if desired_count.is_none() && !network => {
-                        notes.push(waiting(&reason, t));
-                    }
-                    _ => service_actions.push(Action::UpdateService {
-                        service,
-                        desired_count,
-                        task_definition: last.is_none(),
-                        network,
-                        reason,
-                        mark_redeployed: last.is_none(),
-                    }),
-                },
-                Some(u) => service_actions.push(u),
-                None => {
-                    if let Some(why) = stuck(s) {
-                        match last {
-                            Some(t) => notes.push(waiting(&why, t)),
-                            None => service_actions.push(Action::ForceNewDeployment {
-                                service: name,
-                                reason: format!("{why}: a new deployment is forced (at most once every {redeploy_backoff}s)"),
-                            }),
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if deferred.is_some() {
-        // Nothing at all this time, not even what the rows above would prepare.
-        actions.clear();
-    } else {
-        // A re-registered revision is recorded on the service before the service moves to it.
-        let kept = o.service.as_ref().filter(|s| s.status == "ACTIVE");
-        if let (None, Some(s)) = (&desired_td, kept) {
-            actions.push(Action::RecordSpec {
-                on_service: true,
-                on_revision: false,
-                reason: "record the re-registered revision".into(),
-                previous_service: record::recorded_tags(&s.tags),
-                previous_revision: BTreeMap::new(),
-            });
-        }
-        actions.extend(service_actions);
-    }
-    Ok(HealPlan {
+    let mut heal = HealPlan {
         plan: Plan {
-            actions,
+            actions: vec![],
             desired: Desired {
                 task_definition: revision.doc.clone(),
                 task_definition_arn: desired_td,
                 network,
-                vpc_id: r.network.as_ref().map(|n| n.vpc_id.clone()),
+                vpc_id,
                 record: r.clone(),
                 registered_after: revision.revision,
             },
         },
-        notes,
-        deferred,
+        notes: vec![],
+        deferred: None,
+    };
+    let service = heal_service(r, o, &mut heal, backoff)?;
+    if heal.deferred.is_none() {
+        // A re-registered revision is recorded on the service before the service moves to it.
+        let re_registered = heal.plan.desired.task_definition_arn.is_none();
+        actions.extend(record_step(
+            kept.filter(|_| re_registered),
+            None,
+            "record the re-registered revision",
+        ));
+        actions.extend(service);
+        heal.plan.actions = actions;
+    }
+    Ok(heal)
+}
+
+fn check_cluster(r: &Record, status: Option<ClusterStatus>) -> Result<(), CannotHeal> {
+    let cluster = r.key.cluster().to_string();
+    match status {
+        Some(ClusterStatus::Active) => Ok(()),
+        None => Err(CannotHeal::ClusterGone { cluster }),
+        Some(status) => Err(CannotHeal::ClusterNotActive { cluster, status }),
+    }
+}
+
+/// Heal never touches a service that lacks the delegate's tags or that another stack owns.
+fn check_service_is_ours(r: &Record, s: &ObservedService) -> Result<(), CannotHeal> {
+    let (cluster, service) = (r.key.cluster().to_string(), r.service().to_string());
+    if !s.is_delegate(&r.key) {
+        return Err(CannotHeal::NotTheDelegates { cluster, service });
+    }
+    match s.owner() {
+        Some(theirs) if Some(theirs) != r.owner.as_deref() => Err(CannotHeal::OtherOwner {
+            cluster,
+            service,
+            theirs: theirs.to_string(),
+            ours: r.owner.clone().unwrap_or_default(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The service steps of a heal: the shared need, under heal's policy. A DRAINING service sets
+/// `deferred`; a crash loop inside the back-off adds a note.
+fn heal_service(
+    r: &Record,
+    o: &ObservedForHeal,
+    heal: &mut HealPlan,
+    backoff: Backoff,
+) -> Result<Vec<Action>, CannotHeal> {
+    let wanted = WantedService::recorded(r);
+    let desired = &heal.plan.desired;
+    let need = service_need(
+        &wanted,
+        o.service.as_ref(),
+        desired.task_definition_arn.as_deref(),
+        desired.network.as_ref(),
+    );
+    let name = r.service();
+    Ok(match need {
+        ServiceNeed::Missing => vec![create_service(
+            name,
+            "the service was deleted: it is created again as recorded",
+        )],
+        ServiceNeed::Deleted => vec![create_service(
+            name,
+            "the service was deleted (INACTIVE): it is created again as recorded",
+        )],
+        ServiceNeed::Draining => {
+            heal.deferred = Some("the service is DRAINING (being replaced or deleted): nothing is done now, the next heal looks again".into());
+            vec![]
+        }
+        // Replacing is a stack's decision: heal does not delete a running service.
+        ServiceNeed::Replacement(reason) => return Err(CannotHeal::ChangedOutside { reason }),
+        ServiceNeed::Update(update, s) => heal_update(update, s, backoff, &mut heal.notes)
+            .into_iter()
+            .collect(),
     })
+}
+
+/// An update or forced deployment, at most once per back-off window when it makes the service
+/// deploy; inside the window, a note instead.
+fn heal_update(
+    update: Option<Action>,
+    s: &ObservedService,
+    backoff: Backoff,
+    notes: &mut Vec<String>,
+) -> Option<Action> {
+    let last = backoff.last(s);
+    match update {
+        Some(Action::UpdateService {
+            service,
+            desired_count,
+            task_definition: true,
+            network,
+            reason,
+            ..
+        }) => match last {
+            Some(t) if desired_count.is_none() && !network => {
+                notes.push(backoff.waiting(&reason, t));
+                None
+            }
+            _ => Some(Action::UpdateService {
+                service,
+                desired_count,
+                task_definition: last.is_none(),
+                network,
+                reason,
+                mark_redeployed: last.is_none(),
+            }),
+        },
+        Some(other) => Some(other),
+        None => {
+            let why = stuck(s)?;
+            match last {
+                Some(t) => {
+                    notes.push(backoff.waiting(&why, t));
+                    None
+                }
+                None => Some(Action::ForceNewDeployment {
+                    service: s.name.clone(),
+                    reason: format!(
+                        "{why}: a new deployment is forced (at most once every {}s)",
+                        backoff.window
+                    ),
+                }),
+            }
+        }
+    }
 }
 
 /// Why the service needs a new deployment of the same configuration, if it does.
 fn stuck(s: &ObservedService) -> Option<String> {
     let d = s.deployment.as_ref()?;
-    if d.rollout_state == "FAILED" {
+    if d.rollout_state == Some(RolloutState::Failed) {
         return Some("the latest deployment FAILED".into());
     }
     // failedTasks never resets on a deployment: only one still rolling out is stuck.
-    let rolling_out = d.rollout_state == "IN_PROGRESS";
+    let rolling_out = d.rollout_state == Some(RolloutState::InProgress);
     (rolling_out && s.running_count < s.desired_count && d.failed_tasks >= CRASH_LOOP_FAILED_TASKS)
         .then(|| {
             format!(
@@ -965,8 +1174,9 @@ fn stuck(s: &ObservedService) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::*;
-    use crate::{MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+    use crate::model::{RevisionStatus, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG};
+    use crate::observed::*;
+    use crate::record::On;
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -1014,9 +1224,13 @@ mod tests {
         let mut o = converged_unrecorded(s);
         let mut record = plan(s, &o).desired.record;
         record.applied_at = 1;
-        o.service.as_mut().unwrap().tags.extend(record.tags(true));
+        o.service
+            .as_mut()
+            .unwrap()
+            .tags
+            .extend(record.tags(On::Service));
         let td = o.latest_task_definition.as_mut().unwrap();
-        td.tags.extend(record.tags(false));
+        td.tags.extend(record.tags(On::Revision));
         o
     }
 
@@ -1028,7 +1242,7 @@ mod tests {
             cluster: Some(ObservedCluster {
                 arn: "arn:c".into(),
                 name: "prod".into(),
-                status: "ACTIVE".into(),
+                status: ClusterStatus::Active,
             }),
             network: ObservedNetwork {
                 vpc_id: Some("vpc-1".into()),
@@ -1049,24 +1263,24 @@ mod tests {
             latest_task_definition: Some(ObservedTaskDefinition {
                 arn: TD1.into(),
                 revision: 1,
-                status: "ACTIVE".into(),
+                status: RevisionStatus::Active,
                 doc,
                 tags: ours(),
             }),
             service: Some(ObservedService {
                 arn: "arn:aws:ecs:us-east-1:1:service/prod/harness-delegate".into(),
                 name: "harness-delegate".into(),
-                status: "ACTIVE".into(),
+                status: ServiceStatus::Active,
                 desired_count: s.desired_count,
                 task_definition: TD1.into(),
-                launch_type: Some(s.launch_type.as_str().into()),
+                launch_type: Some(s.launch_type),
                 network: awsvpc.then(|| AwsvpcConfig {
                     subnets: ["subnet-priv1", "subnet-priv2"]
                         .iter()
                         .map(|x| x.to_string())
                         .collect(),
                     security_groups: ["sg-ours".to_string()].into(),
-                    assign_public_ip: "DISABLED".into(),
+                    assign_public_ip: AssignPublicIp::Disabled,
                 }),
                 tags: ours(),
                 ..Default::default()
@@ -1075,16 +1289,12 @@ mod tests {
         }
     }
 
-    fn names(actions: &[Action]) -> Vec<String> {
-        actions
-            .iter()
-            .map(|a| {
-                serde_json::to_value(a).unwrap()["Action"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
+    fn names(actions: &[Action]) -> Vec<&'static str> {
+        actions.iter().map(Action::name).collect()
+    }
+
+    fn delete_names(actions: &[DeleteAction]) -> Vec<&'static str> {
+        actions.iter().map(DeleteAction::name).collect()
     }
 
     /// One row per situation: (what, spec properties, how the world differs from converged,
@@ -1093,13 +1303,19 @@ mod tests {
     fn reconcile_table() {
         type Tweak = fn(&mut Observed);
         let rows: Vec<(&str, Value, Tweak, Vec<&str>, &str)> = vec![
-            ("converged: nothing to do", json!({}), |_| {}, vec![], ""),
+            (
+                "converged: nothing to do",
+                json!({}),
+                |_| {},
+                vec![],
+                "nothing to change",
+            ),
             (
                 "converged fargate: nothing to do",
                 fargate(),
                 |_| {},
                 vec![],
-                "",
+                "nothing to change",
             ),
             (
                 "nothing exists yet",
@@ -1126,14 +1342,14 @@ mod tests {
             (
                 "service INACTIVE",
                 json!({}),
-                |o| o.service.as_mut().unwrap().status = "INACTIVE".into(),
+                |o| o.service.as_mut().unwrap().status = ServiceStatus::Inactive,
                 vec!["CreateService"],
                 "INACTIVE",
             ),
             (
                 "service DRAINING",
                 json!({}),
-                |o| o.service.as_mut().unwrap().status = "DRAINING".into(),
+                |o| o.service.as_mut().unwrap().status = ServiceStatus::Draining,
                 vec!["WaitForServiceDrain", "CreateService"],
                 "DRAINING",
             ),
@@ -1194,7 +1410,7 @@ mod tests {
                         .network
                         .as_mut()
                         .unwrap()
-                        .assign_public_ip = "ENABLED".into();
+                        .assign_public_ip = AssignPublicIp::Enabled;
                 },
                 vec!["UpdateService"],
                 "public IP ENABLED -> DISABLED",
@@ -1202,7 +1418,7 @@ mod tests {
             (
                 "launch type changed",
                 fargate(),
-                |o| o.service.as_mut().unwrap().launch_type = Some("EC2".into()),
+                |o| o.service.as_mut().unwrap().launch_type = Some(LaunchType::Ec2),
                 vec!["RecreateService"],
                 "from EC2 to FARGATE",
             ),
@@ -1213,7 +1429,7 @@ mod tests {
                     o.service.as_mut().unwrap().network = Some(AwsvpcConfig {
                         subnets: Default::default(),
                         security_groups: Default::default(),
-                        assign_public_ip: "DISABLED".into(),
+                        assign_public_ip: AssignPublicIp::Disabled,
                     });
                 },
                 vec!["RecreateService"],
@@ -1233,7 +1449,7 @@ mod tests {
             tweak(&mut o);
             let p = plan(&s, &o);
             assert_eq!(names(&p.actions), expected, "{what}");
-            let text = serde_json::to_string(&p.actions).unwrap();
+            let text = p.summary();
             assert!(
                 text.contains(reason_has),
                 "{what}: reasons {text} lack {reason_has:?}"
@@ -1267,7 +1483,7 @@ mod tests {
             vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"]
         );
         // A deregistered revision is not reused, even when it matches.
-        o.current_task_definition.as_mut().unwrap().status = "INACTIVE".into();
+        o.current_task_definition.as_mut().unwrap().status = RevisionStatus::Inactive;
         let p = plan(&s, &o);
         assert_eq!(
             names(&p.actions),
@@ -1429,13 +1645,13 @@ mod tests {
 
     #[test]
     fn delete_table() {
-        let svc = |tags: BTreeMap<String, String>, status: &str| ObservedService {
+        let svc = |tags: BTreeMap<String, String>, status: ServiceStatus| ObservedService {
             arn: "arn:svc".into(),
             name: "harness-delegate".into(),
-            status: status.into(),
+            status,
             desired_count: 1,
             task_definition: TD1.into(),
-            launch_type: Some("EC2".into()),
+            launch_type: Some(LaunchType::Ec2),
             network: None,
             tags,
             ..Default::default()
@@ -1446,12 +1662,17 @@ mod tests {
             name: "harness-delegate-delegate".into(),
             tags: Default::default(),
         };
-        let rows: Vec<(&str, ObservedForDelete, Vec<&str>)> = vec![
-            ("nothing there", ObservedForDelete::default(), vec![]),
+        let rows: Vec<(&str, ObservedForDelete, Vec<&str>, &str)> = vec![
+            (
+                "nothing there",
+                ObservedForDelete::default(),
+                vec![],
+                "nothing of this delegate's is left",
+            ),
             (
                 "everything ours",
                 ObservedForDelete {
-                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
+                    service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
                     managed_security_groups: vec![sg.clone()],
@@ -1463,76 +1684,82 @@ mod tests {
                     "DeregisterTaskDefinition",
                     "DeleteSecurityGroup",
                 ],
+                "so that self-healing cannot bring the delegate back",
             ),
             (
                 "revision shared with another delegate",
                 ObservedForDelete {
-                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
+                    service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: ["harness-delegate-task-spec:1".to_string()].into(),
                     managed_security_groups: vec![],
                     records: vec![],
                 },
                 vec!["DeleteService"],
+                "scale to 0 and delete",
             ),
             (
                 "service not ours",
                 ObservedForDelete {
-                    service: Some(svc(Default::default(), "ACTIVE")),
+                    service: Some(svc(Default::default(), ServiceStatus::Active)),
                     ..Default::default()
                 },
                 vec![],
+                "belongs to no stack (a direct invocation or another tool), not to this stack's delegate: left alone",
             ),
             (
                 "service already deleted",
                 ObservedForDelete {
-                    service: Some(svc(ours(), "INACTIVE")),
+                    service: Some(svc(ours(), ServiceStatus::Inactive)),
                     ..Default::default()
                 },
                 vec![],
+                "nothing of this delegate's is left",
             ),
             (
                 "made by a direct invocation: a stack's Delete leaves it",
                 ObservedForDelete {
-                    service: Some(svc(ours(), "ACTIVE")),
+                    service: Some(svc(ours(), ServiceStatus::Active)),
                     ..Default::default()
                 },
                 vec![],
+                "belongs to no stack",
             ),
             (
                 "another stack's delegate",
                 ObservedForDelete {
-                    service: Some(svc(owned_by("other-stack/Delegate"), "ACTIVE")),
+                    service: Some(svc(owned_by("other-stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
                     used_by_other_services: Default::default(),
                     managed_security_groups: vec![sg.clone()],
                     records: vec![(TD1.into(), vec![record::APPLIED_AT_TAG.into()])],
                 },
                 vec![],
+                "belongs to other-stack/Delegate, not to this stack's delegate: left alone",
             ),
             (
                 "this stack's delegate",
                 ObservedForDelete {
-                    service: Some(svc(owned_by("stack/Delegate"), "ACTIVE")),
+                    service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     ..Default::default()
                 },
                 vec!["DeleteService"],
+                "the delegate is being deleted",
             ),
         ];
-        for (what, o, expected) in rows {
-            assert_eq!(
-                names(&plan_delete("harness-delegate", &o, Some("stack/Delegate"))),
-                expected,
-                "{what}"
-            );
+        for (what, o, expected, reason) in rows {
+            let p = plan_delete("harness-delegate", &o, Some("stack/Delegate"));
+            assert_eq!(delete_names(&p.actions), expected, "{what}");
+            let said = p.summary();
+            assert!(said.contains(reason), "{what}: {said} lacks {reason:?}");
         }
         // A direct Delete removes any managed delegate.
         let direct = ObservedForDelete {
-            service: Some(svc(ours(), "ACTIVE")),
+            service: Some(svc(ours(), ServiceStatus::Active)),
             ..Default::default()
         };
         assert_eq!(
-            names(&plan_delete("harness-delegate", &direct, None)),
+            delete_names(&plan_delete("harness-delegate", &direct, None).actions),
             vec!["DeleteService"]
         );
     }
@@ -1547,11 +1774,11 @@ mod tests {
             .unwrap();
         let service = o.service.take();
         let healthy = ObservedForHeal {
-            cluster_status: Some("ACTIVE".into()),
+            cluster_status: Some(ClusterStatus::Active),
             service: service.map(|s| ObservedService {
                 running_count: 1,
                 deployment: Some(ObservedDeployment {
-                    rollout_state: "COMPLETED".into(),
+                    rollout_state: Some(RolloutState::Completed),
                     failed_tasks: 0,
                     running_count: 1,
                 }),
@@ -1576,11 +1803,16 @@ mod tests {
         fn crash_loop(o: &mut ObservedForHeal) {
             let s = svc(o);
             s.running_count = 0;
-            s.deployment.as_mut().unwrap().rollout_state = "IN_PROGRESS".into();
+            s.deployment.as_mut().unwrap().rollout_state = Some(RolloutState::InProgress);
             s.deployment.as_mut().unwrap().failed_tasks = 3;
         }
         let rows: Vec<(&str, Tweak, Option<Vec<&str>>, &str)> = vec![
-            ("everything as recorded: no write", |_| {}, Some(vec![]), ""),
+            (
+                "everything as recorded: no write",
+                |_| {},
+                Some(vec![]),
+                "as recorded",
+            ),
             (
                 "service deleted (gone)",
                 |o| o.service = None,
@@ -1589,13 +1821,13 @@ mod tests {
             ),
             (
                 "service deleted (INACTIVE)",
-                |o| svc(o).status = "INACTIVE".into(),
+                |o| svc(o).status = ServiceStatus::Inactive,
                 Some(vec!["CreateService"]),
                 "INACTIVE",
             ),
             (
                 "service DRAINING (being replaced or deleted): heal waits for the next run",
-                |o| svc(o).status = "DRAINING".into(),
+                |o| svc(o).status = ServiceStatus::Draining,
                 Some(vec![]),
                 "DRAINING (being replaced or deleted): nothing is done now",
             ),
@@ -1613,7 +1845,7 @@ mod tests {
             ),
             (
                 "recorded revision deregistered",
-                |o| o.revision.as_mut().unwrap().status = "INACTIVE".into(),
+                |o| o.revision.as_mut().unwrap().status = RevisionStatus::Inactive,
                 Some(vec![
                     "RegisterTaskDefinition",
                     "RecordSpec",
@@ -1647,7 +1879,7 @@ mod tests {
             ),
             (
                 "public IP changed out of band",
-                |o| svc(o).network.as_mut().unwrap().assign_public_ip = "ENABLED".into(),
+                |o| svc(o).network.as_mut().unwrap().assign_public_ip = AssignPublicIp::Enabled,
                 Some(vec!["UpdateService"]),
                 "public IP ENABLED -> DISABLED",
             ),
@@ -1659,7 +1891,7 @@ mod tests {
             ),
             (
                 "latest deployment FAILED",
-                |o| svc(o).deployment.as_mut().unwrap().rollout_state = "FAILED".into(),
+                |o| svc(o).deployment.as_mut().unwrap().rollout_state = Some(RolloutState::Failed),
                 Some(vec!["ForceNewDeployment"]),
                 "the latest deployment FAILED",
             ),
@@ -1677,7 +1909,7 @@ mod tests {
                     svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
                 },
                 Some(vec![]),
-                "",
+                "3 failed in a row; heal made it deploy 600s ago",
             ),
             (
                 "tasks keep stopping, last redeploy before the window",
@@ -1693,11 +1925,11 @@ mod tests {
                 "fewer running than desired, but no task failed (starting up)",
                 |o| svc(o).running_count = 0,
                 Some(vec![]),
-                "",
+                "as recorded",
             ),
             (
                 "launch type changed out of band: heal does not replace a running service",
-                |o| svc(o).launch_type = Some("EC2".into()),
+                |o| svc(o).launch_type = Some(LaunchType::Ec2),
                 None,
                 "from EC2 to FARGATE",
             ),
@@ -1710,7 +1942,7 @@ mod tests {
                     svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
                 },
                 Some(vec![]),
-                "",
+                "task definition -> harness-delegate-task-spec:1; heal made it deploy 60s ago",
             ),
             (
                 "the same, with the count drifted too: only the count is set back",
@@ -1731,7 +1963,7 @@ mod tests {
                     svc(o).deployment.as_mut().unwrap().failed_tasks = 5;
                 },
                 Some(vec![]),
-                "",
+                "as recorded",
             ),
             (
                 "the service now belongs to another stack",
@@ -1750,7 +1982,7 @@ mod tests {
             ),
             (
                 "cluster INACTIVE",
-                |o| o.cluster_status = Some("INACTIVE".into()),
+                |o| o.cluster_status = Some(ClusterStatus::Inactive),
                 None,
                 "is INACTIVE: nothing can be healed",
             ),
@@ -1770,18 +2002,17 @@ mod tests {
         for (what, tweak, expected, text) in rows {
             let (record, mut o) = recorded();
             tweak(&mut o);
-            match (plan_heal(&record, &o, NOW, BACKOFF), expected) {
+            let backoff = Backoff {
+                now: NOW,
+                window: BACKOFF,
+            };
+            match (plan_heal(&record, &o, backoff), expected) {
                 (Ok(p), Some(expected)) => {
                     assert_eq!(names(&p.plan.actions), expected, "{what}");
-                    let said = format!(
-                        "{} {:?} {:?}",
-                        serde_json::to_string(&p.plan.actions).unwrap(),
-                        p.notes,
-                        p.deferred
-                    );
+                    let said = p.summary();
                     assert!(said.contains(text), "{what}: {said} lacks {text:?}");
                 }
-                (Err(e), None) => assert!(e.0.contains(text), "{what}: {e}"),
+                (Err(e), None) => assert!(e.to_string().contains(text), "{what}: {e}"),
                 (got, want) => panic!("{what}: got {got:?}, expected {want:?}"),
             }
         }
@@ -1791,10 +2022,18 @@ mod tests {
     fn heal_notes_a_crash_loop_inside_its_back_off() {
         let (record, mut o) = recorded();
         let s = o.service.as_mut().unwrap();
-        s.deployment.as_mut().unwrap().rollout_state = "FAILED".into();
+        s.deployment.as_mut().unwrap().rollout_state = Some(RolloutState::Failed);
         s.tags
             .insert(record::REDEPLOYED_AT_TAG.into(), "1000".into());
-        let p = plan_heal(&record, &o, 1600, 3600).unwrap();
+        let p = plan_heal(
+            &record,
+            &o,
+            Backoff {
+                now: 1600,
+                window: 3600,
+            },
+        )
+        .unwrap();
         assert!(p.plan.actions.is_empty());
         assert_eq!(
             p.notes,
@@ -1806,14 +2045,16 @@ mod tests {
     fn heal_recreates_a_deleted_service_as_recorded() {
         let (record, mut o) = recorded();
         o.service = None;
-        let p = plan_heal(&record, &o, 0, 0).unwrap().plan;
+        let p = plan_heal(&record, &o, Backoff { now: 0, window: 0 })
+            .unwrap()
+            .plan;
         let n = p.desired.network.unwrap().resolved(None);
         assert_eq!(
             n.subnets,
             ["subnet-priv1", "subnet-priv2"].map(String::from).into()
         );
         assert_eq!(n.security_groups, ["sg-ours".to_string()].into());
-        assert_eq!(n.assign_public_ip, "DISABLED");
+        assert_eq!(n.assign_public_ip, AssignPublicIp::Disabled);
         assert_eq!(p.desired.task_definition_arn.as_deref(), Some(TD1));
         assert_eq!(p.desired.record, record);
     }

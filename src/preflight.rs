@@ -4,46 +4,74 @@
 //! not enforce them at all. Checking them here gives one list of every problem, each naming the
 //! property and the fix, and guarantees nothing is created for a request that cannot succeed.
 
-use crate::observe::Observed;
-use crate::spec::{AssignPublicIp, DelegateSpec, LaunchType, NetworkMode, Problem, Problems};
+use crate::model::{AssignPublicIp, ClusterStatus, LaunchType, NetworkMode, ServiceStatus};
+use crate::observed::{Observed, VpcSource};
+use crate::plan::{Action, Plan};
+use crate::spec::{DelegateSpec, Problem, Problems};
 
+/// Every rule that needs AWS state, all problems at once.
 pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
     let mut p = Vec::new();
-    let cluster = spec.cluster_name();
+    check_cluster(spec, o, &mut p);
+    check_service(spec, o, &mut p);
+    check_roles(o, &mut p);
+    if spec.network_mode == NetworkMode::Awsvpc && o.cluster.is_some() {
+        check_network(spec, o, &mut p);
+    }
+    if spec.launch_type == LaunchType::Ec2 && o.cluster_active() {
+        check_capacity(spec, o, &mut p);
+    }
+    if p.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems(p))
+    }
+}
 
+fn check_cluster(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
+    let cluster = spec.cluster_name();
     match &o.cluster {
         None => p.push(Problem::new(
             "ClusterName",
             format!("cluster {cluster} does not exist in this account and region: create it, or pass the name of an existing cluster"),
         )),
-        Some(c) if c.status != "ACTIVE" => p.push(Problem::new(
+        Some(c) if c.status != ClusterStatus::Active => p.push(Problem::new(
             "ClusterName",
             format!("cluster {cluster} is {}, not ACTIVE: pass an ACTIVE cluster", c.status),
         )),
         Some(_) => {}
     }
+}
 
-    if let Some(s) = &o.service {
-        if s.status != "INACTIVE" && !s.managed_by_us() {
-            p.push(Problem::new(
-                "ServiceName",
-                format!(
-                    "service {} already exists in cluster {cluster} and was not created by this function: pass another ServiceName, or delete that service first",
-                    spec.service_name
-                ),
-            ));
-        } else if s.status != "INACTIVE" && !s.may_adopt(spec.owner.as_deref()) {
-            p.push(Problem::new(
-                "ServiceName",
-                format!(
-                    "service {} in cluster {cluster} belongs to another stack's delegate ({}): pass another ServiceName, or remove that delegate from its stack first",
-                    spec.service_name,
-                    s.owner().unwrap_or_default()
-                ),
-            ));
-        }
+/// A live service of the name must be this function's, and this stack's or no stack's.
+fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
+    let Some(s) = o
+        .service
+        .as_ref()
+        .filter(|s| s.status != ServiceStatus::Inactive)
+    else {
+        return;
+    };
+    let (name, cluster) = (&spec.service_name, spec.cluster_name());
+    if !s.managed_by_us() {
+        p.push(Problem::new(
+            "ServiceName",
+            format!(
+                "service {name} already exists in cluster {cluster} and was not created by this function: pass another ServiceName, or delete that service first"
+            ),
+        ));
+    } else if !s.may_adopt(spec.owner.as_deref()) {
+        p.push(Problem::new(
+            "ServiceName",
+            format!(
+                "service {name} in cluster {cluster} belongs to another stack's delegate ({}): pass another ServiceName, or remove that delegate from its stack first",
+                s.owner().unwrap_or_default()
+            ),
+        ));
     }
+}
 
+fn check_roles(o: &Observed, p: &mut Vec<Problem>) {
     for r in &o.roles {
         match r.trusts_ecs_tasks {
             None => p.push(Problem::new(
@@ -60,67 +88,47 @@ pub fn check(spec: &DelegateSpec, o: &Observed) -> Result<(), Problems> {
             Some(true) => {}
         }
     }
+}
 
-    if spec.network_mode == NetworkMode::Awsvpc && o.cluster.is_some() {
-        check_network(spec, o, &mut p);
+/// An EC2 delegate needs a container instance with its memory free.
+fn check_capacity(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
+    let needed = i64::from(spec.memory);
+    let best = o
+        .container_instances
+        .iter()
+        .max_by_key(|i| i.remaining_memory);
+    let fits = best.is_some_and(|i| i.remaining_memory >= needed);
+    // An instance already running this delegate will free its memory during a deployment.
+    let already_running = o.active_service().is_some_and(|s| s.managed_by_us());
+    if fits || already_running {
+        return;
     }
-
-    if spec.launch_type == LaunchType::Ec2
-        && o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE")
-    {
-        let needed = spec.memory as i32;
-        let best = o
-            .container_instances
-            .iter()
-            .max_by_key(|i| i.remaining_memory);
-        let fits = best.is_some_and(|i| i.remaining_memory >= needed);
-        // An instance already running this delegate will free its memory during a deployment.
-        let already_running = o
-            .service
-            .as_ref()
-            .is_some_and(|s| s.status == "ACTIVE" && s.managed_by_us());
-        if !fits && !already_running {
-            let detail = match best {
-                None => "it has no ACTIVE container instance".to_string(),
-                Some(i) => format!(
-                    "the most free memory is {} MiB, on {}",
-                    i.remaining_memory,
-                    if i.ec2_instance_id.is_empty() {
-                        &i.arn
-                    } else {
-                        &i.ec2_instance_id
-                    }
-                ),
-            };
-            p.push(Problem::new(
-                "Memory",
-                format!(
-                    "cluster {cluster} has no container instance with {needed} MiB of memory free ({detail}): add EC2 capacity (about 8 GB per delegate), lower Memory, or use LaunchType FARGATE"
-                ),
-            ));
-        }
-    }
-
-    if p.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(p))
-    }
+    let detail = match best {
+        None => "it has no ACTIVE container instance".to_string(),
+        Some(i) => format!(
+            "the most free memory is {} MiB, on {}",
+            i.remaining_memory,
+            if i.ec2_instance_id.is_empty() {
+                &i.arn
+            } else {
+                &i.ec2_instance_id
+            }
+        ),
+    };
+    p.push(Problem::new(
+        "Memory",
+        format!(
+            "cluster {} has no container instance with {needed} MiB of memory free ({detail}): add EC2 capacity (about 8 GB per delegate), lower Memory, or use LaunchType FARGATE",
+            spec.cluster_name()
+        ),
+    ));
 }
 
 /// A stack adopts a managed delegate that has no owner (one a direct invocation installed) only
 /// when the delegate already is what the stack declares, apart from tags: otherwise a failed
 /// Create would have changed, or replaced, a delegate that its rollback then may not touch.
-pub fn check_adoption(
-    spec: &DelegateSpec,
-    o: &Observed,
-    plan: &crate::plan::Plan,
-) -> Result<(), Problems> {
-    use crate::plan::Action;
-    let adopting = spec.owner.is_some()
-        && o.service
-            .as_ref()
-            .is_some_and(|s| s.status == "ACTIVE" && s.owner().is_none());
+pub fn check_adoption(spec: &DelegateSpec, o: &Observed, plan: &Plan) -> Result<(), Problems> {
+    let adopting = spec.owner.is_some() && o.active_service().is_some_and(|s| s.owner().is_none());
     let changes = plan.actions.iter().any(|a| {
         !matches!(
             a,
@@ -152,7 +160,7 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
                     n.vpc_candidates.join(", ")
                 ),
             ));
-        } else if o.cluster.as_ref().is_some_and(|c| c.status == "ACTIVE") {
+        } else if o.cluster_active() {
             p.push(Problem::new(
                 "VpcId",
                 format!("cannot tell which VPC cluster {cluster} runs in (it has no container instances and no awsvpc services): pass VpcId or SubnetIds"),
@@ -168,8 +176,8 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
         return;
     }
     let vpc_origin = match n.vpc_source {
-        Some(crate::observe::VpcSource::Property) => format!("VpcId is {vpc}"),
-        Some(crate::observe::VpcSource::Subnets) => format!("the first of SubnetIds is in {vpc}"),
+        Some(VpcSource::Property) => format!("VpcId is {vpc}"),
+        Some(VpcSource::Subnets) => format!("the first of SubnetIds is in {vpc}"),
         _ => format!("cluster {cluster} runs in {vpc}"),
     };
     if spec.launch_type == LaunchType::Ec2
@@ -184,46 +192,21 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
             ),
         ));
     }
-    for id in &n.missing_subnets {
-        p.push(Problem::new(
-            "SubnetIds",
-            format!("subnet {id} does not exist: pass subnets of {vpc}"),
-        ));
-    }
-    for s in &n.subnets {
-        if &s.vpc_id != vpc {
-            p.push(Problem::new(
-                "SubnetIds",
-                format!(
-                    "subnet {} is in {}, but {vpc_origin}: pass subnets of {vpc}",
-                    s.id, s.vpc_id
-                ),
-            ));
-        }
-    }
+    let in_vpc = InVpc {
+        vpc,
+        origin: &vpc_origin,
+    };
+    let subnets = n.subnets.iter().map(|s| (&s.id, &s.vpc_id));
+    in_vpc.check(p, "SubnetIds", "subnet", &n.missing_subnets, subnets);
     if spec.subnet_ids.is_none() && n.subnets.is_empty() {
         p.push(Problem::new(
             "SubnetIds",
             format!("VPC {vpc} has no subnets: create one, or pass SubnetIds"),
         ));
     }
-    for id in &n.missing_security_groups {
-        p.push(Problem::new(
-            "SecurityGroupIds",
-            format!("security group {id} does not exist: pass security groups of {vpc}"),
-        ));
-    }
-    for g in &n.security_groups {
-        if &g.vpc_id != vpc {
-            p.push(Problem::new(
-                "SecurityGroupIds",
-                format!(
-                    "security group {} is in {}, but {vpc_origin}: pass security groups of {vpc}",
-                    g.id, g.vpc_id
-                ),
-            ));
-        }
-    }
+    let groups = n.security_groups.iter().map(|g| (&g.id, &g.vpc_id));
+    let missing = &n.missing_security_groups;
+    in_vpc.check(p, "SecurityGroupIds", "security group", missing, groups);
     if spec.launch_type == LaunchType::Ec2 && spec.assign_public_ip == Some(AssignPublicIp::Enabled)
     {
         p.push(Problem::new(
@@ -233,10 +216,42 @@ fn check_network(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
     }
 }
 
+/// The VPC the delegate runs in, and how that was decided (for the messages).
+struct InVpc<'a> {
+    vpc: &'a str,
+    origin: &'a str,
+}
+
+impl InVpc<'_> {
+    /// Each given subnet or group exists and is in the VPC.
+    fn check<'a>(
+        &self,
+        p: &mut Vec<Problem>,
+        property: &str,
+        what: &str,
+        missing: &[String],
+        found: impl Iterator<Item = (&'a String, &'a String)>,
+    ) {
+        let (vpc, origin) = (self.vpc, self.origin);
+        for id in missing {
+            p.push(Problem::new(
+                property,
+                format!("{what} {id} does not exist: pass {what}s of {vpc}"),
+            ));
+        }
+        for (id, in_vpc) in found.filter(|(_, v)| v.as_str() != vpc) {
+            p.push(Problem::new(
+                property,
+                format!("{what} {id} is in {in_vpc}, but {origin}: pass {what}s of {vpc}"),
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::*;
+    use crate::observed::*;
     use serde_json::json;
 
     fn spec(extra: serde_json::Value) -> DelegateSpec {
@@ -251,11 +266,11 @@ mod tests {
         Some(ObservedCluster {
             arn: "arn:aws:ecs:us-east-1:1:cluster/prod".into(),
             name: "prod".into(),
-            status: "ACTIVE".into(),
+            status: ClusterStatus::Active,
         })
     }
 
-    fn instance(mem: i32) -> ObservedInstance {
+    fn instance(mem: i64) -> ObservedInstance {
         ObservedInstance {
             arn: "arn:ci".into(),
             ec2_instance_id: "i-1".into(),
@@ -290,7 +305,7 @@ mod tests {
             cluster: active_cluster(),
             ..Default::default()
         };
-        o.cluster.as_mut().unwrap().status = "INACTIVE".into();
+        o.cluster.as_mut().unwrap().status = ClusterStatus::Inactive;
         let e = check(&s, &o).unwrap_err();
         assert!(e.to_string().contains("is INACTIVE"), "{e}");
     }
@@ -412,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_stack_adopts_only_a_delegate_that_already_matches() {
-        use crate::plan::{Action, Desired, Plan};
+        use crate::plan::Desired;
         let mut s = spec(json!({}));
         s.owner = Some("stack/Delegate".into());
         let mut tags = std::collections::BTreeMap::new();
@@ -424,10 +439,10 @@ mod tests {
             service: Some(ObservedService {
                 arn: "arn:svc".into(),
                 name: "harness-delegate".into(),
-                status: "ACTIVE".into(),
+                status: ServiceStatus::Active,
                 desired_count: 1,
                 task_definition: "td".into(),
-                launch_type: Some("EC2".into()),
+                launch_type: Some(LaunchType::Ec2),
                 network: None,
                 tags,
                 ..Default::default()
@@ -488,10 +503,10 @@ mod tests {
             service: Some(ObservedService {
                 arn: "arn:svc".into(),
                 name: "harness-delegate".into(),
-                status: "ACTIVE".into(),
+                status: ServiceStatus::Active,
                 desired_count: 1,
                 task_definition: "td".into(),
-                launch_type: Some("EC2".into()),
+                launch_type: Some(LaunchType::Ec2),
                 network: None,
                 ..Default::default()
             }),

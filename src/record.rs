@@ -13,8 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::spec::{AssignPublicIp, LaunchType, NetworkMode};
-use crate::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RESOURCE_TAG};
+use crate::model::{
+    self, AssignPublicIp, DelegateKey, LaunchType, NetworkMode, MANAGED_TAG_PREFIX, OWNER_TAG,
+    RESOURCE_TAG,
+};
 
 /// `launch=FARGATE network=awsvpc desired=1`.
 pub const SERVICE_TAG: &str = "harness-delegate:service";
@@ -64,12 +66,18 @@ pub struct RecordedNetwork {
     pub assign_public_ip: AssignPublicIp,
 }
 
+/// Which resource a record is written on: the service (with the revision it runs) or a
+/// revision (without: the revision is the one meant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Service,
+    Revision,
+}
+
 /// Everything heal needs to put the delegate's service back, secrets excluded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
-    /// The cluster's short name.
-    pub cluster: String,
-    pub service: String,
+    pub key: DelegateKey,
     pub owner: Option<String>,
     pub launch_type: LaunchType,
     pub network_mode: NetworkMode,
@@ -89,19 +97,18 @@ pub struct Record {
 pub struct UnreadableRecord(pub String);
 
 impl Record {
-    /// `<cluster>/<service>`, as in the resource tag.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.cluster, self.service)
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        self.key.service()
     }
 
     /// The tags that identify the delegate and its owner, plus the user's.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        identity_tags(&self.user_tags, &self.key(), self.owner.as_deref())
+        model::identity_tags(&self.user_tags, &self.key, self.owner.as_deref())
     }
 
-    /// The record's own tags, for the service (with the revision it runs) or for a revision
-    /// (without: the revision is the one meant).
-    pub fn tags(&self, for_service: bool) -> BTreeMap<String, String> {
+    /// The record's own tags on the service or on a revision.
+    pub fn tags(&self, on: On) -> BTreeMap<String, String> {
         let mut t = BTreeMap::new();
         t.insert(
             SERVICE_TAG.to_string(),
@@ -130,7 +137,7 @@ impl Record {
             );
             split_into(&mut t, SUBNETS_TAG, &n.subnets.join(" "));
         }
-        if for_service {
+        if on == On::Service {
             split_into(&mut t, TASK_DEFINITION_TAG, &self.task_definition);
         }
         t.insert(APPLIED_AT_TAG.to_string(), self.applied_at.to_string());
@@ -138,17 +145,17 @@ impl Record {
     }
 
     /// All tags the resource should carry: identity, the user's, and the record.
-    pub fn all_tags(&self, for_service: bool) -> BTreeMap<String, String> {
+    pub fn all_tags(&self, on: On) -> BTreeMap<String, String> {
         let mut t = self.resource_tags();
-        t.extend(self.tags(for_service));
+        t.extend(self.tags(on));
         t
     }
 
     /// Whether two records ask for the same service: the recorded keys alone, not when they were
     /// written, nor the identity and user tags (those are added, never removed, by tagging).
     pub fn same_as(&self, other: &Record) -> bool {
-        let mut a = self.tags(true);
-        let mut b = other.tags(true);
+        let mut a = self.tags(On::Service);
+        let mut b = other.tags(On::Service);
         a.remove(APPLIED_AT_TAG);
         b.remove(APPLIED_AT_TAG);
         a == b
@@ -174,31 +181,19 @@ fn parse(
     let applied_at = applied_at
         .parse::<u64>()
         .map_err(|_| bad("applied-at is not a number"))?;
-    let (cluster, service) = tags
+    let key = tags
         .get(RESOURCE_TAG)
-        .and_then(|k| k.split_once('/'))
+        .and_then(|k| DelegateKey::parse(k))
         .ok_or_else(|| bad("no harness-delegate:resource tag"))?;
-    let fields = |key: &str| -> BTreeMap<String, String> {
-        tags.get(key)
-            .map(|v| {
-                v.split(' ')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let svc = fields(SERVICE_TAG);
-    let launch_type = match svc.get("launch").map(String::as_str) {
-        Some("FARGATE") => LaunchType::Fargate,
-        Some("EC2") => LaunchType::Ec2,
-        _ => return Err(bad("no launch type")),
-    };
-    let network_mode = match svc.get("network").map(String::as_str) {
-        Some("awsvpc") => NetworkMode::Awsvpc,
-        Some("bridge") => NetworkMode::Bridge,
-        _ => return Err(bad("no network mode")),
-    };
+    let svc = fields(tags, SERVICE_TAG);
+    let launch_type = svc
+        .get("launch")
+        .and_then(|v| LaunchType::parse(v))
+        .ok_or_else(|| bad("no launch type"))?;
+    let network_mode = svc
+        .get("network")
+        .and_then(|v| NetworkMode::parse(v))
+        .ok_or_else(|| bad("no network mode"))?;
     let desired_count = svc
         .get("desired")
         .and_then(|d| d.parse::<i32>().ok())
@@ -209,42 +204,10 @@ fn parse(
     };
     let network = match network_mode {
         NetworkMode::Bridge => None,
-        NetworkMode::Awsvpc => {
-            let n = fields(NETWORK_TAG);
-            let assign_public_ip = match n.get("public-ip").map(String::as_str) {
-                Some("ENABLED") => AssignPublicIp::Enabled,
-                Some("DISABLED") => AssignPublicIp::Disabled,
-                _ => return Err(bad("no public IP setting")),
-            };
-            let managed_group = n.get("managed-group").filter(|id| !id.is_empty()).cloned();
-            let security_groups = match n.get("security-groups").map(String::as_str) {
-                Some("managed") => RecordedGroups::Managed,
-                Some(ids) if !ids.is_empty() => {
-                    RecordedGroups::Given(ids.split('+').map(String::from).collect())
-                }
-                _ => return Err(bad("no security groups")),
-            };
-            let subnets: Vec<String> = joined(tags, SUBNETS_TAG)
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            if subnets.is_empty() {
-                return Err(bad("no subnets"));
-            }
-            Some(RecordedNetwork {
-                vpc_id: n.get("vpc").cloned().ok_or_else(|| bad("no VPC"))?,
-                subnets,
-                security_groups,
-                managed_group,
-                assign_public_ip,
-            })
-        }
+        NetworkMode::Awsvpc => Some(parse_network(tags)?),
     };
     Ok(Record {
-        cluster: cluster.to_string(),
-        service: service.to_string(),
+        key,
         owner: tags.get(OWNER_TAG).cloned(),
         launch_type,
         network_mode,
@@ -260,20 +223,50 @@ fn parse(
     })
 }
 
-/// The user's tags plus the function's marker, the delegate's key (`<cluster>/<service>`) and its
-/// owner: what everything the function creates for a delegate carries.
-pub fn identity_tags(
-    user: &BTreeMap<String, String>,
-    key: &str,
-    owner: Option<&str>,
-) -> BTreeMap<String, String> {
-    let mut t = user.clone();
-    t.insert(MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into());
-    t.insert(RESOURCE_TAG.into(), key.to_string());
-    if let Some(o) = owner {
-        t.insert(OWNER_TAG.into(), o.to_string());
+/// `k=v k=v` fields of one tag.
+fn fields(tags: &BTreeMap<String, String>, key: &str) -> BTreeMap<String, String> {
+    tags.get(key)
+        .map(|v| {
+            v.split(' ')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The recorded awsvpc configuration.
+fn parse_network(tags: &BTreeMap<String, String>) -> Result<RecordedNetwork, UnreadableRecord> {
+    let bad = |what: &str| UnreadableRecord(what.to_string());
+    let n = fields(tags, NETWORK_TAG);
+    let assign_public_ip = n
+        .get("public-ip")
+        .and_then(|v| AssignPublicIp::parse(v))
+        .ok_or_else(|| bad("no public IP setting"))?;
+    let managed_group = n.get("managed-group").filter(|id| !id.is_empty()).cloned();
+    let security_groups = match n.get("security-groups").map(String::as_str) {
+        Some("managed") => RecordedGroups::Managed,
+        Some(ids) if !ids.is_empty() => {
+            RecordedGroups::Given(ids.split('+').map(String::from).collect())
+        }
+        _ => return Err(bad("no security groups")),
+    };
+    let subnets: Vec<String> = joined(tags, SUBNETS_TAG)
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if subnets.is_empty() {
+        return Err(bad("no subnets"));
     }
-    t
+    Ok(RecordedNetwork {
+        vpc_id: n.get("vpc").cloned().ok_or_else(|| bad("no VPC"))?,
+        subnets,
+        security_groups,
+        managed_group,
+        assign_public_ip,
+    })
 }
 
 /// Put `value` under `key`, `key.2`, … in pieces of at most 256 characters.
@@ -324,14 +317,6 @@ pub fn recorded_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String
         .collect()
 }
 
-/// `…:task-definition/family:3` → `family:3`; a `family:3` stays as it is.
-pub fn revision_name(task_definition: &str) -> &str {
-    task_definition
-        .rsplit('/')
-        .next()
-        .unwrap_or(task_definition)
-}
-
 /// Milliseconds since the epoch: when a record is written.
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
@@ -346,8 +331,7 @@ mod tests {
 
     fn fargate() -> Record {
         Record {
-            cluster: "prod".into(),
-            service: "harness-delegate".into(),
+            key: DelegateKey::new("prod", "harness-delegate"),
             owner: Some("stack/Delegate".into()),
             launch_type: LaunchType::Fargate,
             network_mode: NetworkMode::Awsvpc,
@@ -373,17 +357,17 @@ mod tests {
     #[test]
     fn a_record_survives_its_tags() {
         let r = fargate();
-        let tags = r.all_tags(true);
+        let tags = r.all_tags(On::Service);
         assert_eq!(Record::from_tags(&tags, None), Some(Ok(r.clone())));
         // A revision's record names the revision itself.
-        let on_revision = r.all_tags(false);
+        let on_revision = r.all_tags(On::Revision);
         assert!(!on_revision.contains_key(TASK_DEFINITION_TAG));
         assert_eq!(
             Record::from_tags(&on_revision, Some("harness-delegate-task-spec:7")),
             Some(Ok(r.clone()))
         );
         // A record written before the group's id was recorded still reads, without it.
-        let mut old = r.all_tags(true);
+        let mut old = r.all_tags(On::Service);
         old.insert(
             NETWORK_TAG.into(),
             "vpc=vpc-1 public-ip=DISABLED security-groups=managed".into(),
@@ -399,7 +383,7 @@ mod tests {
             RecordedGroups::Given(vec!["sg-1".into(), "sg-2".into()]);
         given.network.as_mut().unwrap().managed_group = None;
         given.network_mode = NetworkMode::Awsvpc;
-        let tags = given.all_tags(true);
+        let tags = given.all_tags(On::Service);
         assert_eq!(Record::from_tags(&tags, None), Some(Ok(given)));
         let bridge = Record {
             launch_type: LaunchType::Ec2,
@@ -407,7 +391,7 @@ mod tests {
             network: None,
             ..r
         };
-        let tags = bridge.all_tags(true);
+        let tags = bridge.all_tags(On::Service);
         assert!(!tags.contains_key(NETWORK_TAG));
         assert_eq!(Record::from_tags(&tags, None), Some(Ok(bridge)));
     }
@@ -419,7 +403,7 @@ mod tests {
         r.network.as_mut().unwrap().subnets =
             (0..16).map(|i| format!("subnet-0{i:016x}")).collect();
         r.task_definition = format!("{}:12", "f".repeat(255));
-        let tags = r.all_tags(true);
+        let tags = r.all_tags(On::Service);
         for (k, v) in &tags {
             assert!(v.chars().count() <= 256, "{k} is {} long", v.len());
             assert!(k.chars().count() <= 128, "{k}");
@@ -438,11 +422,11 @@ mod tests {
 
     #[test]
     fn tags_without_a_record_or_with_a_broken_one() {
-        let mut tags = fargate().all_tags(true);
+        let mut tags = fargate().all_tags(On::Service);
         assert_eq!(record_keys(&tags).len(), 5);
         tags.remove(APPLIED_AT_TAG);
         assert_eq!(Record::from_tags(&tags, None), None);
-        let mut tags = fargate().all_tags(true);
+        let mut tags = fargate().all_tags(On::Service);
         tags.insert(SERVICE_TAG.into(), "launch=SPOT".into());
         let err = Record::from_tags(&tags, None).unwrap().unwrap_err();
         assert!(err.to_string().contains("run a stack Update"), "{err}");
@@ -458,7 +442,5 @@ mod tests {
         assert!(a.same_as(&b));
         b.desired_count = 0;
         assert!(!a.same_as(&b));
-        assert_eq!(revision_name("arn:aws:ecs:r:1:task-definition/f:3"), "f:3");
-        assert_eq!(revision_name("f:3"), "f:3");
     }
 }

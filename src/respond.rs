@@ -14,12 +14,9 @@ use serde::Serialize;
 /// CloudFormation rejects response bodies above this size.
 pub const MAX_BODY: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Status {
-    #[serde(rename = "SUCCESS")]
-    Success,
-    #[serde(rename = "FAILED")]
-    Failed,
+crate::model::string_enum! {
+    /// What CloudFormation is told.
+    pub enum Status { Success = "SUCCESS", Failed = "FAILED" }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,44 +49,75 @@ pub enum RespondError {
     Exhausted { attempts: u32, last: String },
 }
 
-/// Serialize a response, cutting `Reason` (on a character boundary, marked "(truncated)") to the
-/// longest prefix whose body fits in [`MAX_BODY`] bytes. Data is dropped only if nothing else helps.
+/// Marks a `Reason` that was cut to fit.
+const TRUNCATED: &str = " … (truncated)";
+
+/// The `Reason` of a SUCCESS that became FAILED because its Data did not fit.
+const DATA_DROPPED: &str = "the response Data did not fit in CloudFormation's 4096-byte limit and \
+     was dropped, so this is reported FAILED although the work succeeded; shorten the long names \
+     in the resource's properties (Data echoes them) and retry";
+
+/// The `Reason` of a FAILED response that came without one: CloudFormation is never left guessing.
+const NO_REASON: &str =
+    "failed without giving a reason (a bug in this function); see its CloudWatch logs";
+
+/// Serialize a response within [`MAX_BODY`] bytes (see [`fit`]).
 pub fn body(resp: &CfnResponse) -> Result<Vec<u8>, RespondError> {
-    let full = serde_json::to_vec(resp).expect("a response always serializes");
-    if full.len() <= MAX_BODY {
-        return Ok(full);
+    fit(resp).map(|(_, body)| body)
+}
+
+/// The response as it will be sent, and its body, within [`MAX_BODY`] bytes. The whole `Reason`
+/// is kept if it fits; if not, it is cut (on a character boundary, marked "(truncated)") to the
+/// longest prefix that fits. A FAILED response carries no Data (CloudFormation ignores it) and
+/// never goes without a `Reason`. A SUCCESS whose Data cannot fit becomes FAILED, saying so.
+pub fn fit(resp: &CfnResponse) -> Result<(CfnResponse, Vec<u8>), RespondError> {
+    let mut r = resp.clone();
+    if r.status == Status::Failed {
+        r.data.clear();
+        if r.reason.is_empty() {
+            r.reason = NO_REASON.into();
+        }
     }
-    let with_prefix = |r: &CfnResponse, keep: usize| {
-        let mut r = r.clone();
-        r.reason = format!("{} … (truncated)", &resp.reason[..keep]);
-        serde_json::to_vec(&r).expect("a response always serializes")
+    if let Some(fitted) = fit_reason(&r) {
+        return Ok(fitted);
+    }
+    if r.data.is_empty() {
+        return Err(RespondError::TooLarge);
+    }
+    r.data.clear();
+    r.status = Status::Failed;
+    r.reason = match resp.reason.as_str() {
+        "" => DATA_DROPPED.into(),
+        given => format!("{DATA_DROPPED}. Reason given: {given}"),
     };
-    let mut candidate = resp.clone();
-    loop {
-        // JSON escaping makes wire length differ from the reason's length: binary-search the
-        // longest prefix (over character boundaries) that fits.
-        let cuts: Vec<usize> = resp.reason.char_indices().map(|(i, _)| i).collect();
-        let (mut lo, mut hi) = (0usize, cuts.len());
-        let mut best = None;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let b = with_prefix(&candidate, cuts[mid]);
-            if b.len() <= MAX_BODY {
-                best = Some(b);
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        if let Some(b) = best {
-            return Ok(b);
-        }
-        if candidate.data.is_empty() {
-            return Err(RespondError::TooLarge);
-        }
-        candidate.data.clear();
-        candidate.status = Status::Failed;
+    fit_reason(&r).ok_or(RespondError::TooLarge)
+}
+
+/// `r` and its body with its whole `Reason` if that fits, else with the longest cut one that
+/// fits.
+fn fit_reason(r: &CfnResponse) -> Option<(CfnResponse, Vec<u8>)> {
+    let to_vec = |r: &CfnResponse| serde_json::to_vec(r).expect("a response always serializes");
+    let whole = to_vec(r);
+    if whole.len() <= MAX_BODY {
+        return Some((r.clone(), whole));
     }
+    // JSON escaping makes wire length differ from the reason's length: binary-search the longest
+    // prefix (over character boundaries) that fits.
+    let cuts: Vec<usize> = r.reason.char_indices().map(|(i, _)| i).collect();
+    let mut cut = r.clone();
+    let (mut lo, mut hi, mut best) = (0, cuts.len(), None);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        cut.reason = format!("{}{TRUNCATED}", &r.reason[..cuts[mid]]);
+        let b = to_vec(&cut);
+        if b.len() <= MAX_BODY {
+            best = Some((cut.clone(), b));
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    best
 }
 
 /// Check that a ResponseURL is one CloudFormation would give: https to an S3 host. Plain http is
@@ -221,7 +249,7 @@ mod tests {
 
     fn resp(reason: &str) -> CfnResponse {
         CfnResponse {
-            status: Status::Failed,
+            status: Status::Success,
             reason: reason.into(),
             physical_resource_id: "arn:aws:ecs:us-east-1:1:service/prod/harness-delegate".into(),
             stack_id: "arn:aws:cloudformation:us-east-1:1:stack/s/guid".into(),
@@ -264,6 +292,108 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body(&r).unwrap()).unwrap();
         assert!(v.get("Reason").is_none());
         assert_eq!(v["Status"], "SUCCESS");
+    }
+
+    /// Data too large for any body: one value of 5000 bytes.
+    fn oversized_data(r: &mut CfnResponse) {
+        r.data.insert("Big".into(), "d".repeat(5000));
+    }
+
+    fn parse(b: &[u8]) -> serde_json::Value {
+        assert!(b.len() <= MAX_BODY, "{} bytes", b.len());
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn empty_reason_and_oversized_data_drops_data_and_says_why() {
+        let mut r = resp("");
+        r.status = Status::Success;
+        oversized_data(&mut r);
+        let v = parse(&body(&r).unwrap());
+        assert!(v.get("Data").is_none());
+        assert_eq!(v["Status"], "FAILED");
+        let reason = v["Reason"].as_str().unwrap();
+        assert!(
+            reason.contains("Data") && reason.contains(&MAX_BODY.to_string()),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn failed_is_never_sent_without_a_reason() {
+        for (status, big) in [
+            (Status::Failed, false),
+            (Status::Failed, true),
+            (Status::Success, true),
+        ] {
+            let mut r = resp("");
+            r.status = status;
+            if big {
+                oversized_data(&mut r);
+            }
+            let v = parse(&body(&r).unwrap());
+            assert_eq!(v["Status"], "FAILED");
+            assert!(!v["Reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_failed_reason_is_kept_when_data_is_dropped() {
+        let mut r = resp("subnet-1 is not in the cluster's VPC");
+        r.status = Status::Failed;
+        oversized_data(&mut r);
+        let v = parse(&body(&r).unwrap());
+        assert!(v.get("Data").is_none());
+        assert_eq!(v["Status"], "FAILED");
+        assert_eq!(v["Reason"], "subnet-1 is not in the cluster's VPC");
+    }
+
+    #[test]
+    fn failed_carries_no_data() {
+        let mut r = resp("bad subnet");
+        r.status = Status::Failed;
+        let (sent, b) = fit(&r).unwrap();
+        assert!(sent.data.is_empty() && parse(&b).get("Data").is_none());
+        assert_eq!(sent.reason, "bad subnet");
+    }
+
+    #[test]
+    fn a_reason_that_fits_once_data_is_dropped_is_not_cut() {
+        let reason = "y".repeat(2000);
+        let mut r = resp(&reason);
+        r.status = Status::Failed;
+        oversized_data(&mut r);
+        let v = parse(&body(&r).unwrap());
+        assert!(v.get("Data").is_none());
+        assert_eq!(v["Reason"], reason.as_str(), "cut though it fits");
+    }
+
+    #[test]
+    fn an_oversized_reason_alone_is_cut_no_more_than_needed() {
+        let mut r = resp(&"x".repeat(10_000));
+        r.data.clear();
+        let b = body(&r).unwrap();
+        // One byte per character: the longest prefix fills the body exactly.
+        assert_eq!(b.len(), MAX_BODY);
+        let v = parse(&b);
+        assert!(v["Reason"].as_str().unwrap().ends_with("(truncated)"));
+    }
+
+    #[test]
+    fn multibyte_reasons_are_cut_on_character_boundaries() {
+        for unit in ["é", "🦀", "aé🦀\"\\\n"] {
+            let reason = unit.repeat(3000);
+            let b = body(&resp(&reason)).unwrap();
+            assert!(std::str::from_utf8(&b).is_ok());
+            let v = parse(&b);
+            assert_eq!(v["Data"]["ServiceName"], "harness-delegate");
+            let cut = v["Reason"].as_str().unwrap();
+            let kept = cut.strip_suffix(TRUNCATED).expect("marked as truncated");
+            assert!(
+                reason.starts_with(kept) && kept.len() > 1000,
+                "{unit}: {kept}"
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! The desired delegate: `ResourceProperties` parsed into a typed, validated [`DelegateSpec`].
 //!
 //! CloudFormation hands every scalar over as a string and lists either as JSON arrays or as
-//! comma-separated strings, so parsing is lenient about shape and strict about meaning. Every
-//! problem is collected and reported at once, each naming the property and the fix. Nothing here
-//! calls AWS: rules that need AWS state live in `preflight`.
+//! comma-separated strings, so parsing is lenient about shape and strict about meaning. Parsing
+//! reads every property ([`Reader`]), then checks the rules that tie properties together, then
+//! builds the spec; every problem is collected and reported at once, each naming the property
+//! and the fix. Nothing here calls AWS (rules that need AWS state live in `preflight`), and the
+//! rendered task definition is checked by the pipeline, after parsing.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
+
+use crate::model::{self, string_enum, DelegateKey};
+pub use crate::model::{AssignPublicIp, LaunchType, NetworkMode, DEFAULT_SERVICE_NAME};
 
 /// The properties a `Custom::HarnessDelegate` accepts. `ServiceToken` is accepted and ignored.
 pub const KNOWN_PROPERTIES: &[&str] = &[
@@ -57,7 +62,6 @@ pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {
     })
 }
 
-pub const DEFAULT_SERVICE_NAME: &str = "harness-delegate";
 pub const DEFAULT_FAMILY: &str = "harness-delegate-task-spec";
 pub const DEFAULT_IMAGE: &str = "harness/delegate:latest";
 pub const DEFAULT_MANAGER: &str = "https://app.harness.io";
@@ -65,90 +69,20 @@ pub const DEFAULT_BRIDGE_HOSTNAME: &str = "Harness-ECS-Delegate";
 /// ECS allows 50 tags a resource; the function's own (identity, owner and the record heal works
 /// from) take up to 12.
 pub const MAX_USER_TAGS: usize = 38;
+/// The largest Cpu or Memory ECS stores (an i32).
+const MAX_TASK_SIZE: u32 = i32::MAX as u32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub enum LaunchType {
-    #[default]
-    #[serde(rename = "EC2")]
-    Ec2,
-    #[serde(rename = "FARGATE")]
-    Fargate,
-}
-
-impl LaunchType {
-    pub const CHOICES: &'static [(&'static str, LaunchType)] =
-        &[("EC2", LaunchType::Ec2), ("FARGATE", LaunchType::Fargate)];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LaunchType::Ec2 => "EC2",
-            LaunchType::Fargate => "FARGATE",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub enum NetworkMode {
-    #[default]
-    #[serde(rename = "bridge")]
-    Bridge,
-    #[serde(rename = "awsvpc")]
-    Awsvpc,
-}
-
-impl NetworkMode {
-    pub const CHOICES: &'static [(&'static str, NetworkMode)] = &[
-        ("bridge", NetworkMode::Bridge),
-        ("awsvpc", NetworkMode::Awsvpc),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkMode::Bridge => "bridge",
-            NetworkMode::Awsvpc => "awsvpc",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum DelegateGeneration {
-    FirstGen,
-    NextGen,
+string_enum! {
+    /// Which environment variables the delegate's container gets.
+    pub enum DelegateGeneration { FirstGen = "FirstGen", NextGen = "NextGen" }
 }
 
 impl DelegateGeneration {
-    pub const CHOICES: &'static [(&'static str, DelegateGeneration)] = &[
-        ("FirstGen", DelegateGeneration::FirstGen),
-        ("NextGen", DelegateGeneration::NextGen),
-    ];
-
     /// The environment variable the delegate reads its token from.
     pub fn token_variable(self) -> &'static str {
         match self {
             DelegateGeneration::NextGen => "DELEGATE_TOKEN",
             DelegateGeneration::FirstGen => "ACCOUNT_SECRET",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum AssignPublicIp {
-    #[serde(rename = "ENABLED")]
-    Enabled,
-    #[serde(rename = "DISABLED")]
-    Disabled,
-}
-
-impl AssignPublicIp {
-    pub const CHOICES: &'static [(&'static str, AssignPublicIp)] = &[
-        ("ENABLED", AssignPublicIp::Enabled),
-        ("DISABLED", AssignPublicIp::Disabled),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AssignPublicIp::Enabled => "ENABLED",
-            AssignPublicIp::Disabled => "DISABLED",
         }
     }
 }
@@ -210,31 +144,17 @@ pub struct DelegateSpec {
 impl DelegateSpec {
     /// The cluster's short name, whether the property held a name or an ARN.
     pub fn cluster_name(&self) -> &str {
-        cluster_short_name(&self.cluster)
+        model::cluster_short_name(&self.cluster)
     }
 
-    /// The identity this delegate is known by in tags: `<cluster>/<service>`.
-    pub fn resource_key(&self) -> String {
-        format!("{}/{}", self.cluster_name(), self.service_name)
+    /// Which delegate this is.
+    pub fn key(&self) -> DelegateKey {
+        DelegateKey::new(&self.cluster, &self.service_name)
     }
 
     /// The tags put on everything the function creates: the user's plus its own markers.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        crate::record::identity_tags(&self.tags, &self.resource_key(), self.owner.as_deref())
-    }
-
-    /// The name of the security group the function creates when none is given.
-    pub fn managed_security_group_name(&self) -> String {
-        format!("{}-delegate", self.service_name)
-    }
-}
-
-/// `arn:aws:ecs:region:acct:cluster/name` → `name`; a plain name stays as it is.
-pub fn cluster_short_name(cluster: &str) -> &str {
-    if cluster.starts_with("arn:") {
-        cluster.rsplit('/').next().unwrap_or(cluster)
-    } else {
-        cluster
+        model::identity_tags(&self.tags, &self.key(), self.owner.as_deref())
     }
 }
 
@@ -329,6 +249,11 @@ impl<'a> Reader<'a> {
                 .push(Problem::new(name, format!("is required: {hint}")));
         }
         v
+    }
+
+    /// A string property, or its default.
+    fn or(&mut self, name: &str, default: &str) -> String {
+        self.string(name).unwrap_or_else(|| default.to_string())
     }
 
     fn number<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
@@ -459,6 +384,39 @@ impl<'a> Reader<'a> {
 /// and is refused before it reaches a log or AWS.
 pub const MAX_VALUE_CHARS: usize = 2048;
 
+/// The properties as read, defaults applied, before the rules that tie them together.
+struct Raw {
+    cluster: Option<String>,
+    service_name: String,
+    launch_type: LaunchType,
+    network_mode: NetworkMode,
+    account_id: Option<String>,
+    manager: String,
+    secret_arn: Option<String>,
+    plain_token: Option<String>,
+    generation: DelegateGeneration,
+    delegate_name: Option<String>,
+    delegate_group_name: Option<String>,
+    delegate_profile: Option<String>,
+    delegate_tags: Option<String>,
+    delegate_description: Option<String>,
+    image: String,
+    hostname: Option<String>,
+    cpu: u32,
+    memory: u32,
+    desired_count: i32,
+    family: String,
+    task_role_arn: Option<String>,
+    execution_role_arn: Option<String>,
+    vpc_id: Option<String>,
+    subnet_ids: Option<Vec<String>>,
+    security_group_ids: Option<Vec<String>>,
+    assign_public_ip: Option<AssignPublicIp>,
+    environment: BTreeMap<String, String>,
+    overrides: Option<Value>,
+    tags: BTreeMap<String, String>,
+}
+
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
 pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     let Some(props) = props.as_object() else {
@@ -467,80 +425,109 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             "must be a JSON object of delegate properties, e.g. {\"ClusterName\": \"prod\", \"AccountId\": \"…\"}",
         )]));
     };
+    let (raw, mut p) = read(props);
+    let token = check_token(&raw, &mut p);
+    check_names(&raw, &mut p);
+    check_sizes(&raw, &mut p);
+    check_network_mode(&raw, &mut p);
+    check_roles(&raw, token.as_ref(), &mut p);
+    check_ids(&raw, &mut p);
+    for key in raw.environment.keys() {
+        if RESERVED_ENVIRONMENT.contains(&key.as_str()) {
+            p.push(Problem::new(
+                format!("Environment.{key}"),
+                "is set by the function from the delegate properties: use the matching property instead",
+            ));
+        }
+    }
+    if let Some(o) = &raw.overrides {
+        let bad = crate::document::check_overrides(o);
+        p.extend(
+            bad.into_iter()
+                .map(|m| Problem::new("TaskDefinitionOverrides", m)),
+        );
+    }
+    validate_tags(&mut p, &raw.tags);
+    if !p.is_empty() {
+        return Err(Problems(p));
+    }
+    Ok(build(raw, token))
+}
+
+/// Every property read, with the problems of each one alone.
+fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
     let mut r = Reader {
         props,
-        problems: Vec::new(),
+        problems: unknown_properties(props),
     };
-
-    for key in props.keys() {
-        if key == "ServiceToken" || KNOWN_PROPERTIES.contains(&key.as_str()) {
-            continue;
-        }
-        let closest = closest_property(key);
-        r.problems.push(Problem::new(
-            key.clone(),
-            format!("is not a known property: did you mean {closest}?"),
-        ));
-    }
-
     let cluster = r.required(
         "ClusterName",
         "the name or ARN of the ECS cluster to run the delegate in",
     );
-    let service_name = r
-        .string("ServiceName")
-        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
     let launch_type = r
         .choice("LaunchType", LaunchType::CHOICES)
-        .unwrap_or(LaunchType::Ec2);
-    let network_mode = r
-        .choice("NetworkMode", NetworkMode::CHOICES)
-        .unwrap_or(match launch_type {
-            LaunchType::Ec2 => NetworkMode::Bridge,
-            LaunchType::Fargate => NetworkMode::Awsvpc,
-        });
-    let account_id = r.required(
-        "AccountId",
-        "your Harness account id (Account Settings → Overview in Harness)",
-    );
-    let manager = r
-        .string("ManagerHostAndPort")
-        .unwrap_or_else(|| DEFAULT_MANAGER.to_string());
-    let secret_arn = r.string("DelegateTokenSecretArn");
-    let plain_token = r.string("DelegateToken");
-    let generation = r
-        .choice("DelegateGeneration", DelegateGeneration::CHOICES)
-        .unwrap_or(DelegateGeneration::NextGen);
-    let delegate_name = r.string("DelegateName");
-    let delegate_group_name = r.string("DelegateGroupName");
-    let delegate_profile = r.string("DelegateProfile");
-    let delegate_tags = r.string("DelegateTags");
-    let delegate_description = r.string("DelegateDescription");
-    let image = r
-        .string("Image")
-        .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
-    let hostname = r.string("Hostname");
-    let cpu = r
-        .number::<u32>("Cpu", "a number of cpu units")
-        .unwrap_or(1024);
-    let memory = r.number::<u32>("Memory", "a number of MiB").unwrap_or(6144);
-    let desired_count = r.number::<i32>("DesiredCount", "a task count").unwrap_or(1);
-    let family = r
-        .string("TaskDefinitionFamily")
-        .unwrap_or_else(|| DEFAULT_FAMILY.to_string());
-    let task_role_arn = r.string("TaskRoleArn");
-    let execution_role_arn = r.string("ExecutionRoleArn");
-    let vpc_id = r.string("VpcId");
-    let subnet_ids = r.list("SubnetIds");
-    let security_group_ids = r.list("SecurityGroupIds");
-    let assign_public_ip = r.choice("AssignPublicIp", AssignPublicIp::CHOICES);
-    let environment = r.map("Environment");
-    let overrides = r.object("TaskDefinitionOverrides").map(Value::Object);
-    let tags = r.map("Tags");
+        .unwrap_or_default();
+    let raw = Raw {
+        cluster,
+        service_name: r.or("ServiceName", DEFAULT_SERVICE_NAME),
+        launch_type,
+        network_mode: r
+            .choice("NetworkMode", NetworkMode::CHOICES)
+            .unwrap_or(match launch_type {
+                LaunchType::Ec2 => NetworkMode::Bridge,
+                LaunchType::Fargate => NetworkMode::Awsvpc,
+            }),
+        account_id: r.required(
+            "AccountId",
+            "your Harness account id (Account Settings → Overview in Harness)",
+        ),
+        manager: r.or("ManagerHostAndPort", DEFAULT_MANAGER),
+        secret_arn: r.string("DelegateTokenSecretArn"),
+        plain_token: r.string("DelegateToken"),
+        generation: r
+            .choice("DelegateGeneration", DelegateGeneration::CHOICES)
+            .unwrap_or(DelegateGeneration::NextGen),
+        delegate_name: r.string("DelegateName"),
+        delegate_group_name: r.string("DelegateGroupName"),
+        delegate_profile: r.string("DelegateProfile"),
+        delegate_tags: r.string("DelegateTags"),
+        delegate_description: r.string("DelegateDescription"),
+        image: r.or("Image", DEFAULT_IMAGE),
+        hostname: r.string("Hostname"),
+        cpu: r.number("Cpu", "a number of cpu units").unwrap_or(1024),
+        memory: r.number("Memory", "a number of MiB").unwrap_or(6144),
+        desired_count: r.number("DesiredCount", "a task count").unwrap_or(1),
+        family: r.or("TaskDefinitionFamily", DEFAULT_FAMILY),
+        task_role_arn: r.string("TaskRoleArn"),
+        execution_role_arn: r.string("ExecutionRoleArn"),
+        vpc_id: r.string("VpcId"),
+        subnet_ids: r.list("SubnetIds"),
+        security_group_ids: r.list("SecurityGroupIds"),
+        assign_public_ip: r.choice("AssignPublicIp", AssignPublicIp::CHOICES),
+        environment: r.map("Environment"),
+        overrides: r.object("TaskDefinitionOverrides").map(Value::Object),
+        tags: r.map("Tags"),
+    };
+    (raw, r.problems)
+}
 
-    let mut p = std::mem::take(&mut r.problems);
+fn unknown_properties(props: &Map<String, Value>) -> Vec<Problem> {
+    props
+        .keys()
+        .filter(|k| *k != "ServiceToken" && !KNOWN_PROPERTIES.contains(&k.as_str()))
+        .map(|k| {
+            let hint = match closest_property(k) {
+                Some(close) => format!("did you mean {close}?"),
+                None => "the README's table \"Properties of Custom::HarnessDelegate\" lists the known ones".into(),
+            };
+            Problem::new(k.clone(), format!("is not a known property: {hint}"))
+        })
+        .collect()
+}
 
-    let token = match (secret_arn, plain_token) {
+/// Exactly one way to pass the token.
+fn check_token(raw: &Raw, p: &mut Vec<Problem>) -> Option<DelegateToken> {
+    match (&raw.secret_arn, &raw.plain_token) {
         (Some(arn), None) => {
             if !arn.starts_with("arn:") || !arn.contains(":secretsmanager:") {
                 p.push(Problem::new(
@@ -548,9 +535,9 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
                     "must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)",
                 ));
             }
-            Some(DelegateToken::SecretArn(arn))
+            Some(DelegateToken::SecretArn(arn.clone()))
         }
-        (None, Some(token)) => Some(DelegateToken::Plain(token)),
+        (None, Some(token)) => Some(DelegateToken::Plain(token.clone())),
         (Some(_), Some(_)) => {
             p.push(Problem::new(
                 "DelegateToken",
@@ -565,13 +552,15 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             ));
             None
         }
-    };
+    }
+}
 
-    validate_name(&mut p, "ServiceName", &service_name, 255);
-    validate_name(&mut p, "TaskDefinitionFamily", &family, 255);
-    if let Some(c) = &cluster {
+fn check_names(raw: &Raw, p: &mut Vec<Problem>) {
+    validate_name(p, "ServiceName", &raw.service_name, 255);
+    validate_name(p, "TaskDefinitionFamily", &raw.family, 255);
+    if let Some(c) = &raw.cluster {
         if !c.starts_with("arn:") {
-            validate_name(&mut p, "ClusterName", c, 255);
+            validate_name(p, "ClusterName", c, 255);
         } else if !c.contains(":ecs:") || !c.contains(":cluster/") {
             p.push(Problem::new(
                 "ClusterName",
@@ -579,13 +568,18 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             ));
         }
     }
+    let manager = &raw.manager;
     if !(manager.starts_with("https://") || manager.starts_with("http://")) {
         p.push(Problem::new(
             "ManagerHostAndPort",
             format!("\"{manager}\" must be a URL such as https://app.harness.io"),
         ));
     }
-    if desired_count < 0 {
+}
+
+fn check_sizes(raw: &Raw, p: &mut Vec<Problem>) {
+    let (cpu, memory) = (raw.cpu, raw.memory);
+    if raw.desired_count < 0 {
         p.push(Problem::new(
             "DesiredCount",
             "must be 0 or more (0 keeps the service but runs no delegate)",
@@ -603,25 +597,42 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             format!("{memory} MiB is too small: the delegate needs a few GiB, e.g. 6144"),
         ));
     }
+    for (prop, v) in [("Cpu", cpu), ("Memory", memory)] {
+        if v > MAX_TASK_SIZE {
+            p.push(Problem::new(
+                prop,
+                format!(
+                    "{v} is more than ECS stores ({MAX_TASK_SIZE}): pass a task size ECS offers"
+                ),
+            ));
+        }
+    }
+    if raw.launch_type == LaunchType::Fargate {
+        if let Err(msg) = fargate_cpu_memory(cpu, memory) {
+            p.push(Problem::new("Memory", msg));
+        }
+    }
+}
 
-    // Network mode rules that AWS enforces but the emulator does not.
-    if launch_type == LaunchType::Fargate && network_mode != NetworkMode::Awsvpc {
+/// Network mode rules that AWS enforces but the emulator does not.
+fn check_network_mode(raw: &Raw, p: &mut Vec<Problem>) {
+    if raw.launch_type == LaunchType::Fargate && raw.network_mode != NetworkMode::Awsvpc {
         p.push(Problem::new(
             "NetworkMode",
             "FARGATE only runs awsvpc tasks: set NetworkMode to awsvpc or remove it",
         ));
     }
-    if network_mode == NetworkMode::Awsvpc && hostname.is_some() {
+    if raw.network_mode == NetworkMode::Awsvpc && raw.hostname.is_some() {
         p.push(Problem::new(
             "Hostname",
             "hostname is not supported on container when networkMode=awsvpc: remove Hostname, or use NetworkMode bridge on EC2",
         ));
     }
-    if network_mode == NetworkMode::Bridge {
+    if raw.network_mode == NetworkMode::Bridge {
         for (prop, given) in [
-            ("SubnetIds", subnet_ids.is_some()),
-            ("SecurityGroupIds", security_group_ids.is_some()),
-            ("AssignPublicIp", assign_public_ip.is_some()),
+            ("SubnetIds", raw.subnet_ids.is_some()),
+            ("SecurityGroupIds", raw.security_group_ids.is_some()),
+            ("AssignPublicIp", raw.assign_public_ip.is_some()),
         ] {
             if given {
                 p.push(Problem::new(
@@ -631,29 +642,24 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             }
         }
     }
-    if launch_type == LaunchType::Fargate {
-        if execution_role_arn.is_none() {
-            p.push(Problem::new(
-                "ExecutionRoleArn",
-                "FARGATE needs a task execution role: pass the ARN of a role that trusts ecs-tasks.amazonaws.com (e.g. with AmazonECSTaskExecutionRolePolicy)",
-            ));
-        }
-        if let Err(msg) = fargate_cpu_memory(cpu, memory) {
-            p.push(Problem::new("Memory", msg));
-        }
-    }
-    if matches!(token, Some(DelegateToken::SecretArn(_)))
-        && execution_role_arn.is_none()
-        && launch_type != LaunchType::Fargate
-    {
+}
+
+fn check_roles(raw: &Raw, token: Option<&DelegateToken>, p: &mut Vec<Problem>) {
+    let execution_role = raw.execution_role_arn.is_some();
+    if raw.launch_type == LaunchType::Fargate && !execution_role {
+        p.push(Problem::new(
+            "ExecutionRoleArn",
+            "FARGATE needs a task execution role: pass the ARN of a role that trusts ecs-tasks.amazonaws.com (e.g. with AmazonECSTaskExecutionRolePolicy)",
+        ));
+    } else if matches!(token, Some(DelegateToken::SecretArn(_))) && !execution_role {
         p.push(Problem::new(
             "ExecutionRoleArn",
             "a DelegateTokenSecretArn is read by ECS with the task execution role: pass ExecutionRoleArn of a role allowed secretsmanager:GetSecretValue on the secret",
         ));
     }
     for (prop, arn) in [
-        ("TaskRoleArn", &task_role_arn),
-        ("ExecutionRoleArn", &execution_role_arn),
+        ("TaskRoleArn", &raw.task_role_arn),
+        ("ExecutionRoleArn", &raw.execution_role_arn),
     ] {
         if let Some(arn) = arn {
             if !arn.starts_with("arn:") || !arn.contains(":iam::") || !arn.contains(":role/") {
@@ -666,89 +672,77 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
             }
         }
     }
-    if let Some(v) = &vpc_id {
-        if !v.starts_with("vpc-") {
-            p.push(Problem::new(
-                "VpcId",
-                format!("\"{v}\" is not a VPC id (vpc-…)"),
-            ));
-        }
-    }
-    for (prop, list, prefix) in [
-        ("SubnetIds", &subnet_ids, "subnet-"),
-        ("SecurityGroupIds", &security_group_ids, "sg-"),
-    ] {
-        for id in list.iter().flatten() {
-            if !id.starts_with(prefix) {
-                p.push(Problem::new(
-                    prop,
-                    format!("\"{id}\" is not an id of the form {prefix}…"),
-                ));
-            }
-        }
-    }
-    for key in environment.keys() {
-        if RESERVED_ENVIRONMENT.contains(&key.as_str()) {
-            p.push(Problem::new(
-                format!("Environment.{key}"),
-                "is set by the function from the delegate properties: use the matching property instead",
-            ));
-        }
-    }
-    if let Some(o) = &overrides {
-        crate::task_definition::check_overrides(o, &mut p);
-    }
-    validate_tags(&mut p, &tags);
+}
 
-    if !p.is_empty() {
-        return Err(Problems(p));
+/// VPC, subnet and security group ids have the form AWS gives them.
+fn check_ids(raw: &Raw, p: &mut Vec<Problem>) {
+    let single = raw.vpc_id.iter().map(|v| ("VpcId", v, "vpc-"));
+    let subnets = raw
+        .subnet_ids
+        .iter()
+        .flatten()
+        .map(|v| ("SubnetIds", v, "subnet-"));
+    let groups = raw
+        .security_group_ids
+        .iter()
+        .flatten()
+        .map(|v| ("SecurityGroupIds", v, "sg-"));
+    for (prop, id, prefix) in single.chain(subnets).chain(groups) {
+        if !id.starts_with(prefix) {
+            p.push(Problem::new(
+                prop,
+                format!("\"{id}\" is not an id of the form {prefix}…"),
+            ));
+        }
     }
-    // Every `None` below was reported as a problem above.
-    let (Some(cluster), Some(account_id), Some(token)) = (cluster, account_id, token) else {
+}
+
+/// The spec from properties that passed every check.
+fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
+    // Every `None` here was reported as a problem, and parse stopped.
+    let (Some(cluster), Some(account_id), Some(token)) = (raw.cluster, raw.account_id, token)
+    else {
         unreachable!("missing required properties are always reported");
     };
-    let hostname = match network_mode {
-        NetworkMode::Bridge => {
-            Some(hostname.unwrap_or_else(|| DEFAULT_BRIDGE_HOSTNAME.to_string()))
-        }
+    let hostname = match raw.network_mode {
+        NetworkMode::Bridge => Some(
+            raw.hostname
+                .unwrap_or_else(|| DEFAULT_BRIDGE_HOSTNAME.to_string()),
+        ),
         NetworkMode::Awsvpc => None,
     };
-    let spec = DelegateSpec {
-        delegate_name: delegate_name.unwrap_or_else(|| service_name.clone()),
+    DelegateSpec {
+        delegate_name: raw
+            .delegate_name
+            .unwrap_or_else(|| raw.service_name.clone()),
         cluster,
-        service_name,
-        launch_type,
-        network_mode,
+        service_name: raw.service_name,
+        launch_type: raw.launch_type,
+        network_mode: raw.network_mode,
         account_id,
-        manager_host_and_port: manager,
+        manager_host_and_port: raw.manager,
         token,
-        generation,
-        delegate_group_name,
-        delegate_profile,
-        delegate_tags,
-        delegate_description,
-        image,
+        generation: raw.generation,
+        delegate_group_name: raw.delegate_group_name,
+        delegate_profile: raw.delegate_profile,
+        delegate_tags: raw.delegate_tags,
+        delegate_description: raw.delegate_description,
+        image: raw.image,
         hostname,
-        cpu,
-        memory,
-        desired_count,
-        family,
-        task_role_arn,
-        execution_role_arn,
-        vpc_id,
-        subnet_ids,
-        security_group_ids,
-        assign_public_ip,
-        environment,
-        task_definition_overrides: overrides,
-        tags,
+        cpu: raw.cpu,
+        memory: raw.memory,
+        desired_count: raw.desired_count,
+        family: raw.family,
+        task_role_arn: raw.task_role_arn,
+        execution_role_arn: raw.execution_role_arn,
+        vpc_id: raw.vpc_id,
+        subnet_ids: raw.subnet_ids,
+        security_group_ids: raw.security_group_ids,
+        assign_public_ip: raw.assign_public_ip,
+        environment: raw.environment,
+        task_definition_overrides: raw.overrides,
+        tags: raw.tags,
         owner: None,
-    };
-    let p = crate::task_definition::check_rendered(&spec, &crate::task_definition::render(&spec));
-    if p.is_empty() {
-        Ok(spec)
-    } else {
-        Err(Problems(p))
     }
 }
 
@@ -783,12 +777,12 @@ fn validate_tags(p: &mut Vec<Problem>, tags: &BTreeMap<String, String>) {
         ));
     }
     for (k, v) in tags {
-        if k.starts_with("aws:") || k.starts_with(crate::MANAGED_TAG_PREFIX) {
+        if k.starts_with("aws:") || k.starts_with(model::MANAGED_TAG_PREFIX) {
             p.push(Problem::new(
                 format!("Tags.{k}"),
                 format!(
                     "tag keys starting with aws: or {} are reserved: rename the tag",
-                    crate::MANAGED_TAG_PREFIX
+                    model::MANAGED_TAG_PREFIX
                 ),
             ));
         }
@@ -841,29 +835,44 @@ pub fn fargate_cpu_memory(cpu: u32, memory: u32) -> Result<(), String> {
     }
 }
 
-/// The known property nearest to an unknown one, for "did you mean" hints.
-pub fn closest_property(unknown: &str) -> &'static str {
+/// The known property within a few edits of an unknown one (case aside, a swap of two letters
+/// counting as one edit), for "did you mean" hints; `None` when none is that close.
+pub fn closest_property(unknown: &str) -> Option<&'static str> {
     let lower = unknown.to_ascii_lowercase();
+    let allowed = if lower.chars().count() >= 12 { 3 } else { 2 };
     KNOWN_PROPERTIES
         .iter()
-        .min_by_key(|k| edit_distance(&lower, &k.to_ascii_lowercase()))
-        .copied()
-        .unwrap_or("ClusterName")
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= allowed)
+        .min()
+        .map(|(_, k)| k)
 }
 
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters, each one edit.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -973,6 +982,17 @@ mod tests {
         );
         let p = problems(with(minimal(), json!({"subnetids": "subnet-1"})));
         assert!(p[0].message.contains("SubnetIds"), "{}", p[0]);
+        // A swap of two letters is one edit; nothing close gets no guess.
+        assert_eq!(closest_property("DesriedCount"), Some("DesiredCount"));
+        assert_eq!(closest_property("Subnets"), Some("SubnetIds"));
+        let p = problems(with(minimal(), json!({"Colour": "blue"})));
+        assert!(!p[0].message.contains("did you mean"), "{}", p[0]);
+        assert!(
+            p[0].message
+                .contains("Properties of Custom::HarnessDelegate"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
@@ -1039,6 +1059,13 @@ mod tests {
     }
 
     #[test]
+    fn sizes_beyond_what_ecs_stores_are_refused() {
+        let p = problems(with(minimal(), json!({"Memory": "3000000000"})));
+        assert_eq!(p[0].property, "Memory");
+        assert!(p[0].message.contains("more than ECS stores"), "{}", p[0]);
+    }
+
+    #[test]
     fn fargate_cpu_memory_table() {
         for (cpu, mem, ok) in [
             (256, 512, true),
@@ -1092,6 +1119,6 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.cluster_name(), "prod");
-        assert_eq!(s.resource_key(), "prod/harness-delegate");
+        assert_eq!(s.key().to_string(), "prod/harness-delegate");
     }
 }

@@ -15,11 +15,7 @@ pub fn panic_before(service: &str, action: &str) {
 }
 
 /// Called by apply before each action.
-pub fn before_action(service: &str, action: &crate::plan::Action) {
-    let name = serde_json::to_value(action)
-        .ok()
-        .and_then(|v| v.get("Action").and_then(|a| a.as_str()).map(String::from))
-        .unwrap_or_default();
+pub fn before_action(service: &str, name: &str) {
     let hit = {
         let mut hooks = PANIC_BEFORE.lock().unwrap_or_else(|p| p.into_inner());
         let found = hooks.iter().position(|(s, a)| s == service && *a == name);

@@ -97,7 +97,7 @@ fn pascal(snake: &str) -> String {
 
 /// Every AWS operation the function's code calls, as IAM actions (`ecs:DescribeServices`):
 /// each `.ecs.op()`, `.ec2.op()`, `.iam.op()`, `.tagging.op()` in src/, and the ECS client that
-/// task_definition.rs receives as `client`.
+/// ecs_convert.rs receives as `client`.
 fn operations_called() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let dir = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
@@ -114,7 +114,7 @@ fn operations_called() -> BTreeSet<String> {
             (".tagging.", "tag"),
             ("client.", "ecs"),
         ] {
-            if client == "client." && !path.ends_with("task_definition.rs") {
+            if client == "client." && !path.ends_with("ecs_convert.rs") {
                 continue;
             }
             for (i, _) in compact.match_indices(client) {
@@ -647,15 +647,23 @@ fn every_sample_event_is_exercised_by_a_test() {
     for dir in ["tests", "src"] {
         for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
             let path = entry.unwrap().path();
+            // This file is left out: no other test here loads an event, and this one's patterns
+            // must not count as uses.
+            if dir == "tests" && path.file_name().is_some_and(|f| f == "template.rs") {
+                continue;
+            }
             if path.extension().is_some_and(|e| e == "rs") {
-                sources.push_str(&std::fs::read_to_string(path).unwrap());
+                sources.push_str(&without_line_comments(
+                    &std::fs::read_to_string(path).unwrap(),
+                ));
             }
         }
     }
     for entry in std::fs::read_dir(format!("{root}/events")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-        // Tests load an event by its name (`load("create")`, `i.event("heal")`) or its path.
+        // A sample is used when code (not a comment) loads it by name, through the engine tests'
+        // loader or the heal tests' event builder, or names its file under the events folder.
         let used = [
             format!("load(\"{name}\")"),
             format!("event(\"{name}\")"),
@@ -665,4 +673,21 @@ fn every_sample_event_is_exercised_by_a_test() {
         .any(|p| sources.contains(p.as_str()));
         assert!(used, "events/{name}.json is not used by any test");
     }
+}
+
+/// `source` without `//` comments: whole comment lines (doc comments included) and trailing ones
+/// after whitespace. A `//` inside a string after a space is cut too, which can only hide a use.
+fn without_line_comments(source: &str) -> String {
+    let mut code = String::new();
+    for line in source.lines() {
+        let line = line.trim_start();
+        let end = if line.starts_with("//") {
+            0
+        } else {
+            line.find(" //").unwrap_or(line.len())
+        };
+        code.push_str(&line[..end]);
+        code.push('\n');
+    }
+    code
 }

@@ -1,0 +1,374 @@
+//! The words every module shares, at the bottom of the tree: which delegate ([`DelegateKey`],
+//! [`Target`], [`ServiceArn`]), the AWS states the function reads (service, cluster, task
+//! definition, rollout), the choices a delegate is declared with (launch type, network mode,
+//! public IP), the revision name `family:N`, the managed security group's name, and the tags
+//! that mark what the function made. It depends on no other module of ours.
+//!
+//! Each enum's spelling is written once, in its string table; observe turns the SDK's strings
+//! into these types, so nothing above it compares status strings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An enum with one string table: `CHOICES`, `as_str`, exact `parse`, Display and Serialize
+/// all come from the same list of spellings.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value with its spelling.
+            pub const CHOICES: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The value spelled exactly `text`.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::CHOICES.iter().find(|(t, _)| *t == text).map(|(_, v)| *v)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+string_enum! {
+    /// How ECS runs the delegate's tasks.
+    #[derive(Default)]
+    pub enum LaunchType { #[default] Ec2 = "EC2", Fargate = "FARGATE" }
+}
+
+string_enum! {
+    #[derive(Default)]
+    pub enum NetworkMode { #[default] Bridge = "bridge", Awsvpc = "awsvpc" }
+}
+
+string_enum! {
+    /// Whether awsvpc tasks get a public IP.
+    pub enum AssignPublicIp { Enabled = "ENABLED", Disabled = "DISABLED" }
+}
+
+string_enum! {
+    /// An ECS service's status.
+    pub enum ServiceStatus { Active = "ACTIVE", Draining = "DRAINING", Inactive = "INACTIVE" }
+}
+
+string_enum! {
+    /// An ECS cluster's status.
+    pub enum ClusterStatus {
+        Active = "ACTIVE",
+        Provisioning = "PROVISIONING",
+        Deprovisioning = "DEPROVISIONING",
+        Failed = "FAILED",
+        Inactive = "INACTIVE",
+    }
+}
+
+string_enum! {
+    /// A task definition revision's status.
+    pub enum RevisionStatus {
+        Active = "ACTIVE",
+        Inactive = "INACTIVE",
+        DeleteInProgress = "DELETE_IN_PROGRESS",
+    }
+}
+
+string_enum! {
+    /// A deployment's rollout state.
+    pub enum RolloutState { InProgress = "IN_PROGRESS", Completed = "COMPLETED", Failed = "FAILED" }
+}
+
+impl ServiceStatus {
+    /// From the SDK's string. ECS documents no other value; an unknown one counts as ACTIVE, so
+    /// that the function never plans a create on a name that may be taken.
+    pub fn from_aws(text: Option<&str>) -> Self {
+        text.and_then(Self::parse).unwrap_or(ServiceStatus::Active)
+    }
+}
+
+impl ClusterStatus {
+    /// From the SDK's string; an unknown one counts as a cluster that cannot be used.
+    pub fn from_aws(text: Option<&str>) -> Self {
+        text.and_then(Self::parse)
+            .unwrap_or(ClusterStatus::Inactive)
+    }
+}
+
+impl RevisionStatus {
+    /// From the SDK's string; an unknown one counts as a revision that cannot be used.
+    pub fn from_aws(text: Option<&str>) -> Self {
+        text.and_then(Self::parse)
+            .unwrap_or(RevisionStatus::Inactive)
+    }
+}
+
+/// Tag keys this function owns start with this prefix.
+pub const MANAGED_TAG_PREFIX: &str = "harness-delegate:";
+/// Marks a resource as created and managed by this function.
+pub const MANAGED_BY_TAG: &str = "harness-delegate:managed-by";
+pub const MANAGED_BY_VALUE: &str = "harness-ecs-delegate-bootstrap";
+/// Which delegate (its [`DelegateKey`]) a resource belongs to.
+pub const RESOURCE_TAG: &str = "harness-delegate:resource";
+/// Which CloudFormation resource (`<stack name>/<logical id>`) owns a delegate's service.
+pub const OWNER_TAG: &str = "harness-delegate:owner";
+
+/// The default service name, which a Heal target without `ServiceName` means.
+pub const DEFAULT_SERVICE_NAME: &str = "harness-delegate";
+
+/// A delegate's identity: its cluster's short name and its service's name. The only place that
+/// writes or reads `cluster/service`, the form the resource tag holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct DelegateKey {
+    cluster: String,
+    service: String,
+}
+
+impl DelegateKey {
+    /// `cluster` may be a name or an ARN: the key holds the short name.
+    pub fn new(cluster: &str, service: &str) -> Self {
+        DelegateKey {
+            cluster: cluster_short_name(cluster).to_string(),
+            service: service.to_string(),
+        }
+    }
+
+    /// Read `cluster/service` (a resource tag's value).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (cluster, service) = text.split_once('/')?;
+        (!cluster.is_empty() && !service.is_empty() && !service.contains('/'))
+            .then(|| DelegateKey::new(cluster, service))
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Whether a resource's tags name this delegate.
+    pub fn tagged_on(&self, tags: &BTreeMap<String, String>) -> bool {
+        tags.get(RESOURCE_TAG)
+            .is_some_and(|v| *v == self.to_string())
+    }
+}
+
+impl fmt::Display for DelegateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.service)
+    }
+}
+
+/// A delegate as an event or a request names it: the cluster as given (a name or an ARN, what
+/// ECS calls take) and the service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub cluster: String,
+    pub service: String,
+}
+
+impl Target {
+    pub fn key(&self) -> DelegateKey {
+        DelegateKey::new(&self.cluster, &self.service)
+    }
+}
+
+/// An ECS service ARN, `arn:<partition>:ecs:<region>:<account>:service/<cluster>/<service>`.
+/// The old format without the cluster (`service/<service>`) has `cluster: None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceArn {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+    pub cluster: Option<String>,
+    pub service: String,
+}
+
+impl ServiceArn {
+    pub fn parse(arn: &str) -> Option<Self> {
+        let rest = arn.strip_prefix("arn:")?;
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [partition, "ecs", region, account, resource] = parts.as_slice() else {
+            return None;
+        };
+        let path: Vec<&str> = resource.strip_prefix("service/")?.split('/').collect();
+        let (cluster, service) = match path.as_slice() {
+            [cluster, service] if !cluster.is_empty() => (Some(cluster.to_string()), *service),
+            [service] => (None, *service),
+            _ => return None,
+        };
+        (!service.is_empty()).then(|| ServiceArn {
+            partition: partition.to_string(),
+            region: region.to_string(),
+            account: account.to_string(),
+            cluster,
+            service: service.to_string(),
+        })
+    }
+
+    /// The ARN a delegate's service has in this partition, region and account.
+    pub fn of(partition: &str, region: &str, account: &str, key: &DelegateKey) -> Self {
+        ServiceArn {
+            partition: partition.into(),
+            region: region.into(),
+            account: account.into(),
+            cluster: Some(key.cluster().into()),
+            service: key.service().into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (p, r, a) = (&self.partition, &self.region, &self.account);
+        match &self.cluster {
+            Some(c) => write!(f, "arn:{p}:ecs:{r}:{a}:service/{c}/{}", self.service),
+            None => write!(f, "arn:{p}:ecs:{r}:{a}:service/{}", self.service),
+        }
+    }
+}
+
+/// `arn:aws:ecs:region:acct:cluster/name` → `name`; a plain name stays as it is.
+pub fn cluster_short_name(cluster: &str) -> &str {
+    if cluster.starts_with("arn:") {
+        cluster.rsplit('/').next().unwrap_or(cluster)
+    } else {
+        cluster
+    }
+}
+
+/// `…:task-definition/family:3` → `family:3`; a `family:3` stays as it is.
+pub fn revision_name(task_definition: &str) -> &str {
+    task_definition
+        .rsplit('/')
+        .next()
+        .unwrap_or(task_definition)
+}
+
+/// `family:3` or its ARN → 3; 0 when it names no number.
+pub fn revision_number(task_definition: &str) -> i32 {
+    revision_name(task_definition)
+        .rsplit_once(':')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The name of the egress-only security group the function makes for a delegate's service.
+pub fn managed_security_group_name(service: &str) -> String {
+    format!("{service}-delegate")
+}
+
+/// The user's tags plus the function's marker, the delegate's key and its owner: what
+/// everything the function creates for a delegate carries.
+pub fn identity_tags(
+    user: &BTreeMap<String, String>,
+    key: &DelegateKey,
+    owner: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut t = user.clone();
+    t.insert(MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into());
+    t.insert(RESOURCE_TAG.into(), key.to_string());
+    if let Some(o) = owner {
+        t.insert(OWNER_TAG.into(), o.to_string());
+    }
+    t
+}
+
+/// Whether tags mark a resource as made by this function.
+pub fn managed_by_us(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
+}
+
+/// The owner tag's value, if any.
+pub fn owner_of(tags: &BTreeMap<String, String>) -> Option<&str> {
+    tags.get(OWNER_TAG).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_and_write_one_form() {
+        let k = DelegateKey::new("arn:aws:ecs:us-east-1:1:cluster/prod", "harness-delegate");
+        assert_eq!(k.to_string(), "prod/harness-delegate");
+        assert_eq!(DelegateKey::parse("prod/harness-delegate"), Some(k.clone()));
+        for bad in ["prod", "/svc", "prod/", "a/b/c", ""] {
+            assert_eq!(DelegateKey::parse(bad), None, "{bad}");
+        }
+        let tags = identity_tags(&BTreeMap::new(), &k, Some("stack/Delegate"));
+        assert!(k.tagged_on(&tags) && managed_by_us(&tags));
+        assert_eq!(owner_of(&tags), Some("stack/Delegate"));
+    }
+
+    #[test]
+    fn service_arns() {
+        let new = ServiceArn::parse("arn:aws:ecs:us-east-1:123:service/prod/harness-delegate");
+        let new = new.unwrap();
+        assert_eq!(
+            (
+                new.cluster.as_deref(),
+                new.service.as_str(),
+                new.account.as_str()
+            ),
+            (Some("prod"), "harness-delegate", "123")
+        );
+        assert_eq!(
+            new.to_string(),
+            "arn:aws:ecs:us-east-1:123:service/prod/harness-delegate"
+        );
+        let old = ServiceArn::parse("arn:aws:ecs:us-east-1:123:service/harness-delegate").unwrap();
+        assert_eq!(
+            (old.cluster, old.service.as_str()),
+            (None, "harness-delegate")
+        );
+        for id in [
+            "not-created:Delegate",
+            "",
+            "arn:aws:s3:::bucket",
+            "arn:aws:ecs:us-east-1:1:cluster/prod",
+            "arn:aws:ecs:us-east-1:1:service/prod/",
+            "2024/05/01/[$LATEST]abc",
+        ] {
+            assert_eq!(ServiceArn::parse(id), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn one_string_table_per_enum() {
+        assert_eq!(LaunchType::parse("FARGATE"), Some(LaunchType::Fargate));
+        assert_eq!(LaunchType::parse("fargate"), None);
+        assert_eq!(
+            ServiceStatus::from_aws(Some("DRAINING")),
+            ServiceStatus::Draining
+        );
+        assert_eq!(ServiceStatus::from_aws(None), ServiceStatus::Active);
+        assert_eq!(
+            ClusterStatus::from_aws(Some("odd")),
+            ClusterStatus::Inactive
+        );
+        assert_eq!(
+            serde_json::to_value(AssignPublicIp::Enabled).unwrap(),
+            "ENABLED"
+        );
+        assert_eq!(revision_name("arn:aws:ecs:r:1:task-definition/f:3"), "f:3");
+        assert_eq!(revision_number("f:3"), 3);
+        assert_eq!(revision_number("f"), 0);
+    }
+}
