@@ -1,0 +1,170 @@
+//! The code's structure, checked from its text so it stays as the README's Layout describes:
+//! no import cycle among the modules of `src/`, `plan` and everything it uses free of the AWS
+//! SDK, AWS status strings only in the vocabulary's string tables and in tests, and functions
+//! that fit on a screen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Each module of `src/` with its code (the text before its `#[cfg(test)] mod tests`).
+fn modules() -> BTreeMap<String, String> {
+    let dir = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap()
+            .to_string();
+        out.insert(name, code);
+    }
+    out
+}
+
+/// The modules of ours a module's code names (`crate::x`, or `x::` after `use crate::{…}`).
+fn uses(code: &str, modules: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for name in modules.keys() {
+        let direct = format!("crate::{name}");
+        let listed = code.split("use crate::{").skip(1).any(|rest| {
+            let list = rest.split("};").next().unwrap_or_default();
+            list.split([',', '{', ' ', '\n'])
+                .any(|item| item == name || item.starts_with(&format!("{name}::")))
+        });
+        let at_word_end = |i: usize| {
+            code[i + direct.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_')
+        };
+        if code.match_indices(&direct).any(|(i, _)| at_word_end(i)) || listed {
+            out.insert(name.clone());
+        }
+    }
+    out
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let modules = modules();
+    modules
+        .iter()
+        .map(|(name, code)| {
+            let mut used = uses(code, &modules);
+            used.remove(name);
+            (name.clone(), used)
+        })
+        .collect()
+}
+
+/// Every module reachable from `start`, itself included.
+fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::from([start.to_string()]);
+    let mut todo = vec![start.to_string()];
+    while let Some(m) = todo.pop() {
+        for next in graph.get(&m).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                todo.push(next.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let g = graph();
+    assert!(
+        g["plan"].contains("observed"),
+        "the reader misses imports: {:?}",
+        g["plan"]
+    );
+    for (name, used) in &g {
+        for next in used {
+            assert!(
+                !reachable(&g, next).contains(name),
+                "import cycle: {name} uses {next}, which leads back to {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_plan_and_what_it_uses_know_no_aws_sdk() {
+    let g = graph();
+    let modules = modules();
+    let closure = reachable(&g, "plan");
+    assert!(closure.contains("model") && closure.contains("task_definition"));
+    for m in &closure {
+        assert!(
+            !modules[m].contains("aws_sdk_"),
+            "plan reaches {m}, which names an aws_sdk_ item"
+        );
+    }
+    // The vocabulary is a leaf; classify needs nothing of heal.
+    assert!(g["model"].is_empty(), "model uses {:?}", g["model"]);
+    assert!(!g["classify"].contains("heal"));
+}
+
+#[test]
+fn aws_status_strings_live_only_in_the_vocabulary() {
+    for (name, code) in modules() {
+        for status in ["ACTIVE", "INACTIVE", "DRAINING", "IN_PROGRESS", "COMPLETED"] {
+            let quoted = format!("\"{status}\"");
+            // The vocabulary's string tables are the one place that spells them.
+            if name == "model" {
+                continue;
+            }
+            assert!(
+                !code.contains(&quoted),
+                "{name}.rs compares or writes {quoted}: use the enum in model.rs"
+            );
+        }
+        assert!(
+            name == "model" || !code.contains("format!(\"{}/{}\""),
+            "{name}.rs builds a delegate key by hand: use model::DelegateKey"
+        );
+    }
+}
+
+/// The longest function allowed outside tests: one screen.
+const MAX_FUNCTION_LINES: usize = 80;
+
+#[test]
+fn functions_fit_on_a_screen() {
+    let mut long = Vec::new();
+    for (name, code) in modules() {
+        let lines: Vec<&str> = code.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(crate) fn ",
+            ]
+            .iter()
+            .any(|p| t.starts_with(p));
+            if !is_fn {
+                continue;
+            }
+            let indent = &line[..line.len() - t.len()];
+            let close = format!("{indent}}}");
+            let Some(len) = lines[i..].iter().position(|l| *l == close) else {
+                continue; // a declaration without a body
+            };
+            if len + 1 > MAX_FUNCTION_LINES {
+                long.push(format!("{name}.rs:{} ({} lines)", i + 1, len + 1));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions longer than {MAX_FUNCTION_LINES} lines: {long:?}"
+    );
+}
