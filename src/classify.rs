@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::model::{cluster_short_name, ServiceArn, Target, DEFAULT_SERVICE_NAME};
+use crate::model::{cluster_short_name, Origin, ServiceArn, Target, DEFAULT_SERVICE_NAME};
 
 crate::model::string_enum! {
     /// A CloudFormation custom resource request's type.
@@ -79,6 +79,8 @@ pub enum Trigger {
 pub struct EcsEvent {
     pub detail_type: String,
     pub target: Result<Target, String>,
+    /// The accounts and regions the event names (its envelope, the ARNs it carries).
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,9 +241,19 @@ fn ecs_event(event: &Value) -> EcsEvent {
         }
         other => Err(format!("\"{other}\" events call for no heal")),
     };
+    let mut origin = Origin::default();
+    origin.add(
+        str_field(event, "account").as_deref(),
+        str_field(event, "region").as_deref(),
+    );
+    let arns = event["resources"].as_array().into_iter().flatten();
+    for arn in arns.filter_map(Value::as_str).chain([field("clusterArn")]) {
+        origin.add_arn(arn);
+    }
     EcsEvent {
         detail_type,
         target,
+        origin,
     }
 }
 
@@ -375,7 +387,8 @@ mod tests {
                 classify(&event(text)),
                 Ok(Trigger::EcsEvent(EcsEvent {
                     detail_type: kind.into(),
-                    target: Ok(demo())
+                    target: Ok(demo()),
+                    origin: Origin::of_arn("arn:aws:ecs:us-east-1:123456789012:cluster/x"),
                 })),
                 "{name}"
             );

@@ -60,9 +60,7 @@ pub fn owner_of(req: &CfnRequest) -> String {
         return owner;
     }
     // Long names keep a readable prefix, cut on a character boundary, and a stable hash.
-    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = crate::model::stable_hash(&owner);
     let keep = MAX_OWNER - 17;
     let cut = owner
         .char_indices()
@@ -70,7 +68,7 @@ pub fn owner_of(req: &CfnRequest) -> String {
         .take_while(|i| *i <= keep)
         .last()
         .unwrap_or(0);
-    format!("{}@{hash:016x}", &owner[..cut])
+    format!("{}@{hash}", &owner[..cut])
 }
 
 /// The physical id for a request that has none yet (a Create): the ARN the service has or would

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, Trigger};
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
-use crate::heal::{HealSettings, Scope};
+use crate::heal::{DelegateReport, HealSettings, Scope};
+use crate::model::{Home, Origin, Target};
 use crate::pipeline::{self, ReconcileError};
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy};
 use crate::Clients;
@@ -23,6 +24,8 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
+    #[error(transparent)]
+    Unreadable(Unreadable),
     #[error(transparent)]
     Classify(#[from] ClassifyError),
     #[error(transparent)]
@@ -35,6 +38,7 @@ impl HandlerError {
     /// The error type reported to Lambda (`errorType` in the invocation error).
     pub fn kind(&self) -> &'static str {
         match self {
+            HandlerError::Unreadable(_) => "UnreadableEvent",
             HandlerError::Classify(_) => "UnrecognisedEvent",
             HandlerError::Respond(_) => "CloudFormationNotAnswered",
             HandlerError::Reconcile(ReconcileError::Invalid(_)) => "InvalidProperties",
@@ -63,6 +67,9 @@ pub struct Handler {
     pub allow_loopback: bool,
     pub retry: RetryPolicy,
     pub heal: HealSettings,
+    /// The function's own account and region, from the first invocation's function ARN: ECS
+    /// events and Heal targets from anywhere else are ignored. Unset (a local run): not checked.
+    pub home: std::sync::OnceLock<Home>,
 }
 
 impl Handler {
@@ -75,7 +82,47 @@ impl Handler {
             allow_loopback,
             retry: RetryPolicy::default(),
             heal: HealSettings::from_env(),
+            home: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Handle one invocation as Lambda hands it over: the event's text and the invoked
+    /// function's ARN.
+    pub async fn handle_invocation(
+        &self,
+        event: &str,
+        function_arn: &str,
+        deadline: Instant,
+    ) -> Result<Value, HandlerError> {
+        if let Some(home) = Home::from_function_arn(function_arn) {
+            let _ = self.home.set(home);
+        }
+        match read_event(event) {
+            Ok(event) => self.handle(event, deadline).await,
+            Err((shallow, unreadable)) => self.unreadable(&shallow, unreadable, deadline).await,
+        }
+    }
+
+    /// An event with fields nested deeper than JSON is read here: a CloudFormation request is
+    /// still answered, FAILED, once; anything else is an invocation error.
+    async fn unreadable(
+        &self,
+        shallow: &Value,
+        unreadable: Unreadable,
+        deadline: Instant,
+    ) -> Result<Value, HandlerError> {
+        let Ok(Trigger::CloudFormation(req)) = classify(shallow) else {
+            return Err(HandlerError::Unreadable(unreadable));
+        };
+        let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
+        let failed = Outcome::failed(&req, unreadable.to_string());
+        self.answer(*req, url, deadline, async move { failed })
+            .await
+    }
+
+    /// What of `origin` lies outside the function's account and region, if anything.
+    fn elsewhere(&self, origin: &Origin) -> Option<String> {
+        self.home.get()?.elsewhere(origin)
     }
 
     /// Handle one event. `deadline` is when the invocation is cut off.
@@ -86,9 +133,17 @@ impl Handler {
                 Ok(self.direct(action, &properties, deadline).await?)
             }
             Trigger::Schedule => Ok(self.heal(Scope::All, "Schedule", deadline).await?),
-            Trigger::Heal { targets } => {
-                let scope = targets.map_or(Scope::All, Scope::Targets);
-                Ok(self.heal(scope, "Heal", deadline).await?)
+            Trigger::Heal { targets: None } => Ok(self.heal(Scope::All, "Heal", deadline).await?),
+            Trigger::Heal {
+                targets: Some(targets),
+            } => Ok(self.heal_targets(targets, deadline).await?),
+            Trigger::EcsEvent(e) if self.elsewhere(&e.origin).is_some() => {
+                let why = format!(
+                    "the event is from {}: ignored",
+                    self.elsewhere(&e.origin).unwrap_or_default()
+                );
+                tracing::warn!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
+                Ok(json!({"Status": "IGNORED", "Reason": why}))
             }
             Trigger::EcsEvent(e) => match e.target {
                 Ok(t) => Ok(self
@@ -116,6 +171,36 @@ impl Handler {
             earlier(deadline, DEADLINE_MARGIN),
         )
         .await?;
+        Ok(report.to_json())
+    }
+
+    /// Heal the targets of this account and region; the others are reported and left alone.
+    async fn heal_targets(
+        &self,
+        targets: Vec<Target>,
+        deadline: Instant,
+    ) -> Result<Value, ReconcileError> {
+        let (here, away): (Vec<Target>, Vec<Target>) = targets
+            .into_iter()
+            .partition(|t| self.elsewhere(&t.origin()).is_none());
+        let mut report = crate::heal::heal(
+            &self.clients,
+            Scope::Targets(here),
+            &self.heal,
+            "Heal",
+            earlier(deadline, DEADLINE_MARGIN),
+        )
+        .await?;
+        for t in away {
+            let why = format!(
+                "{}: ignored",
+                self.elsewhere(&t.origin()).unwrap_or_default()
+            );
+            tracing::warn!(delegate = %t.key(), reason = %why, "Heal target ignored");
+            report
+                .delegates
+                .push(DelegateReport::elsewhere(&t.key(), why));
+        }
         Ok(report.to_json())
     }
 
@@ -266,6 +351,49 @@ where
             )
         }
     }
+}
+
+/// An event serde_json cannot read whole (nested deeper than its limit of 128 levels), with
+/// the top-level fields that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the event cannot be read: {} nested deeper than JSON is read here (128 levels){}; nothing was changed", .fields.join(", "), .cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+pub struct Unreadable {
+    pub fields: Vec<String>,
+    pub cause: Option<String>,
+}
+
+/// The event, or its top level with the fields that could be read and what could not.
+fn read_event(text: &str) -> Result<Value, (Value, Unreadable)> {
+    let whole = match serde_json::from_str::<Value>(text) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let Ok(top) = serde_json::from_str::<
+        std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>,
+    >(text) else {
+        let unreadable = Unreadable {
+            fields: vec!["the event".into()],
+            cause: Some(whole.to_string()),
+        };
+        return Err((Value::Null, unreadable));
+    };
+    let mut shallow = serde_json::Map::new();
+    let mut fields = Vec::new();
+    for (k, raw) in top {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v) => {
+                shallow.insert(k, v);
+            }
+            Err(_) => fields.push(k),
+        }
+    }
+    Err((
+        Value::Object(shallow),
+        Unreadable {
+            fields,
+            cause: None,
+        },
+    ))
 }
 
 /// `by` less `margin`, or `by` itself when that would be before the clock's start.

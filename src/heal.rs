@@ -133,6 +133,11 @@ impl DelegateReport {
         DelegateReport::new(key, outcome, vec![found.into()])
     }
 
+    /// A target outside the function's account and region, left alone.
+    pub fn elsewhere(key: &DelegateKey, why: String) -> Self {
+        DelegateReport::one(key, Outcome::NotManaged, why)
+    }
+
     fn failed(key: &DelegateKey, error: impl std::fmt::Display) -> Self {
         DelegateReport {
             error: Some(error.to_string()),

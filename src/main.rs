@@ -15,6 +15,7 @@ use harness_ecs_delegate_bootstrap::classify::{classify, DirectAction, Trigger};
 use harness_ecs_delegate_bootstrap::handler::Handler;
 use harness_ecs_delegate_bootstrap::Clients;
 use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -72,17 +73,25 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     match args.as_slice() {
         [] => {
             let handler = &handler;
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-                let remaining = event
-                    .context
-                    .deadline()
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default();
-                handler
-                    .handle(event.payload, Instant::now() + remaining)
-                    .await
-                    .map_err(lambda_runtime::Diagnostic::from)
-            }))
+            // The event is taken raw: one nested deeper than serde_json reads must still reach
+            // the handler, which answers CloudFormation.
+            lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<Box<RawValue>>| async move {
+                    let remaining = event
+                        .context
+                        .deadline()
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    handler
+                        .handle_invocation(
+                            event.payload.get(),
+                            &event.context.invoked_function_arn,
+                            Instant::now() + remaining,
+                        )
+                        .await
+                        .map_err(lambda_runtime::Diagnostic::from)
+                },
+            ))
             .await
         }
         [cmd, path] if cmd == "invoke" || cmd == "plan" => {

@@ -7,7 +7,7 @@
 //! Each enum's spelling is written once, in its string table; observe turns the SDK's strings
 //! into these types, so nothing above it compares status strings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// An enum with one string table: `CHOICES`, `as_str`, exact `parse`, Display and Serialize
@@ -187,6 +187,11 @@ impl Target {
     pub fn key(&self) -> DelegateKey {
         DelegateKey::new(&self.cluster, &self.service)
     }
+
+    /// The account and region its cluster ARN names, if it is an ARN.
+    pub fn origin(&self) -> Origin {
+        Origin::of_arn(&self.cluster)
+    }
 }
 
 /// An ECS service ARN, `arn:<partition>:ecs:<region>:<account>:service/<cluster>/<service>`.
@@ -244,6 +249,95 @@ impl fmt::Display for ServiceArn {
     }
 }
 
+/// The accounts and regions something names, in an event's envelope or in the ARNs it carries.
+/// Empty: it names none (a plain cluster name, say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub accounts: BTreeSet<String>,
+    pub regions: BTreeSet<String>,
+}
+
+impl Origin {
+    /// Add an account and a region (either may be absent or empty).
+    pub fn add(&mut self, account: Option<&str>, region: Option<&str>) {
+        self.accounts
+            .extend(account.filter(|a| !a.is_empty()).map(String::from));
+        self.regions
+            .extend(region.filter(|r| !r.is_empty()).map(String::from));
+    }
+
+    /// Add the region and account of `arn:<partition>:<service>:<region>:<account>:…`.
+    pub fn add_arn(&mut self, arn: &str) {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        if let ["arn", _, _, region, account, _] = parts.as_slice() {
+            self.add(Some(account), Some(region));
+        }
+    }
+
+    pub fn of_arn(arn: &str) -> Self {
+        let mut o = Origin::default();
+        o.add_arn(arn);
+        o
+    }
+}
+
+/// The account and region the function runs in: what it may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    pub account: String,
+    pub region: String,
+}
+
+impl Home {
+    /// From the invoked function's ARN, `arn:aws:lambda:<region>:<account>:function:<name>`.
+    pub fn from_function_arn(arn: &str) -> Option<Self> {
+        let parts: Vec<&str> = arn.splitn(7, ':').collect();
+        match parts.as_slice() {
+            ["arn", _, "lambda", region, account, "function", ..]
+                if !region.is_empty() && !account.is_empty() =>
+            {
+                Some(Home {
+                    account: account.to_string(),
+                    region: region.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// What of `origin` is elsewhere, said for a log line; `None` when all of it is here.
+    pub fn elsewhere(&self, origin: &Origin) -> Option<String> {
+        let accounts: Vec<&str> = origin
+            .accounts
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != self.account)
+            .collect();
+        let regions: Vec<&str> = origin
+            .regions
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != self.region)
+            .collect();
+        if accounts.is_empty() && regions.is_empty() {
+            return None;
+        }
+        let mut said = Vec::new();
+        if !accounts.is_empty() {
+            said.push(format!("account {}", accounts.join(", ")));
+        }
+        if !regions.is_empty() {
+            said.push(format!("region {}", regions.join(", ")));
+        }
+        Some(format!(
+            "{}, not this function's (account {}, region {})",
+            said.join(", "),
+            self.account,
+            self.region
+        ))
+    }
+}
+
 /// `arn:aws:ecs:region:acct:cluster/name` → `name`; a plain name stays as it is.
 pub fn cluster_short_name(cluster: &str) -> &str {
     if cluster.starts_with("arn:") {
@@ -267,6 +361,15 @@ pub fn revision_number(task_definition: &str) -> i32 {
         .rsplit_once(':')
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// A stable 16-hex-digit hash (FNV-1a) of `text`: a short, deterministic stand-in for a long
+/// value that must be cut.
+pub fn stable_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// The name of the egress-only security group the function makes for a delegate's service.
@@ -348,6 +451,27 @@ mod tests {
         ] {
             assert_eq!(ServiceArn::parse(id), None, "{id}");
         }
+    }
+
+    #[test]
+    fn home_and_elsewhere() {
+        let home = Home::from_function_arn("arn:aws:lambda:us-east-1:123456789012:function:f");
+        let home = home.unwrap();
+        assert_eq!(
+            (home.account.as_str(), home.region.as_str()),
+            ("123456789012", "us-east-1")
+        );
+        assert_eq!(Home::from_function_arn("arn:aws:s3:::bucket"), None);
+        let here = Origin::of_arn("arn:aws:ecs:us-east-1:123456789012:cluster/prod");
+        assert_eq!(home.elsewhere(&here), None);
+        assert_eq!(home.elsewhere(&Origin::default()), None);
+        let mut away = here.clone();
+        away.add(Some("999999999999"), Some("eu-west-1"));
+        let said = home.elsewhere(&away).unwrap();
+        assert!(
+            said.contains("account 999999999999") && said.contains("region eu-west-1"),
+            "{said}"
+        );
     }
 
     #[test]

@@ -100,10 +100,12 @@ async fn delete_request(c: &Clients, req: &CfnRequest, deadline: Instant) -> Out
         tracing::info!(physical_resource_id = %physical, "Delete of a resource that was never created: nothing to do");
         return ok;
     };
+    // Read as the spec reads it (trimmed), or the Delete looks in a family nobody registered.
     let family = req
         .properties
         .get("TaskDefinitionFamily")
         .and_then(Value::as_str)
+        .map(str::trim)
         .filter(|f| !f.is_empty())
         .unwrap_or(spec::DEFAULT_FAMILY);
     let owner = custom_resource::owner_of(req);

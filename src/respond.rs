@@ -61,6 +61,20 @@ const DATA_DROPPED: &str = "the response Data did not fit in CloudFormation's 40
 const NO_REASON: &str =
     "failed without giving a reason (a bug in this function); see its CloudWatch logs";
 
+/// The longest PhysicalResourceId an answer carries whole; ours are service ARNs, far shorter.
+const MAX_PHYSICAL_ID: usize = 1024;
+
+/// A long id as its beginning and a stable hash of the whole.
+fn shortened(id: &str) -> String {
+    let keep = id
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= MAX_PHYSICAL_ID - 18)
+        .last()
+        .unwrap_or(0);
+    format!("{}#{}", &id[..keep], crate::model::stable_hash(id))
+}
+
 /// Serialize a response within [`MAX_BODY`] bytes (see [`fit`]).
 pub fn body(resp: &CfnResponse) -> Result<Vec<u8>, RespondError> {
     fit(resp).map(|(_, body)| body)
@@ -77,6 +91,11 @@ pub fn fit(resp: &CfnResponse) -> Result<(CfnResponse, Vec<u8>), RespondError> {
         if r.reason.is_empty() {
             r.reason = NO_REASON.into();
         }
+    }
+    // A PhysicalResourceId no answer can hold (one CloudFormation sent, never ours) is cut to a
+    // stable short form: the request still gets its one answer.
+    if r.physical_resource_id.len() > MAX_PHYSICAL_ID {
+        r.physical_resource_id = shortened(&r.physical_resource_id);
     }
     if let Some(fitted) = fit_reason(&r) {
         return Ok(fitted);
@@ -346,6 +365,24 @@ mod tests {
         assert!(v.get("Data").is_none());
         assert_eq!(v["Status"], "FAILED");
         assert_eq!(v["Reason"], "subnet-1 is not in the cluster's VPC");
+    }
+
+    #[test]
+    fn a_physical_id_no_answer_can_hold_is_shortened_stably() {
+        let mut r = resp("");
+        r.physical_resource_id = "p".repeat(5000);
+        let (sent, b) = fit(&r).unwrap();
+        assert!(b.len() <= MAX_BODY && sent.physical_resource_id.len() <= MAX_PHYSICAL_ID);
+        assert_eq!(sent.status, Status::Success);
+        assert_eq!(
+            fit(&r).unwrap().0.physical_resource_id,
+            sent.physical_resource_id
+        );
+        r.physical_resource_id.push('q');
+        assert_ne!(
+            fit(&r).unwrap().0.physical_resource_id,
+            sent.physical_resource_id
+        );
     }
 
     #[test]

@@ -689,6 +689,31 @@ async fn direct_plan_changes_nothing_and_reconcile_converges() {
 }
 
 #[tokio::test]
+async fn a_family_given_with_spaces_is_deleted_as_registered() {
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let family = unique("fam-g");
+    let mut props = w.ec2_props();
+    props["TaskDefinitionFamily"] = json!(format!("  {family}  "));
+    let created = create_ok(&c, &rx, "c", &props).await;
+    assert_eq!(active_revisions(&c, &family).await.len(), 1);
+    let physical = created["PhysicalResourceId"].as_str();
+    let del = run_cfn(
+        &c,
+        &rx,
+        cfn_event("Delete", &rx.url("d"), &props, physical, None),
+    )
+    .await;
+    assert_eq!(del["Status"], "SUCCESS", "{del}");
+    assert_eq!(
+        active_revisions(&c, &family).await,
+        Vec::<String>::new(),
+        "the Delete looked in the family as given, spaces included"
+    );
+}
+
+#[tokio::test]
 async fn unanswerable_and_odd_requests() {
     let c = clients().await;
     let rx = Receiver::start(0).await;
@@ -713,6 +738,13 @@ async fn unanswerable_and_odd_requests() {
             .contains("ResourceProperties"),
         "{body}"
     );
+
+    // A Delete of a PhysicalResourceId longer than any answer can hold still gets one answer.
+    let huge = "i".repeat(5000);
+    let e = cfn_event("Delete", &rx.url("huge"), &json!({}), Some(&huge), None);
+    let body = run_cfn(&c, &rx, e).await;
+    assert_eq!(body["Status"], "SUCCESS", "nothing of ours to delete: {body}");
+    assert!(body["PhysicalResourceId"].as_str().unwrap().starts_with("iii"));
 
     // A ResponseURL that is not S3 (and not allowed loopback) is refused, and nothing is sent.
     let before = rx.count();

@@ -976,3 +976,82 @@ async fn a_function_heals_only_its_own_stacks_delegates() {
         "{result}"
     );
 }
+
+/// ECS events and Heal targets name an account and a region; those of another account or
+/// region are ignored with no AWS call, while the same from here repairs the same drift.
+#[tokio::test]
+async fn events_and_targets_from_another_account_or_region_are_ignored() {
+    use harness_ecs_delegate_bootstrap::model::Home;
+    let i = Installed::new(vec![]).await;
+    // arn:aws:ecs:<region>:<account>:service/<cluster>/<service>
+    let parts: Vec<&str> = i.arn.split(':').collect();
+    let (region, account) = (parts[3].to_string(), parts[4].to_string());
+    let h = handler(i.via.clone());
+    h.home
+        .set(Home {
+            account: account.clone(),
+            region: region.clone(),
+        })
+        .unwrap();
+    update(&i.c, &i.w.cluster)
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    let here = serde_json::from_str::<Value>(
+        &i.event("ecs-service-action")
+            .to_string()
+            .replace("us-east-1", &region)
+            .replace("123456789012", &account),
+    )
+    .unwrap();
+    let mut other_account = here.clone();
+    other_account["account"] = json!("999999999999");
+    let mut other_region = here.clone();
+    other_region["resources"][0] = json!(i.arn.replace(&region, "eu-west-1"));
+    let cluster_elsewhere = format!("arn:aws:ecs:{region}:999999999999:cluster/{}", i.w.cluster);
+    let target_elsewhere =
+        json!({"Action": "Heal", "Targets": [{"ClusterName": cluster_elsewhere}]});
+    for (what, event) in [
+        ("another account's event", other_account),
+        ("an event naming another region's service", other_region),
+    ] {
+        i.proxy.reset_counts();
+        let r = h.handle(event, deadline_in(60)).await.unwrap();
+        assert_eq!(r["Status"], "IGNORED", "{what}: {r}");
+        assert!(
+            r["Reason"]
+                .as_str()
+                .unwrap()
+                .contains("not this function's"),
+            "{r}"
+        );
+        assert_eq!(i.proxy.total_calls(), 0, "{what} reached AWS");
+    }
+    i.proxy.reset_counts();
+    let r = h.handle(target_elsewhere, deadline_in(60)).await.unwrap();
+    let d = report_of(&r, &i.key());
+    assert_eq!(d["Outcome"], "NotManaged", "{r}");
+    assert!(
+        d["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains("account 999999999999"),
+        "{d}"
+    );
+    assert_eq!(
+        i.proxy.total_calls(),
+        0,
+        "a target of another account reached AWS"
+    );
+    assert_eq!(
+        i.service().await.desired_count(),
+        0,
+        "nothing foreign changed it"
+    );
+
+    // The same event from here repairs the drift.
+    let r = h.handle(here, deadline_in(60)).await.unwrap();
+    assert_eq!(report_of(&r, &i.key())["Outcome"], "Repaired", "{r}");
+    assert_eq!(i.service().await.desired_count(), 1);
+}

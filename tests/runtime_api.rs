@@ -504,19 +504,29 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
 
-/// Events the runtime cannot even parse (nesting deeper than serde_json's limit of 128) or that
-/// are very large (1 MB) are answered with an invocation error, and the binary goes on serving.
+/// Events nested deeper than serde_json's limit of 128, or very large (1 MB), get an invocation
+/// error, and the binary goes on serving; a CloudFormation request among them is still answered,
+/// once, FAILED, naming what could not be read.
 #[tokio::test]
 async fn the_binary_survives_events_it_cannot_parse() {
     let api = runtime_api().await;
+    let rx = Receiver::start(0).await;
     let mut deep = json!(1);
     for _ in 0..1000 {
         deep = json!([deep]);
     }
+    let deep_create = cfn_event(
+        "Create",
+        &rx.url("deep"),
+        &json!({"ClusterName": "c", "Tags": {"t": deep.clone()}}),
+        None,
+        None,
+    );
     let huge = json!({"Action": "Plan", "ResourceProperties": {"ClusterName": "c", "AccountId": "a",
         "DelegateToken": "t", "DelegateName": "n".repeat(1 << 20)}});
     let events = [
         ("inv-deep", deep),
+        ("inv-deep-create", deep_create),
         ("inv-huge", huge),
         (
             "inv-after",
@@ -539,13 +549,26 @@ async fn the_binary_survives_events_it_cannot_parse() {
         ids,
         [
             ("inv-deep", "error"),
+            ("inv-deep-create", "response"),
             ("inv-huge", "error"),
             ("inv-after", "response")
         ],
         "{posted:?}\n{}",
         logs.lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
-    let huge_error = posted[1].body["errorMessage"].as_str().unwrap_or_default();
+    let answers = rx.bodies();
+    assert_eq!(
+        answers.len(),
+        1,
+        "one answer to the deep Create: {answers:?}"
+    );
+    assert_eq!(answers[0]["Status"], "FAILED");
+    let reason = answers[0]["Reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("ResourceProperties nested deeper"),
+        "{reason}"
+    );
+    let huge_error = posted[2].body["errorMessage"].as_str().unwrap_or_default();
     assert!(huge_error.contains("DelegateName"), "{huge_error}");
     assert!(
         huge_error.len() < 4096,

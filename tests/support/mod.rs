@@ -207,6 +207,7 @@ pub fn handler(clients: Clients) -> Handler {
             first_backoff: Duration::from_millis(50),
         },
         heal: Default::default(),
+        home: Default::default(),
     }
 }
 
