@@ -63,6 +63,8 @@ pub enum Trigger {
     Direct {
         action: DirectAction,
         properties: Value,
+        /// `"Force": true`: act on a delegate that a stack owns (logged at WARN).
+        force: bool,
     },
     /// EventBridge scheduled event (`source: aws.events`): heal every delegate.
     Schedule,
@@ -91,6 +93,8 @@ pub enum ClassifyError {
     UnknownAction(String),
     #[error("Targets{0}: pass a list of {{\"ClusterName\": \"…\", \"ServiceName\": \"…\"}} (ServiceName defaults to harness-delegate), or leave Targets out to heal every delegate")]
     BadTargets(String),
+    #[error("Force must be true or false: true acts on a delegate that a stack owns, which that stack's next update may undo")]
+    BadForce,
     #[error("a direct {0} invocation needs ResourceProperties: {{\"Action\": \"{0}\", \"ResourceProperties\": {{\"ClusterName\": …}}}}")]
     MissingProperties(String),
     #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\", \"Targets\": […]}}")]
@@ -159,7 +163,16 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
         let Some(properties) = event.get("ResourceProperties").cloned() else {
             return Err(ClassifyError::MissingProperties(raw.to_string()));
         };
-        return Ok(Trigger::Direct { action, properties });
+        let force = match event.get("Force") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ClassifyError::BadForce),
+        };
+        return Ok(Trigger::Direct {
+            action,
+            properties,
+            force,
+        });
     }
     Err(ClassifyError::Unrecognised)
 }
@@ -306,9 +319,23 @@ mod tests {
             Trigger::Heal { targets: None }
         );
         assert_eq!(
+            classify(&json!({"Action": "Delete", "ResourceProperties": {"a": 1}, "Force": true}))
+                .unwrap(),
+            Trigger::Direct {
+                action: DirectAction::Delete,
+                properties: json!({"a": 1}),
+                force: true,
+            }
+        );
+        assert_eq!(
+            classify(&json!({"Action": "Delete", "ResourceProperties": {}, "Force": "yes"})),
+            Err(ClassifyError::BadForce)
+        );
+        assert_eq!(
             classify(&json!({"Action": "Plan", "ResourceProperties": {"a": 1}})).unwrap(),
             Trigger::Direct {
                 action: DirectAction::Plan,
+                force: false,
                 properties: json!({"a": 1})
             }
         );

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, Trigger};
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
-use crate::heal::{DelegateReport, HealSettings, Scope};
+use crate::heal::{DelegateReport, HealReport, HealSettings, Scope};
 use crate::model::{Home, Origin, Target};
 use crate::pipeline::{self, ReconcileError};
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy};
@@ -129,9 +129,11 @@ impl Handler {
     pub async fn handle(&self, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
         match classify(&event)? {
             Trigger::CloudFormation(req) => self.cloudformation(*req, deadline).await,
-            Trigger::Direct { action, properties } => {
-                Ok(self.direct(action, &properties, deadline).await?)
-            }
+            Trigger::Direct {
+                action,
+                properties,
+                force,
+            } => Ok(self.direct(action, &properties, force, deadline).await?),
             Trigger::Schedule => Ok(self.heal(Scope::All, "Schedule", deadline).await?),
             Trigger::Heal { targets: None } => Ok(self.heal(Scope::All, "Heal", deadline).await?),
             Trigger::Heal {
@@ -163,15 +165,17 @@ impl Handler {
         trigger: &str,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
-        let report = crate::heal::heal(
-            &self.clients,
-            scope,
-            &self.heal,
-            trigger,
-            earlier(deadline, DEADLINE_MARGIN),
-        )
-        .await?;
-        Ok(report.to_json())
+        Ok(self.heal_report(scope, trigger, deadline).await?.to_json())
+    }
+
+    async fn heal_report(
+        &self,
+        scope: Scope,
+        trigger: &str,
+        deadline: Instant,
+    ) -> Result<HealReport, ReconcileError> {
+        let deadline = earlier(deadline, DEADLINE_MARGIN);
+        Ok(crate::heal::heal(&self.clients, scope, &self.heal, trigger, deadline).await?)
     }
 
     /// Heal the targets of this account and region; the others are reported and left alone.
@@ -183,14 +187,9 @@ impl Handler {
         let (here, away): (Vec<Target>, Vec<Target>) = targets
             .into_iter()
             .partition(|t| self.elsewhere(&t.origin()).is_none());
-        let mut report = crate::heal::heal(
-            &self.clients,
-            Scope::Targets(here),
-            &self.heal,
-            "Heal",
-            earlier(deadline, DEADLINE_MARGIN),
-        )
-        .await?;
+        let mut report = self
+            .heal_report(Scope::Targets(here), "Heal", deadline)
+            .await?;
         for t in away {
             let why = format!(
                 "{}: ignored",
@@ -208,6 +207,7 @@ impl Handler {
         &self,
         action: DirectAction,
         props: &Value,
+        force: bool,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
         let spec = pipeline::spec_of(props)?;
@@ -217,7 +217,7 @@ impl Handler {
                 Ok(pipeline::plan_json(&plan))
             }
             DirectAction::Reconcile => {
-                let result = pipeline::reconcile(&self.clients, &spec, deadline).await;
+                let result = pipeline::reconcile(&self.clients, &spec, force, deadline).await;
                 pipeline::log_outcome("Reconcile", &spec, &result);
                 let (plan, applied) = result?;
                 Ok(json!({"Status": "SUCCESS", "Actions": plan.actions, "Data": applied}))
@@ -228,7 +228,8 @@ impl Handler {
                     service: spec.service_name.clone(),
                 };
                 let actions =
-                    pipeline::delete(&self.clients, &target, &spec.family, None, deadline).await?;
+                    pipeline::delete(&self.clients, &target, &spec.family, None, force, deadline)
+                        .await?;
                 Ok(json!({"Status": "SUCCESS", "Actions": actions}))
             }
         }

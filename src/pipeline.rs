@@ -12,8 +12,8 @@ use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
 use crate::aws_error::AwsErrorKind;
 use crate::classify::{CfnRequest, RequestType};
 use crate::custom_resource::{self, Outcome};
-use crate::model::{cluster_short_name, Target};
-use crate::observe::{self, ObserveError, Observed};
+use crate::model::{cluster_short_name, DelegateKey, Target};
+use crate::observe::{self, ObserveError, Observed, ObservedService};
 use crate::plan::{self, DeleteAction, Plan};
 use crate::spec::{self, DelegateSpec, Problem, Problems};
 use crate::{document, preflight, record, task_definition, Clients};
@@ -76,7 +76,7 @@ async fn converge_request(
             return Outcome::failed(req, p.to_string());
         }
     }
-    let result = reconcile(c, &spec, deadline).await;
+    let result = reconcile(c, &spec, false, deadline).await;
     log_outcome("CloudFormation", &spec, &result);
     match result {
         Ok((_, applied)) => Outcome::success(applied.service_arn.clone(), applied.data()),
@@ -109,7 +109,7 @@ async fn delete_request(c: &Clients, req: &CfnRequest, deadline: Instant) -> Out
         .filter(|f| !f.is_empty())
         .unwrap_or(spec::DEFAULT_FAMILY);
     let owner = custom_resource::owner_of(req);
-    match delete(c, &target, family, Some(&owner), deadline).await {
+    match delete(c, &target, family, Some(&owner), false, deadline).await {
         Ok(_) => ok,
         Err(e) => Outcome::failed(req, e.to_string()),
     }
@@ -163,13 +163,19 @@ pub async fn prepare(
     Ok((spec, plan, observed))
 }
 
-/// Converge the delegate to `spec`: prepare, then apply.
+/// Converge the delegate to `spec`: prepare, then apply. A direct request (`spec` without an
+/// owner) changes a stack's delegate only when `force`d.
 pub async fn reconcile(
     c: &Clients,
     spec: &DelegateSpec,
+    force: bool,
     deadline: Instant,
 ) -> Result<(Plan, Applied), ReconcileError> {
+    let direct = spec.owner.is_none();
     let (spec, plan, observed) = prepare(c, spec).await?;
+    if direct {
+        respect_stack(&spec.key(), observed.service.as_ref(), force, "Reconcile")?;
+    }
     let cluster_arn = observed
         .cluster
         .as_ref()
@@ -188,16 +194,21 @@ pub async fn reconcile(
     Ok((plan, applied))
 }
 
-/// Remove the delegate `target`: only what carries its tags.
+/// Remove the delegate `target`: only what carries its tags. A direct request (no `owner`)
+/// removes a stack's delegate only when `force`d.
 pub async fn delete(
     c: &Clients,
     target: &Target,
     family: &str,
     owner: Option<&str>,
+    force: bool,
     deadline: Instant,
 ) -> Result<Vec<DeleteAction>, ReconcileError> {
     // A cluster that is gone takes its services with it; the rest may still need removing.
     let observed = observe::observe_for_delete(c, target, family, owner).await?;
+    if owner.is_none() {
+        respect_stack(&target.key(), observed.service.as_ref(), force, "Delete")?;
+    }
     let plan = plan::plan_delete(&target.service, &observed, owner);
     let delegate = target.key().to_string();
     if let Some(why) = &plan.left_alone {
@@ -210,6 +221,29 @@ pub async fn delete(
     tracing::info!(delegate, actions = %steps, "delegate deleted");
     let actions = plan.actions;
     Ok(actions)
+}
+
+/// A direct request leaves a stack's delegate (its service carries the stack's owner tag, even
+/// deleted) to its stack, unless forced; a forced one is logged at WARN with the owner.
+fn respect_stack(
+    key: &DelegateKey,
+    service: Option<&ObservedService>,
+    force: bool,
+    action: &str,
+) -> Result<(), Problems> {
+    let Some(owner) = service.and_then(ObservedService::owner) else {
+        return Ok(());
+    };
+    if force {
+        tracing::warn!(delegate = %key, owner, action, "a stack's delegate changed by a forced direct request");
+        return Ok(());
+    }
+    Err(Problems(vec![Problem::new(
+        "ServiceName",
+        format!(
+            "{key} belongs to the stack resource {owner}: change it through that stack, or add \"Force\": true to this {action} (the stack's next update may undo it)"
+        ),
+    )]))
 }
 
 /// The plan as shown to a person: actions with reasons, a summary, the desired state, and the

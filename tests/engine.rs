@@ -743,8 +743,14 @@ async fn unanswerable_and_odd_requests() {
     let huge = "i".repeat(5000);
     let e = cfn_event("Delete", &rx.url("huge"), &json!({}), Some(&huge), None);
     let body = run_cfn(&c, &rx, e).await;
-    assert_eq!(body["Status"], "SUCCESS", "nothing of ours to delete: {body}");
-    assert!(body["PhysicalResourceId"].as_str().unwrap().starts_with("iii"));
+    assert_eq!(
+        body["Status"], "SUCCESS",
+        "nothing of ours to delete: {body}"
+    );
+    assert!(body["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .starts_with("iii"));
 
     // A ResponseURL that is not S3 (and not allowed loopback) is refused, and nothing is sent.
     let before = rx.count();
@@ -1100,7 +1106,7 @@ async fn a_tag_change_reaches_the_service_and_the_group() {
 /// A direct Reconcile that repairs a stack's delegate (deleted out of band) keeps the stack as
 /// its owner, so the stack's Delete still removes it.
 #[tokio::test]
-async fn a_direct_repair_keeps_the_stack_as_owner() {
+async fn a_direct_repair_of_a_stacks_delegate_needs_force_and_keeps_the_stack_as_owner() {
     let c = clients().await;
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
@@ -1121,9 +1127,33 @@ async fn a_direct_repair_keeps_the_stack_as_owner() {
         .await
         .unwrap();
 
+    // A direct request leaves a stack's delegate to its stack, unless forced.
+    for action in ["Reconcile", "Delete"] {
+        let refused = handler(c.clone())
+            .handle(
+                json!({"Action": action, "ResourceProperties": props}),
+                deadline_in(60),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("belongs to the stack resource test/Delegate")
+                && refused.contains("\"Force\": true"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        service(&c, &w.cluster, "harness-delegate")
+            .await
+            .unwrap()
+            .status(),
+        Some("INACTIVE"),
+        "a refused Reconcile created nothing"
+    );
     let r = handler(c.clone())
         .handle(
-            json!({"Action": "Reconcile", "ResourceProperties": props}),
+            json!({"Action": "Reconcile", "ResourceProperties": props, "Force": true}),
             deadline_in(60),
         )
         .await

@@ -434,7 +434,7 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
             ),
             cfn_event("Update", &rx.url("bad"), &bad, Some(&arn), Some(&changed)),
             json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster}]}),
-            json!({"Action": "Reconcile", "ResourceProperties": changed}),
+            json!({"Action": "Reconcile", "ResourceProperties": changed, "Force": true}),
             cfn_event("Delete", &rx.url("delete"), &changed, Some(&arn), None),
         ]);
     }
