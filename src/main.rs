@@ -65,64 +65,92 @@ fn init_tracing() {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let clients = Clients::from_env().await;
-    let handler = Handler::new(clients);
-
     match args.as_slice() {
-        [] => {
-            let handler = &handler;
-            // The event is taken raw: one nested deeper than serde_json reads must still reach
-            // the handler, which answers CloudFormation.
-            lambda_runtime::run(service_fn(
-                move |event: LambdaEvent<Box<RawValue>>| async move {
-                    let remaining = event
-                        .context
-                        .deadline()
-                        .duration_since(std::time::SystemTime::now())
-                        .unwrap_or_default();
-                    handler
-                        .handle_invocation(
-                            event.payload.get(),
-                            &event.context.invoked_function_arn,
-                            Instant::now() + remaining,
-                        )
-                        .await
-                        .map_err(lambda_runtime::Diagnostic::from)
-                },
-            ))
-            .await
-        }
-        [cmd, path] if cmd == "invoke" || cmd == "plan" => {
-            let event = read_event(path)?;
-            let event = if cmd == "plan" {
-                as_plan(&event)?
-            } else {
-                event
-            };
-            match handler.handle(event, Instant::now() + LOCAL_DEADLINE).await {
-                Ok(v) => {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                    // A request answered FAILED was handled, but what it asked for did not happen.
-                    if v["Status"] == "FAILED" {
-                        std::process::exit(1);
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    std::process::exit(1);
-                }
-            }
-        }
         [flag] if flag == "-h" || flag == "--help" => {
             println!("{USAGE}");
             Ok(())
         }
+        // Outside Lambda (no Runtime API to poll) the runtime would panic: say how to run it.
+        [] if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() => {
+            eprintln!(
+                "{USAGE}\nAWS_LAMBDA_RUNTIME_API is not set, so this is not a Lambda environment"
+            );
+            std::process::exit(2);
+        }
+        [] => {
+            init_tracing();
+            let handler = Handler::new(Clients::from_env().await);
+            serve(&handler).await
+        }
+        [cmd, path] if cmd == "invoke" || cmd == "plan" => {
+            init_tracing();
+            let handler = Handler::new(Clients::from_env().await);
+            run_local(&handler, cmd == "plan", path).await
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// Serve invocations from the Lambda Runtime API.
+async fn serve(handler: &Handler) -> Result<(), lambda_runtime::Error> {
+    // The event is taken raw: one nested deeper than serde_json reads must still reach the
+    // handler, which answers CloudFormation.
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            handler
+                .handle_invocation(
+                    event.payload.get(),
+                    &event.context.invoked_function_arn,
+                    invocation_deadline(event.context.deadline()),
+                )
+                .await
+                .map_err(lambda_runtime::Diagnostic::from)
+        },
+    ))
+    .await
+}
+
+/// Run one event from a file (as a dry-run Plan when `plan`), print the result.
+async fn run_local(handler: &Handler, plan: bool, path: &str) -> Result<(), lambda_runtime::Error> {
+    let event = read_event(path)?;
+    let event = if plan { as_plan(&event)? } else { event };
+    match handler.handle(event, Instant::now() + LOCAL_DEADLINE).await {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            // A request answered FAILED was handled, but what it asked for did not happen.
+            if v["Status"] == "FAILED" {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Lambda's longest timeout: a deadline further off than this is not Lambda's.
+const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The invocation's deadline as the runtime gives it, or a local one when that cannot be a real
+/// Lambda deadline: already past, or further off than Lambda allows. cargo-lambda's emulator
+/// sends `Lambda-Runtime-Deadline-Ms: 600000`, a duration rather than an epoch time.
+fn invocation_deadline(deadline: std::time::SystemTime) -> Instant {
+    match deadline.duration_since(std::time::SystemTime::now()) {
+        Ok(left) if !left.is_zero() && left <= MAX_LAMBDA_TIMEOUT + Duration::from_secs(5) => {
+            Instant::now() + left
+        }
+        _ => {
+            tracing::warn!(
+                fallback_seconds = LOCAL_DEADLINE.as_secs(),
+                "the runtime's deadline is not a plausible Lambda deadline (an emulator's?): using a local one"
+            );
+            Instant::now() + LOCAL_DEADLINE
         }
     }
 }

@@ -29,6 +29,12 @@ struct RuntimeApi {
 }
 
 async fn runtime_api() -> RuntimeApi {
+    runtime_api_with_deadline(None).await
+}
+
+/// A Runtime API that sends `deadline_ms` as `Lambda-Runtime-Deadline-Ms` (default: a minute
+/// from now, as Lambda would).
+async fn runtime_api_with_deadline(deadline_ms: Option<&'static str>) -> RuntimeApi {
     let events: Arc<Mutex<VecDeque<(String, Value)>>> = Default::default();
     let posted: Arc<Mutex<Vec<Posted>>> = Default::default();
     let (ev, po) = (events.clone(), posted.clone());
@@ -39,13 +45,16 @@ async fn runtime_api() -> RuntimeApi {
                 loop {
                     let next = ev.lock().unwrap().pop_front();
                     if let Some((id, event)) = next {
-                        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(60);
+                        let deadline = deadline_ms.map(String::from).unwrap_or_else(|| {
+                            let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(60);
+                            at.as_millis().to_string()
+                        });
                         return Response {
                             status: 200,
                             headers: vec![
                                 ("Content-Type".into(), "application/json".into()),
                                 ("Lambda-Runtime-Aws-Request-Id".into(), id),
-                                ("Lambda-Runtime-Deadline-Ms".into(), deadline.as_millis().to_string()),
+                                ("Lambda-Runtime-Deadline-Ms".into(), deadline),
                                 ("Lambda-Runtime-Invoked-Function-Arn".into(), "arn:aws:lambda:us-east-1:123456789012:function:bootstrap".into()),
                                 ("Lambda-Runtime-Trace-Id".into(), "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into()),
                             ],
@@ -574,5 +583,48 @@ async fn the_binary_survives_events_it_cannot_parse() {
         huge_error.len() < 4096,
         "the error repeats the input: {} bytes",
         huge_error.len()
+    );
+}
+
+/// Without a Runtime API (run by hand, not by Lambda) the binary says how to run it, and does
+/// not panic.
+#[tokio::test]
+async fn the_binary_outside_lambda_prints_its_usage() {
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    let out = tokio::process::Command::new(bin)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("usage:") && stderr.contains("AWS_LAMBDA_RUNTIME_API"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// cargo-lambda's emulator sends `Lambda-Runtime-Deadline-Ms: 600000`, long past as an epoch
+/// time: the function treats it as unknown, uses a local deadline, and installs the delegate.
+#[tokio::test]
+async fn an_emulators_implausible_deadline_is_replaced_by_a_local_one() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    let api = runtime_api_with_deadline(Some("600000")).await;
+    let create = cfn_event("Create", &rx.url("create"), &w.fargate_props(), None, None);
+    api.events
+        .lock()
+        .unwrap()
+        .push_back(("inv-create".to_string(), create));
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, 1).await;
+    assert_eq!(posted[0].kind, "response", "{:?}", posted[0].body);
+    let answer = rx.bodies().pop().expect("CloudFormation was answered");
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert!(
+        logs.contains("not a plausible Lambda deadline"),
+        "no warning logged"
     );
 }
