@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write docs/reliability.md from the figures the test run recorded.
+"""Write the reliability report (docs/reliability.md, through make reliability-doc) from the
+figures the test run recorded.
 
 Every test of issue 5's scenarios writes its figures as JSON under cargo's target tmp dir
 (tests/support: record_figures). This script only arranges them: no figure is typed here.
@@ -41,7 +42,8 @@ def main():
     lines = [
         "# Reliability under faults: figures",
         "",
-        f"Written by `make test` (scripts/reliability_report.py, from what the tests recorded) on "
+        f"Written by `make test` (scripts/reliability_report.py, from what the tests recorded; "
+        f"copied here by `make reliability-doc`) on "
         f"{datetime.date.today()}, at commit {commit}, on {os.cpu_count()} × {cpu}. "
         "AWS is moto behind the fault-injecting proxy of tests/support/proxy.rs. Do not edit by hand.",
         "",
