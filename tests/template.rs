@@ -362,11 +362,16 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
             "output {output} is named like a parameter: sam build fails on it"
         );
     }
-    // The rules that invoke the function exist only while the delegate does.
+    // The rules that invoke the function exist only while the delegate does: each depends on
+    // it, by DependsOn or by an attribute of it in its pattern.
     for rule in ["HealScheduleRule", "EcsEventsRule", "TaskStoppedRule"] {
-        assert_eq!(
-            t["Resources"][rule]["DependsOn"], "HarnessDelegate",
-            "{rule}"
+        let r = &t["Resources"][rule];
+        let by_attribute = r["Properties"]["EventPattern"]
+            .to_string()
+            .contains("HarnessDelegate");
+        assert!(
+            r["DependsOn"] == "HarnessDelegate" || by_attribute,
+            "{rule} does not depend on the delegate"
         );
     }
 }
@@ -428,6 +433,8 @@ fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Opt
             "AWS::Region" => Value::from("us-east-1"),
             "AWS::AccountId" => Value::from("123456789012"),
             "AWS::Partition" => Value::from("aws"),
+            // An attribute of a resource, known only once deployed.
+            attribute if attribute.contains('.') => Value::from(format!("<{attribute}>")),
             _ => {
                 let p = &t["Parameters"][name];
                 assert!(p.is_object(), "Ref to unknown parameter {name}");
@@ -638,6 +645,82 @@ async fn create_role_as_the_template_does(
             .unwrap();
     }
     out.role().unwrap().arn().to_string()
+}
+
+/// EventBridge's matching, for the parts of patterns the template uses: a list of accepted
+/// values (exact, or `{"prefix": …}`) per field, objects matched field by field.
+fn pattern_matches(pattern: &Value, event: &Value) -> bool {
+    pattern.as_object().unwrap().iter().all(|(k, p)| match p {
+        Value::Array(accepted) => accepted.iter().any(|a| {
+            let value = &event[k];
+            match a.get("prefix").and_then(Value::as_str) {
+                Some(prefix) => value.as_str().is_some_and(|v| v.starts_with(prefix)),
+                // A list in the event matches when any of its items is accepted.
+                None => value == a || value.as_array().is_some_and(|items| items.contains(a)),
+            }
+        }),
+        Value::Object(_) => pattern_matches(p, &event[k]),
+        _ => false,
+    })
+}
+
+/// The ECS event rules match the delegate's own service and tasks, not the other services of
+/// a shared cluster.
+#[test]
+fn the_ecs_rules_match_only_the_delegates_own_events() {
+    let t = template();
+    let params = serde_json::Map::from_iter([
+        ("ClusterName".to_string(), Value::from("harness-demo")),
+        ("AccountId".to_string(), Value::from("a")),
+        (
+            "DelegateTokenSecretArn".to_string(),
+            Value::from("arn:aws:secretsmanager:us-east-1:1:secret:t"),
+        ),
+    ]);
+    let service_arn = "arn:aws:ecs:us-east-1:123456789012:service/harness-demo/harness-delegate";
+    let rule = |name: &str| {
+        let pattern = resolve(
+            &t,
+            &t["Resources"][name]["Properties"]["EventPattern"],
+            &params,
+        );
+        // The attributes the delegate's resource answers with (its Data).
+        let text = pattern.unwrap().to_string();
+        let text = text
+            .replace("<HarnessDelegate.ServiceName>", "harness-delegate")
+            .replace("<HarnessDelegate>", service_arn);
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let load = |name: &str| -> Value {
+        let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let stopped = load("ecs-task-stopped");
+    let mut other_task = stopped.clone();
+    other_task["detail"]["group"] = Value::from("service:other-team");
+    let mut standalone = stopped.clone();
+    standalone["detail"]["group"] = Value::from("family:batch-job");
+    let tasks = rule("TaskStoppedRule");
+    assert!(pattern_matches(&tasks, &stopped), "{tasks}");
+    assert!(
+        !pattern_matches(&tasks, &other_task),
+        "another service's task: {tasks}"
+    );
+    assert!(
+        !pattern_matches(&tasks, &standalone),
+        "a task of no service: {tasks}"
+    );
+
+    let action = load("ecs-service-action");
+    let mut other_service = action.clone();
+    other_service["resources"][0] =
+        Value::from(service_arn.replace("harness-delegate", "other-team"));
+    let services = rule("EcsEventsRule");
+    assert!(pattern_matches(&services, &action), "{services}");
+    assert!(
+        !pattern_matches(&services, &other_service),
+        "another service: {services}"
+    );
 }
 
 #[test]
