@@ -646,9 +646,9 @@ async fn main() {
     notes.push(
         "Heal everything: moto ends a GetResources page at 100 tags even when ResourcesPerPage \
          is given; the calls are judged with GetResources paged as AWS pages it (100 \
-         resources a page, a service and a revision a delegate). The budget is the issue's \
-         formula; the function reads the region's managed groups once, DescribeServices in \
-         batches of 10 a cluster and each delegate's revision."
+         resources a page, a service and a revision a delegate). The budget is 1 + clusters + \
+         ceil(N/10) + N calls: the region's managed groups read once, DescribeServices in \
+         batches of 10 a cluster, and each delegate's revision."
             .to_string(),
     );
     notes.push(format!(
