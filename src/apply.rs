@@ -102,6 +102,9 @@ pub struct Applied {
     pub security_group_ids: String,
     #[serde(rename = "AssignPublicIp")]
     pub assign_public_ip: String,
+    /// The delegate's log group, or `none` (filled in by the pipeline, from the spec).
+    #[serde(rename = "LogGroupName")]
+    pub log_group_name: String,
 }
 
 impl Applied {
@@ -1140,6 +1143,7 @@ fn applied(p: &Progress, plan: &Plan, cluster_arn: &str) -> Result<Applied, Appl
             .as_ref()
             .map(|n| n.assign_public_ip.to_string())
             .unwrap_or_default(),
+        log_group_name: String::new(),
     })
 }
 

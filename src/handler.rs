@@ -210,7 +210,7 @@ impl Handler {
         force: bool,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
-        let spec = pipeline::spec_of(props)?;
+        let spec = pipeline::spec_of(props, self.clients.region.as_deref())?;
         match action {
             DirectAction::Plan => {
                 let (_, plan, _) = pipeline::prepare(&self.clients, &spec).await?;

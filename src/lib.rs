@@ -42,6 +42,8 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     /// The Resource Groups Tagging API: finds every delegate's record by its tags.
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    /// The region the clients call: where the delegate's logs go, too.
+    pub region: Option<String>,
 }
 
 impl Clients {
@@ -51,6 +53,7 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
             tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+            region: config.region().map(|r| r.to_string()),
         }
     }
 

@@ -39,10 +39,11 @@ impl ReconcileError {
     }
 }
 
-/// The spec the properties declare, its rendered task definition checked: everything that can
-/// be known wrong before AWS is asked anything.
-pub fn spec_of(props: &Value) -> Result<DelegateSpec, Problems> {
-    let spec = spec::parse(props)?;
+/// The spec the properties declare in `region`, its rendered task definition checked:
+/// everything that can be known wrong before AWS is asked anything.
+pub fn spec_of(props: &Value, region: Option<&str>) -> Result<DelegateSpec, Problems> {
+    let mut spec = spec::parse(props)?;
+    spec.region = region.map(String::from);
     task_definition::check(&spec)?;
     Ok(spec)
 }
@@ -66,7 +67,7 @@ async fn converge_request(
     update: bool,
     deadline: Instant,
 ) -> Outcome {
-    let mut spec = match spec_of(&req.properties) {
+    let mut spec = match spec_of(&req.properties, c.region.as_deref()) {
         Ok(s) => s,
         Err(p) => return Outcome::failed(req, p.to_string()),
     };
@@ -188,9 +189,10 @@ pub async fn reconcile(
         cluster: spec.cluster.clone(),
         record,
     };
-    let applied = Applier::new(c, deadline)
+    let mut applied = Applier::new(c, deadline)
         .reconcile(&target, &plan, &cluster_arn, current.as_deref())
         .await?;
+    applied.log_group_name = spec.log_group.clone().unwrap_or_else(|| "none".into());
     Ok((plan, applied))
 }
 

@@ -46,6 +46,7 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "Environment",
     "TaskDefinitionOverrides",
     "Tags",
+    "LogGroupName",
 ];
 
 /// The values a property with a fixed set of choices accepts (matched case-insensitively).
@@ -136,6 +137,11 @@ pub struct DelegateSpec {
     pub environment: BTreeMap<String, String>,
     pub task_definition_overrides: Option<Value>,
     pub tags: BTreeMap<String, String>,
+    /// The CloudWatch log group the delegate's container writes to (awslogs); `None`: none.
+    pub log_group: Option<String>,
+    /// The region the function runs in, where the log group is: not a property, set by the
+    /// pipeline before the task definition is rendered.
+    pub region: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
     /// Two stacks declaring the same cluster and service must not take each other's delegate.
     pub owner: Option<String>,
@@ -415,6 +421,7 @@ struct Raw {
     environment: BTreeMap<String, String>,
     overrides: Option<Value>,
     tags: BTreeMap<String, String>,
+    log_group: Option<String>,
 }
 
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
@@ -448,6 +455,9 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
         );
     }
     validate_tags(&mut p, &raw.tags);
+    if let Some(g) = raw.log_group.as_deref().filter(|g| !is_none(g)) {
+        validate_log_group(&mut p, g);
+    }
     if !p.is_empty() {
         return Err(Problems(p));
     }
@@ -507,6 +517,7 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
         environment: r.map("Environment"),
         overrides: r.object("TaskDefinitionOverrides").map(Value::Object),
         tags: r.map("Tags"),
+        log_group: r.string("LogGroupName"),
     };
     (raw, r.problems)
 }
@@ -742,6 +753,8 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         environment: raw.environment,
         task_definition_overrides: raw.overrides,
         tags: raw.tags,
+        log_group: raw.log_group.filter(|g| !is_none(g)),
+        region: None,
         owner: None,
     }
 }
@@ -762,6 +775,22 @@ fn validate_name(p: &mut Vec<Problem>, prop: &str, name: &str, max: usize) {
         p.push(Problem::new(
             prop,
             format!("\"{name}\" must be 1-{max} letters, digits, hyphens or underscores"),
+        ));
+    }
+}
+
+/// `LogGroupName: none` turns the delegate's logs off.
+fn is_none(log_group: &str) -> bool {
+    log_group.eq_ignore_ascii_case("none")
+}
+
+/// CloudWatch Logs' rule for group names.
+fn validate_log_group(p: &mut Vec<Problem>, group: &str) {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_-/.#".contains(c);
+    if group.len() > 512 || !group.chars().all(ok) {
+        p.push(Problem::new(
+            "LogGroupName",
+            format!("\"{group}\" is not a log group name: use 1-512 letters, digits and _ - / . #, or none for no logs"),
         ));
     }
 }

@@ -12,6 +12,9 @@ use crate::spec::{DelegateGeneration, DelegateSpec, DelegateToken, Problem, Prob
 /// The container the delegate runs in (the Harness template's name).
 pub const CONTAINER_NAME: &str = "ecs-delegate";
 
+/// The delegate's log streams are `delegate/ecs-delegate/<task id>`.
+pub const LOG_STREAM_PREFIX: &str = "delegate";
+
 /// Render the task definition document for a spec, overrides applied.
 pub fn render(spec: &DelegateSpec) -> Value {
     let mut doc = json!({
@@ -60,6 +63,16 @@ fn container(spec: &DelegateSpec) -> Value {
     if spec.generation == DelegateGeneration::FirstGen {
         container["portMappings"] =
             json!([{"containerPort": 8080, "hostPort": 8080, "protocol": "tcp"}]);
+    }
+    if let (Some(group), Some(region)) = (&spec.log_group, &spec.region) {
+        container["logConfiguration"] = json!({
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+            },
+        });
     }
     container
 }
@@ -126,7 +139,13 @@ fn environment(spec: &DelegateSpec) -> Vec<(String, String)> {
 
 /// Render the spec's task definition and check what overrides may have broken in it.
 pub fn check(spec: &DelegateSpec) -> Result<(), Problems> {
-    let p = check_rendered(spec, &render(spec));
+    let mut p = check_rendered(spec, &render(spec));
+    if spec.log_group.is_some() && spec.region.is_none() {
+        p.push(Problem::new(
+            "LogGroupName",
+            "the function does not know its region, which the delegate's log configuration names: set AWS_REGION",
+        ));
+    }
     if p.is_empty() {
         Ok(())
     } else {
@@ -390,6 +409,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no container named ecs-delegate"));
+    }
+
+    #[test]
+    fn a_log_group_gives_the_container_awslogs_in_the_functions_region() {
+        let mut s = spec_of(json!({"LogGroupName": "/harness/delegate"}));
+        assert!(check(&s).is_err(), "a log group without a region");
+        s.region = Some("eu-west-1".into());
+        check(&s).unwrap();
+        let lc = &render(&s)["containerDefinitions"][0]["logConfiguration"];
+        assert_eq!(
+            *lc,
+            json!({"logDriver": "awslogs", "options": {"awslogs-group": "/harness/delegate",
+                "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "delegate"}})
+        );
+        for off in [json!({"LogGroupName": "none"}), json!({})] {
+            let mut s = spec_of(off);
+            s.region = Some("eu-west-1".into());
+            assert!(render(&s)["containerDefinitions"][0]
+                .get("logConfiguration")
+                .is_none());
+        }
+        let bad = json!({"ClusterName": "prod", "AccountId": "a", "DelegateToken": "t",
+            "LogGroupName": "no spaces allowed"});
+        assert_eq!(spec::parse(&bad).unwrap_err().0[0].property, "LogGroupName");
     }
 
     #[test]

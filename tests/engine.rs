@@ -202,8 +202,10 @@ async fn ec2_bridge_delegate_with_a_plain_token() {
     let c = clients().await;
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
-    let props = w.ec2_props();
+    let mut props = w.ec2_props();
+    props["LogGroupName"] = json!("/harness/delegates");
     let body = create_ok(&c, &rx, "c", &props).await;
+    assert_eq!(body["Data"]["LogGroupName"], "/harness/delegates");
     // The VPC was found through the container instance; bridge needs no subnets or groups.
     assert_eq!(body["Data"]["VpcId"], w.vpc.as_str());
     assert_eq!(body["Data"]["SubnetIds"], "");
@@ -230,6 +232,14 @@ async fn ec2_bridge_delegate_with_a_plain_token() {
     assert_ne!(td.network_mode().map(|m| m.as_str()), Some("awsvpc"));
     let ctr = &td.container_definitions()[0];
     assert_eq!(ctr.hostname(), Some("Harness-ECS-Delegate"));
+    // An EC2/bridge delegate logs to its group too, in the function's region.
+    let logs = ctr.log_configuration().expect("a log configuration");
+    let option = |k: &str| logs.options().unwrap().get(k).cloned();
+    assert_eq!(
+        option("awslogs-group").as_deref(),
+        Some("/harness/delegates")
+    );
+    assert_eq!(option("awslogs-region").as_deref(), Some("us-east-1"));
     assert_eq!(ctr.port_mappings()[0].container_port(), Some(8080));
     let env: Vec<_> = ctr
         .environment()

@@ -433,8 +433,11 @@ fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Opt
             "AWS::Region" => Value::from("us-east-1"),
             "AWS::AccountId" => Value::from("123456789012"),
             "AWS::Partition" => Value::from("aws"),
-            // An attribute of a resource, known only once deployed.
+            // An attribute of a resource, or a resource, known only once deployed.
             attribute if attribute.contains('.') => Value::from(format!("<{attribute}>")),
+            resource if t["Resources"].get(resource).is_some() => {
+                Value::from(format!("<{resource}>"))
+            }
             _ => {
                 let p = &t["Parameters"][name];
                 assert!(p.is_object(), "Ref to unknown parameter {name}");
@@ -565,6 +568,9 @@ async fn install_and_remove(
     let mut props =
         resolve(&t, &t["Resources"]["HarnessDelegate"]["Properties"], params).expect("properties");
     props.as_object_mut().unwrap().remove("ServiceToken");
+    if props["LogGroupName"] == "<DelegateLogGroup>" {
+        props["LogGroupName"] = Value::from(DEPLOYED_LOG_GROUP);
+    }
     if props["ExecutionRoleArn"] == "<DelegateExecutionRole>" {
         let arn = create_role_as_the_template_does(c, &t, params).await;
         props["ExecutionRoleArn"] = Value::from(arn);
@@ -593,6 +599,27 @@ async fn install_and_remove(
             "output {attr} missing from Data: {created}"
         );
     }
+    // The delegate's output goes to the group the stack made for it.
+    assert_eq!(created["Data"]["LogGroupName"], DEPLOYED_LOG_GROUP);
+    let td = c
+        .ecs
+        .describe_task_definition()
+        .task_definition(created["Data"]["TaskDefinitionArn"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let lc = td.task_definition().unwrap().container_definitions()[0]
+        .log_configuration()
+        .expect("a log configuration")
+        .clone();
+    assert_eq!(lc.log_driver().as_str(), "awslogs");
+    assert_eq!(
+        lc.options()
+            .unwrap()
+            .get("awslogs-group")
+            .map(String::as_str),
+        Some(DEPLOYED_LOG_GROUP)
+    );
     let deleted = run_cfn(
         c,
         &rx,
@@ -600,6 +627,78 @@ async fn install_and_remove(
     )
     .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+}
+
+/// The name and ARN the log group the stack creates gets, as CloudFormation would name it.
+const DEPLOYED_LOG_GROUP: &str = "test-DelegateLogGroup-AbC123";
+const DEPLOYED_LOG_GROUP_ARN: &str =
+    "arn:aws:logs:us-east-1:123456789012:log-group:test-DelegateLogGroup-AbC123:*";
+
+/// The delegate logs to the group the stack creates by default, to a given one, or nowhere; the
+/// execution role the stack creates may write to that group alone.
+#[test]
+fn the_delegate_logs_to_its_own_group_and_the_role_writes_there_alone() {
+    let t = template();
+    let p = &t["Parameters"]["DelegateLogGroupName"];
+    assert!(p["Description"].as_str().is_some_and(|d| !d.is_empty()));
+    let given = format!(
+        "arn:aws:logs:us-east-1:123456789012:log-group:{}:*",
+        "team/delegates"
+    );
+    for (setting, property, resource) in [
+        (
+            "",
+            "<DelegateLogGroup>",
+            Some("<DelegateLogGroup>".to_string()),
+        ),
+        ("team/delegates", "team/delegates", Some(given)),
+        ("none", "none", None),
+    ] {
+        let mut params = serde_json::Map::new();
+        params.insert("ClusterName".into(), Value::from("c"));
+        params.insert("AccountId".into(), Value::from("a"));
+        params.insert(
+            "DelegateTokenSecretArn".into(),
+            Value::from("arn:aws:secretsmanager:us-east-1:1:secret:t"),
+        );
+        params.insert("DelegateLogGroupName".into(), Value::from(setting));
+        let props = resolve(
+            &t,
+            &t["Resources"]["HarnessDelegate"]["Properties"],
+            &params,
+        )
+        .unwrap();
+        assert_eq!(props["LogGroupName"], property, "{setting:?}");
+        let role = resolve(
+            &t,
+            &t["Resources"]["DelegateExecutionRole"]["Properties"],
+            &params,
+        );
+        let statements: Vec<Value> = role.unwrap()["Policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+            .collect();
+        let logs: Vec<&Value> = statements
+            .iter()
+            .filter(|s| s.to_string().contains("logs:"))
+            .collect();
+        match resource {
+            None => assert!(logs.is_empty(), "{setting:?}: {logs:?}"),
+            Some(r) => {
+                assert_eq!(logs.len(), 1, "{setting:?}: {logs:?}");
+                assert_eq!(logs[0]["Resource"], Value::from(r), "{setting:?}");
+            }
+        }
+    }
+    let group = &t["Resources"]["DelegateLogGroup"];
+    assert_eq!(group["Condition"], "CreateDelegateLogGroup");
+    assert_eq!(
+        group["Properties"]["RetentionInDays"]["Ref"],
+        "DelegateLogRetentionInDays"
+    );
+    assert_eq!(t["Parameters"]["DelegateLogRetentionInDays"]["Default"], 30);
 }
 
 /// DelegateExecutionRole as the template defines it: trusted by ECS tasks, the AWS managed
@@ -618,15 +717,18 @@ async fn create_role_as_the_template_does(
         trust["Statement"][0]["Principal"]["Service"],
         "ecs-tasks.amazonaws.com"
     );
-    assert_eq!(
-        role["ManagedPolicyArns"],
-        serde_json::json!([
-            "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
-        ])
-    );
+    // No managed policy: AmazonECSTaskExecutionRolePolicy may write to any log group.
+    assert!(role.get("ManagedPolicyArns").is_none(), "{role}");
     let secret = &role["Policies"][0]["PolicyDocument"]["Statement"][0];
     assert_eq!(secret["Action"], "secretsmanager:GetSecretValue");
     assert_eq!(secret["Resource"], params["DelegateTokenSecretArn"]);
+    // The group the stack creates stands in for its ARN once deployed.
+    let role: Value = serde_json::from_str(
+        &role
+            .to_string()
+            .replace("<DelegateLogGroup>", DEPLOYED_LOG_GROUP_ARN),
+    )
+    .unwrap();
 
     let name = unique("exec");
     let out = c
