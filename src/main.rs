@@ -25,19 +25,21 @@ without arguments it runs under the AWS Lambda Runtime API";
 /// A local run has no Lambda deadline; allow as long as the longest Lambda timeout.
 const LOCAL_DEADLINE: Duration = Duration::from_secs(900);
 
+/// Logs as Lambda's advanced logging controls ask, as the runtime's own subscriber reads them:
+/// the level from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG` (which may name crates), else INFO;
+/// JSON lines with `timestamp`, `level` and `message` at the top level when
+/// `AWS_LAMBDA_LOG_FORMAT` is JSON, text otherwise.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    // RUST_LOG first; else the level the function's LoggingConfig sets (AWS_LAMBDA_LOG_LEVEL).
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL").as_deref() {
-            Ok("TRACE") => "trace",
-            Ok("DEBUG") => "debug",
-            Ok("WARN") => "warn",
-            Ok("ERROR" | "FATAL") => "error",
-            _ => "info",
-        };
-        EnvFilter::new(level)
-    });
+    let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL") {
+        Ok(l) if l.eq_ignore_ascii_case("FATAL") => Some("error".to_string()),
+        Ok(l) if !l.trim().is_empty() => Some(l.trim().to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut filter = level
+        .and_then(|l| EnvFilter::try_new(l).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     // At DEBUG and TRACE the runtime logs raw events, whose ResponseURL must never reach a
     // log: cap its crates at INFO (and leave them alone at quieter levels).
     if filter
@@ -52,11 +54,13 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok() {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
         builder
             .json()
+            .flatten_event(true)
             .with_current_span(false)
-            .without_time()
+            .with_span_list(false)
             .init();
     } else {
         builder.with_ansi(false).init();

@@ -189,13 +189,20 @@ async fn the_arm64_package_serves_events_under_qemu() {
 
 /// Run the binary against `api` at TRACE (as a user chasing a problem would) until it has
 /// answered `n` invocations: what it posted, and everything it logged.
+/// The function's LoggingConfig as template.yaml sets it (JSON).
+const JSON_LOGS: &[(&str, &str)] = &[("AWS_LAMBDA_LOG_FORMAT", "JSON")];
+
+/// Run the binary against `api` until it has posted `n` answers, with Lambda's environment and
+/// `extra` (none: Lambda's default log format, text).
 async fn run_binary(
     mut cmd: tokio::process::Command,
     api: &RuntimeApi,
     n: usize,
+    extra: &[(&str, &str)],
 ) -> (Vec<Posted>, String) {
+    cmd.env_clear();
+    cmd.envs(extra.iter().copied());
     let mut child = cmd
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
@@ -287,7 +294,7 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
             .push_back((id.to_string(), e.clone()));
     }
 
-    let (posted, logs) = run_binary(cmd, &api, events.len()).await;
+    let (posted, logs) = run_binary(cmd, &api, events.len(), JSON_LOGS).await;
     assert_eq!(
         posted.len(),
         events.len(),
@@ -354,10 +361,10 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
     let heal_lines: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["fields"]["message"] == "delegate heal")
+        .filter(|l| l["message"] == "delegate heal")
         .collect();
     assert_eq!(heal_lines.len(), 1, "{logs}");
-    let f = &heal_lines[0]["fields"];
+    let f = &heal_lines[0];
     assert_eq!(
         (
             f["trigger"].as_str(),
@@ -385,6 +392,30 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
     assert!(
         logs.contains("custom resource request handled"),
         "the binary logged nothing useful: {logs}"
+    );
+    // JSON lines as Lambda's JSON log format expects: timestamp and level at the top level of
+    // every line, the message beside them (the SDK's TRACE events may carry fields alone), and
+    // fields meant for queries as plain values.
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level"] {
+            assert!(v[key].is_string(), "no top-level {key}: {line}");
+        }
+        assert!(
+            v.get("fields").is_none(),
+            "fields nested, not at the top: {line}"
+        );
+    }
+    let handled: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "custom resource request handled")
+        .collect();
+    assert!(
+        handled
+            .iter()
+            .any(|v| v["request_type"] == "Create" && v["status"] == "SUCCESS"),
+        "{handled:?}"
     );
     assert!(
         !logs.contains("d3adb33f"),
@@ -462,7 +493,13 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
             .push_back((format!("inv-{i}"), e.clone()));
     }
     let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
-    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, events.len()).await;
+    let (posted, logs) = run_binary(
+        tokio::process::Command::new(bin),
+        &api,
+        events.len(),
+        JSON_LOGS,
+    )
+    .await;
     assert_eq!(posted.len(), events.len(), "{posted:?}\n{logs}");
     let refused = posted.last().unwrap();
     assert_eq!(refused.kind, "error", "{refused:?}");
@@ -549,7 +586,8 @@ async fn the_binary_survives_events_it_cannot_parse() {
             .push_back((id.to_string(), e.clone()));
     }
     let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
-    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, events.len()).await;
+    let (posted, logs) =
+        run_binary(tokio::process::Command::new(bin), &api, events.len(), &[]).await;
     let ids: Vec<(&str, &str)> = posted
         .iter()
         .map(|p| (p.request_id.as_str(), p.kind.as_str()))
@@ -564,6 +602,16 @@ async fn the_binary_survives_events_it_cannot_parse() {
         ],
         "{posted:?}\n{}",
         logs.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    // Without AWS_LAMBDA_LOG_FORMAT (Lambda's default, text), the lines are text.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" INFO ") || l.contains(" WARN ")),
+        "no text log line: {logs}"
+    );
+    assert!(
+        !logs.trim_start().starts_with('{'),
+        "JSON without the JSON format: {logs}"
     );
     let answers = rx.bodies();
     assert_eq!(
@@ -619,12 +667,27 @@ async fn an_emulators_implausible_deadline_is_replaced_by_a_local_one() {
         .unwrap()
         .push_back(("inv-create".to_string(), create));
     let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
-    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, 1).await;
+    // AWS_LAMBDA_LOG_LEVEL (the LoggingConfig's application level) wins over RUST_LOG, as in
+    // the runtime's own subscriber.
+    let env = [
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+    ];
+    let (posted, logs) = run_binary(tokio::process::Command::new(bin), &api, 1, &env).await;
     assert_eq!(posted[0].kind, "response", "{:?}", posted[0].body);
     let answer = rx.bodies().pop().expect("CloudFormation was answered");
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     assert!(
         logs.contains("not a plausible Lambda deadline"),
         "no warning logged"
+    );
+    let levels: std::collections::BTreeSet<String> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["level"].as_str().map(String::from))
+        .collect();
+    assert!(
+        levels.iter().all(|l| l == "WARN" || l == "ERROR"),
+        "AWS_LAMBDA_LOG_LEVEL=WARN let through {levels:?}"
     );
 }
