@@ -1,15 +1,15 @@
-# make demo: install a Fargate delegate through the function on the moto emulator, show it, delete it.
-# make test: formatting, lints, template lint, unit tests and integration tests against moto,
-#   and the arm64 package booted under qemu-aarch64; writes the reliability report from the figures
-#   into the build directory (make reliability-doc copies it to docs/reliability.md, on purpose).
-# make package: the deployable, target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64).
+# `make` alone lists the targets; each carries its one line after `##`.
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
 # CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: demo test build venv package arm64-tools bench reliability-doc
+.PHONY: help demo test check clean build venv package arm64-tools bench reliability-doc
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
 # The package is what Lambda runs: arm64 (Graviton), static musl, so it needs no glibc of the
 # runtime image. rust-lld links it; the C in the TLS stack (aws-lc, ring) is compiled by
@@ -27,31 +27,35 @@ $(VENV_STAMP): tests/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(VENV_STAMP)
+venv: $(VENV_STAMP) ## install moto, cfn-lint and the SAM translator into .venv
 
-build:
+build: ## build the function for this machine (debug)
 	cargo build
 
-demo: venv build
+demo: venv build ## install a Fargate delegate through the function on moto, heal it, delete it
 	scripts/demo.sh
 
-test: venv package
+check: venv ## formatting, clippy, template lint and SAM translation, unit tests (no root needed)
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/sam_translate.py template.yaml
+	cargo test --lib
+
+# The package first: the Runtime API test boots it, and refuses one older than the sources.
+test: venv package check ## check, then the integration tests against moto and the arm64 package under qemu
 	rm -rf $(TARGET_DIR)/tmp/reliability
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test
 	python3 scripts/reliability_report.py $(TARGET_DIR)/tmp/reliability $(TARGET_DIR)/reliability.md
 
 # The committed account of the last make test's faults and figures: regenerated on purpose, so that
 # a test run leaves the work tree as it found it.
-reliability-doc:
+reliability-doc: ## copy the last make test's reliability report to docs/reliability.md
 	@test -f $(TARGET_DIR)/reliability.md || { echo "no report yet: run make test first" >&2; exit 1; }
 	cp $(TARGET_DIR)/reliability.md docs/reliability.md
 
 # What a fresh machine lacks for the arm64 package and its tests (run as root, as CI does).
-arm64-tools:
+arm64-tools: ## install the arm64 Rust target, cross gcc and qemu-user if missing (root)
 	rustup target list --installed | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || \
 		{ export DEBIAN_FRONTEND=noninteractive; \
@@ -59,7 +63,7 @@ arm64-tools:
 		  { apt-get update -q >/dev/null && apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null; }; }
 
 # target-cpu as cargo-lambda sets it for arm64: Graviton2 (Neoverse N1) is the oldest Lambda runs.
-package: arm64-tools
+package: arm64-tools ## the deployable: target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64)
 	$(ARM64_ENV) cargo build --release --locked --target $(ARM64_TARGET)
 	mkdir -p $(PACKAGE_DIR)
 	cp $(TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
@@ -78,7 +82,7 @@ $(BENCH_VENV)/bin/aws:
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check awscli==1.46.2
 
-bench: venv package $(BENCH_VENV)/bin/aws
+bench: venv package $(BENCH_VENV)/bin/aws ## release builds, then the benchmark table (docs/benchmarks.md)
 	mkdir -p $(BENCH_BIN)
 	cargo build --release --locked --bin harness-ecs-delegate-bootstrap
 	cp $(TARGET_DIR)/release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function
@@ -92,3 +96,7 @@ bench: venv package $(BENCH_VENV)/bin/aws
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
 	MOTO_VERSION="$$($(VENV)/bin/pip show moto 2>/dev/null | sed -n 's/^Version: //p')" \
 	cargo bench --locked --bench benchmark
+
+clean: ## remove the build directory, the package and the virtualenvs
+	cargo clean
+	rm -rf target $(VENV) $(BENCH_VENV) .moto

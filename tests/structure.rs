@@ -168,3 +168,35 @@ fn functions_fit_on_a_screen() {
         "functions longer than {MAX_FUNCTION_LINES} lines: {long:?}"
     );
 }
+
+/// `make` alone lists every target of the Makefile with its line, and runs nothing else.
+#[test]
+fn make_alone_lists_the_targets() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("make")
+        .arg("--no-print-directory")
+        .current_dir(root)
+        .output()
+        .expect("make runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let makefile = std::fs::read_to_string(format!("{root}/Makefile")).unwrap();
+    let phony = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix(".PHONY:"))
+        .expect("a .PHONY line");
+    for target in phony.split_whitespace() {
+        let line = listed
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(target))
+            .unwrap_or_else(|| panic!("make does not list {target}:\n{listed}"));
+        assert!(
+            line.split_whitespace().count() > 2,
+            "{target} has no description: {line}"
+        );
+    }
+}
