@@ -5,7 +5,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d
 # CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help demo test check clean build venv package arm64-tools bench reliability-doc
+.PHONY: help demo emulator emulator-stop test check clean build venv package arm64-tools bench reliability-doc
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -34,6 +34,20 @@ build: ## build the function for this machine (debug)
 
 demo: venv build ## install a Fargate delegate through the function on moto, heal it, delete it
 	scripts/demo.sh
+
+# The emulator a local run uses (README: Run it locally), left running until emulator-stop.
+EMULATOR_PORT := 5000
+emulator: venv ## start moto on 127.0.0.1:5000, seed it as make demo does, and leave it running
+	@mkdir -p .moto
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(EMULATOR_PORT)) 2>/dev/null; then \
+		echo "port $(EMULATOR_PORT) is in use (an emulator already running? make emulator-stop)" >&2; exit 1; fi
+	@nohup $(VENV)/bin/moto_server -H 127.0.0.1 -p $(EMULATOR_PORT) >.moto/moto.log 2>&1 & echo $$! >.moto/moto.pid
+	@for _ in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$(EMULATOR_PORT)) 2>/dev/null && break; sleep 0.2; done
+	@$(VENV)/bin/python scripts/seed_demo.py http://127.0.0.1:$(EMULATOR_PORT) >.moto/seeded.json
+	@echo "moto on http://127.0.0.1:$(EMULATOR_PORT), seeded (.moto/seeded.json); now: . scripts/local.env"
+
+emulator-stop: ## stop the emulator make emulator started
+	@if [ -f .moto/moto.pid ]; then kill "$$(cat .moto/moto.pid)" 2>/dev/null || true; rm -f .moto/moto.pid; fi
 
 check: venv ## formatting, clippy, template lint and SAM translation, unit tests (no root needed)
 	cargo fmt --all -- --check

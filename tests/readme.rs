@@ -1,0 +1,134 @@
+//! The README's runnable blocks (a `sh` block right after `<!-- runnable -->`), run as written
+//! against the emulator they start: a command there that stops working fails the tests. Only
+//! `cargo build` is left out (cargo built the binary for this test) and the binary's path is the
+//! one cargo built.
+
+/// The runnable blocks of the README, in order.
+fn runnable_blocks(readme: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "<!-- runnable -->" {
+            continue;
+        }
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("```sh"),
+            "a runnable mark before no sh block"
+        );
+        let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        blocks.push(block.join("\n"));
+    }
+    blocks
+}
+
+#[test]
+fn the_readmes_runnable_blocks_run_as_written() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let blocks = runnable_blocks(&readme);
+    assert!(!blocks.is_empty(), "no runnable block in the README");
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    for block in blocks {
+        let script: Vec<String> = block
+            .lines()
+            .filter(|l| l.trim() != "cargo build")
+            .map(|l| l.replace("target/debug/harness-ecs-delegate-bootstrap", bin))
+            .collect();
+        // Whatever fails, the emulator a block started is stopped.
+        let script = format!("trap 'make -s emulator-stop' EXIT\n{}", script.join("\n"));
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(root)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "the README's block failed:\n{block}\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+mod support;
+
+/// template.yaml as JSON, read by cfn-lint's YAML loader from the tests' venv.
+fn template() -> serde_json::Value {
+    let path = format!("{}/template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(support::venv_bin("python"))
+        .args([
+            "-c",
+            "import json, sys\nfrom cfnlint.decode.cfn_yaml import load\nprint(json.dumps(load(sys.argv[1]), default=str))",
+            &path,
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What the README's commands for a real account name exists in the template: the parameters
+/// given to `--parameter-overrides`, the outputs read by key, the function `sam local invoke`
+/// runs and the variable its `env.json` sets, the function's log group.
+#[test]
+fn the_readmes_account_commands_name_what_the_template_has() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let t = template();
+    let mut overrides = 0;
+    for line in readme
+        .lines()
+        .filter(|l| l.contains("--parameter-overrides"))
+    {
+        let given = line.split("--parameter-overrides").nth(1).unwrap();
+        for pair in given.split_whitespace().filter(|p| p.contains('=')) {
+            let name = pair.split('=').next().unwrap();
+            let p = &t["Parameters"][name];
+            assert!(
+                p.is_object(),
+                "the README overrides {name}, no parameter of the template"
+            );
+            overrides += 1;
+        }
+    }
+    assert!(overrides >= 3, "the README shows no --parameter-overrides");
+    for key in readme.split("OutputKey=='").skip(1) {
+        let key = key.split('\'').next().unwrap();
+        assert!(
+            t["Outputs"][key].is_object(),
+            "the README reads output {key}, which the template lacks"
+        );
+    }
+    for name in readme.split("sam local invoke ").skip(1) {
+        let name = name.split_whitespace().next().unwrap();
+        assert_eq!(
+            t["Resources"][name]["Type"], "AWS::Serverless::Function",
+            "sam local invoke {name}"
+        );
+        let env = &t["Resources"][name]["Properties"]["Environment"]["Variables"];
+        assert!(
+            env["HEAL_OWNER"].is_object(),
+            "{name} has no HEAL_OWNER for env.json to set"
+        );
+    }
+    let group = t["Resources"]["BootstrapFunctionLogGroup"]["Properties"]["LogGroupName"]
+        ["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .replace("${AWS::StackName}", "<stack>");
+    assert!(
+        readme.contains(&format!("aws logs tail {group}")),
+        "the README tails another group than {group}"
+    );
+    for output in t["Outputs"].as_object().unwrap().keys() {
+        assert!(
+            readme.contains(output.as_str()),
+            "the README does not mention output {output}"
+        );
+    }
+}
