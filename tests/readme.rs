@@ -132,3 +132,63 @@ fn the_readmes_account_commands_name_what_the_template_has() {
         );
     }
 }
+
+/// The README's properties table names, for each property, the stack parameter that sets it
+/// (or — for none); the template agrees.
+#[test]
+fn the_properties_table_says_which_are_stack_parameters() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let t = template();
+    let props = &t["Resources"]["HarnessDelegate"]["Properties"];
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| property | meaning | default | stack parameter |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(
+        rows.len() >= 20,
+        "no properties table with a stack parameter column"
+    );
+    let mut named = std::collections::BTreeSet::new();
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let split = |c: &str| -> Vec<String> {
+            c.split([',', '/']).map(|x| x.trim().to_string()).collect()
+        };
+        let (properties, parameters) = (split(cells[0]), split(cells[3]));
+        assert_eq!(properties.len(), parameters.len(), "{row}");
+        for (property, parameter) in properties.iter().zip(&parameters) {
+            let value = props[property.as_str()].to_string();
+            if parameter == "—" {
+                assert!(
+                    !value.contains("\"Ref\"") || value.contains("AWS::StackName"),
+                    "{property} comes from a parameter the table does not name: {value}"
+                );
+                continue;
+            }
+            assert!(
+                t["Parameters"][parameter.as_str()].is_object(),
+                "no parameter {parameter}"
+            );
+            assert!(
+                value.contains(&format!("\"{parameter}\"")),
+                "parameter {parameter} does not reach {property}: {value}"
+            );
+            named.insert(parameter.clone());
+        }
+    }
+    // Every parameter that reaches the delegate is in the table.
+    for (name, _) in t["Parameters"].as_object().unwrap() {
+        let reaches = props
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|v| v.to_string().contains(&format!("{{\"Ref\":\"{name}\"}}")));
+        assert!(
+            !reaches || named.contains(name),
+            "parameter {name} is missing from the table"
+        );
+    }
+}

@@ -376,6 +376,33 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
     }
 }
 
+/// A setting has one default: a parameter's is the function's own for its property.
+#[test]
+fn parameters_default_to_what_the_function_defaults_to() {
+    let t = template();
+    let s = spec::parse(&serde_json::json!({
+        "ClusterName": "c", "AccountId": "a", "DelegateToken": "t"
+    }))
+    .unwrap();
+    for (parameter, function_default) in [
+        ("LaunchType", s.launch_type.as_str().to_string()),
+        ("ManagerHostAndPort", s.manager_host_and_port.clone()),
+        ("DelegateName", s.delegate_name.clone()),
+        ("Image", s.image.clone()),
+        ("TaskDefinitionFamily", s.family.clone()),
+        ("Cpu", s.cpu.to_string()),
+        ("Memory", s.memory.to_string()),
+        ("DesiredCount", s.desired_count.to_string()),
+    ] {
+        let default = &t["Parameters"][parameter]["Default"];
+        let default = default
+            .as_str()
+            .map(String::from)
+            .unwrap_or(default.to_string());
+        assert_eq!(default, function_default, "parameter {parameter}");
+    }
+}
+
 #[test]
 fn every_choice_a_user_makes_is_a_parameter_that_reaches_the_function() {
     let t = template();
@@ -553,6 +580,8 @@ fn required_params(w: &World) -> serde_json::Map<String, Value> {
         "DelegateTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:harness/token",
         "VpcId": w.vpc,
         "TaskDefinitionFamily": format!("{}-family", w.name),
+        // The Fargate path: the seeded cluster has no container instance.
+        "LaunchType": "FARGATE",
     });
     params.as_object().unwrap().clone()
 }
