@@ -355,6 +355,17 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
         release.lines().any(|l| l.trim() == "panic = \"unwind\""),
         "[profile.release] must set panic = \"unwind\" explicitly: {release}"
     );
+    // Plain `sam build` opts in to SAM's beta Rust build, and `sam deploy` allows the roles.
+    let samconfig =
+        std::fs::read_to_string(format!("{}/samconfig.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert!(
+        samconfig.contains("[default.build.parameters]\nbeta_features = true"),
+        "samconfig.toml does not opt in to the rust-cargolambda build: {samconfig}"
+    );
+    assert!(
+        samconfig.contains("capabilities = \"CAPABILITY_IAM\""),
+        "{samconfig}"
+    );
     // SAM CLI's `sam build` crashes on an output named like a list parameter.
     for output in t["Outputs"].as_object().unwrap().keys() {
         assert!(
