@@ -18,12 +18,12 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ServiceTarget};
-use crate::model::{self, string_enum, DelegateKey, ServiceStatus, Target};
+use crate::model::{self, string_enum, DelegateKey, RolloutState, ServiceStatus, Target};
 use crate::observe::{self, ObserveError};
 use crate::observed::{ObservedForHeal, ObservedSecurityGroup, ObservedService};
 use crate::plan::{self, Action, Backoff, HealPlan};
 use crate::record::{self, Record, RecordedGroups};
-use crate::Clients;
+use crate::{metrics, Clients};
 
 /// How many clusters are healed at once: enough to finish a region quickly, few enough not to
 /// eat the account's ECS request rate that other tools share.
@@ -116,6 +116,9 @@ pub struct DelegateReport {
     pub actions: Vec<Action>,
     #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the service showed of its tasks, when heal saw it: for the metrics.
+    #[serde(skip)]
+    pub tasks: Option<metrics::Tasks>,
 }
 
 impl DelegateReport {
@@ -126,6 +129,7 @@ impl DelegateReport {
             found,
             actions: vec![],
             error: None,
+            tasks: None,
         }
     }
 
@@ -360,8 +364,11 @@ async fn heal_cluster(
             cluster_found: services.is_some(),
             groups: groups.get(&key).map(Vec::as_slice),
         };
+        let tasks = seen.service.as_ref().map(tasks_of);
         let report = heal_one(c, &cand, seen, settings, deadline).await;
-        out.push(report.unwrap_or_else(|e| DelegateReport::failed(&key, e)));
+        let mut report = report.unwrap_or_else(|e| DelegateReport::failed(&key, e));
+        report.tasks = tasks;
+        out.push(report);
     }
     out
 }
@@ -664,8 +671,32 @@ async fn newer_record(
     })
 }
 
-/// One structured line per delegate, so the history reads from CloudWatch Logs.
+/// The service's tasks as the metrics count them.
+fn tasks_of(s: &ObservedService) -> metrics::Tasks {
+    let rolled_out = s
+        .deployment
+        .as_ref()
+        .is_none_or(|d| d.rollout_state.is_none_or(|r| r == RolloutState::Completed));
+    metrics::Tasks {
+        running: s.running_count,
+        desired: s.desired_count,
+        ready: s.is_active()
+            && (s.desired_count == 0 || (rolled_out && s.running_count >= s.desired_count)),
+    }
+}
+
+/// One structured line per delegate, so the history reads from CloudWatch Logs, and its
+/// metrics.
 fn log(trigger: &str, d: &DelegateReport) {
+    let failed = matches!(d.outcome, Outcome::Failed | Outcome::CannotHeal);
+    let repaired = d.outcome == Outcome::Repaired;
+    metrics::emit(&metrics::heal_record(
+        &d.delegate,
+        repaired,
+        failed,
+        d.tasks,
+        record::now_millis(),
+    ));
     let found = d.found.join("; ");
     let actions = serde_json::to_string(&d.actions).unwrap_or_default();
     let outcome = d.outcome.as_str();
@@ -686,6 +717,59 @@ fn log(trigger: &str, d: &DelegateReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_means_rolled_out_with_every_desired_task_running() {
+        use crate::observed::ObservedDeployment;
+        let service = |status, running, desired, rollout| ObservedService {
+            status,
+            running_count: running,
+            desired_count: desired,
+            deployment: Some(ObservedDeployment {
+                rollout_state: rollout,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let done = Some(RolloutState::Completed);
+        let rolling = Some(RolloutState::InProgress);
+        for (what, s, ready) in [
+            (
+                "running as desired",
+                service(ServiceStatus::Active, 1, 1, done),
+                true,
+            ),
+            (
+                "nothing desired",
+                service(ServiceStatus::Active, 0, 0, rolling),
+                true,
+            ),
+            (
+                "no rollout state",
+                service(ServiceStatus::Active, 2, 2, None),
+                true,
+            ),
+            (
+                "a task missing",
+                service(ServiceStatus::Active, 0, 1, done),
+                false,
+            ),
+            (
+                "still rolling out",
+                service(ServiceStatus::Active, 1, 1, rolling),
+                false,
+            ),
+            (
+                "being deleted",
+                service(ServiceStatus::Draining, 1, 1, done),
+                false,
+            ),
+        ] {
+            let t = tasks_of(&s);
+            assert_eq!(t.ready, ready, "{what}");
+            assert_eq!((t.running, t.desired), (s.running_count, s.desired_count));
+        }
+    }
 
     #[test]
     fn heal_owner_limits_heal_to_one_stacks_delegates() {

@@ -19,6 +19,7 @@ pub mod document;
 pub mod ecs_convert;
 pub mod handler;
 pub mod heal;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod observed;

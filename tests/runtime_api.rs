@@ -365,6 +365,28 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
         .collect();
     assert_eq!(heal_lines.len(), 1, "{logs}");
     let f = &heal_lines[0];
+    // And one metrics record (Embedded Metric Format) for the delegate, in the namespace and
+    // dimension the template's alarms read.
+    let records: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some() && v["Delegate"] == key.as_str())
+        .collect();
+    assert_eq!(records.len(), 1, "{logs}");
+    let m = &records[0];
+    assert_eq!(
+        m["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "HarnessDelegate"
+    );
+    assert_eq!(
+        (
+            m["Repaired"].as_i64(),
+            m["HealFailed"].as_i64(),
+            m["DesiredTasks"].as_i64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{m}"
+    );
     assert_eq!(
         (
             f["trigger"].as_str(),
@@ -398,6 +420,9 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
     // fields meant for queries as plain values.
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v.get("_aws").is_some() {
+            continue; // a metrics record (Embedded Metric Format)
+        }
         for key in ["timestamp", "level"] {
             assert!(v[key].is_string(), "no top-level {key}: {line}");
         }

@@ -919,3 +919,54 @@ fn without_line_comments(source: &str) -> String {
     }
     code
 }
+
+/// Each alarm reads a metric the function writes, in its namespace and with its dimension, and
+/// mails only when AlarmEmail is given.
+#[test]
+fn the_alarms_read_metrics_the_function_writes() {
+    use harness_ecs_delegate_bootstrap::metrics;
+    let t = template();
+    let mut alarms = 0;
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let p = &r["Properties"];
+        assert_eq!(p["Namespace"], metrics::NAMESPACE, "{name}");
+        let metric = p["MetricName"].as_str().unwrap();
+        assert!(
+            metrics::METRICS.iter().any(|(m, _)| *m == metric),
+            "{name} reads {metric}, which the function does not write"
+        );
+        let dims = p["Dimensions"].as_array().unwrap();
+        assert_eq!(dims.len(), 1, "{name}");
+        assert_eq!(dims[0]["Name"], metrics::DIMENSION, "{name}");
+        // The dimension's value is the delegate's key, as the function writes it.
+        assert_eq!(
+            dims[0]["Value"]["Fn::Sub"], "${ClusterName}/${HarnessDelegate.ServiceName}",
+            "{name}"
+        );
+        assert_eq!(p["AlarmActions"]["Fn::If"][0], "HasAlarmEmail", "{name}");
+    }
+    assert_eq!(alarms, 2, "the not-ready and the failed-heal alarms");
+    assert_eq!(t["Resources"]["AlarmTopic"]["Condition"], "HasAlarmEmail");
+    assert_eq!(
+        t["Resources"]["AlarmSubscription"]["Condition"],
+        "HasAlarmEmail"
+    );
+    assert_eq!(t["Parameters"]["AlarmEmail"]["Default"], "");
+    // Every choice of minutes has its number of 5-minute periods.
+    for minutes in t["Parameters"]["NotReadyAlarmMinutes"]["AllowedValues"]
+        .as_array()
+        .unwrap()
+    {
+        let key = minutes.to_string().trim_matches('"').to_string();
+        let periods = &t["Mappings"]["FivesIn"][key.as_str()]["Periods"];
+        assert_eq!(
+            periods.as_i64().map(|p| p * 5).map(|m| m.to_string()),
+            Some(key.clone()),
+            "{key} minutes"
+        );
+    }
+}
