@@ -86,9 +86,12 @@ pub fn heal_record(
     Value::Object(record)
 }
 
-/// Write a record as a log line of its own (stderr, with the other logs).
+/// Write a record as a log line of its own (stderr, with the other logs), under Lambda only: a
+/// local run (`invoke`) feeds no CloudWatch, and its output is read by people.
 pub fn emit(record: &Value) {
-    eprintln!("{record}");
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        eprintln!("{record}");
+    }
 }
 
 #[cfg(test)]
