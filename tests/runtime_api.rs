@@ -716,3 +716,93 @@ async fn an_emulators_implausible_deadline_is_replaced_by_a_local_one() {
         "AWS_LAMBDA_LOG_LEVEL=WARN let through {levels:?}"
     );
 }
+
+/// Under cargo-lambda's own Runtime API (`cargo lambda watch --only-lambda-apis`, then
+/// `cargo lambda invoke`), as a Rust Lambda developer runs a function locally, a stack Create
+/// installs the delegate on moto and answers SUCCESS. Its emulator's deadline is not an epoch
+/// time: the function must not take it for one.
+#[tokio::test]
+async fn a_create_through_cargo_lambdas_runtime_api_installs_the_delegate() {
+    let c = clients().await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    let cargo_lambda = venv_bin("cargo-lambda");
+    let port = free_port();
+    let mut watch = tokio::process::Command::new(&cargo_lambda)
+        .args([
+            "lambda",
+            "watch",
+            "--only-lambda-apis",
+            "--invoke-address",
+            "127.0.0.1",
+        ])
+        .args(["--invoke-port", &port.to_string()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cargo lambda watch starts");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut function =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // What `cargo lambda watch --only-lambda-apis` says to set.
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096")
+            .env("AWS_ENDPOINT_URL", moto())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the function starts");
+    let event = cfn_event("Create", &rx.url("create"), &w.fargate_props(), None, None);
+    let file = std::env::temp_dir().join(format!("{}.json", unique("cargo-lambda-create")));
+    std::fs::write(&file, event.to_string()).unwrap();
+    let invoked = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&cargo_lambda)
+            .args(["lambda", "invoke", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string(), "--data-file"])
+            .arg(&file)
+            .arg("_")
+            .output(),
+    )
+    .await
+    .expect("cargo lambda invoke answers within two minutes")
+    .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let _ = function.start_kill();
+    let _ = watch.start_kill();
+    let result = String::from_utf8_lossy(&invoked.stdout).to_string();
+    assert!(
+        invoked.status.success(),
+        "{result}\n{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
+    let result: Value =
+        serde_json::from_str(result.trim()).unwrap_or_else(|e| panic!("{e}: {result}"));
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    let answer = rx.bodies().pop().expect("CloudFormation was answered");
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(s.status(), Some("ACTIVE"));
+}
