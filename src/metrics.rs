@@ -1,5 +1,5 @@
 //! The function's CloudWatch metrics: one Embedded Metric Format record per delegate a heal
-//! covers, written as a line of its own to the log. CloudWatch Logs turns each record into
+//! covers, and one per converge, written as a line of its own to the log. CloudWatch Logs turns each record into
 //! metrics, with no API call and no permission. Written by hand: one record shape, a few lines of
 //! JSON, nothing added to the binary or its cold start.
 
@@ -19,6 +19,9 @@ pub const REPAIRED: &str = "Repaired";
 /// 1 when the heal failed (an AWS call) or could not heal (the cluster is gone…), else 0.
 pub const HEAL_FAILED: &str = "HealFailed";
 
+/// 1 when a stack request (Create, Update) or a direct Reconcile failed, else 0.
+pub const CONVERGE_FAILED: &str = "ConvergeFailed";
+
 /// Every metric a record may carry, with its unit.
 pub const METRICS: &[(&str, &str)] = &[
     (READY, "Count"),
@@ -26,6 +29,7 @@ pub const METRICS: &[(&str, &str)] = &[
     (DESIRED_TASKS, "Count"),
     (REPAIRED, "Count"),
     (HEAL_FAILED, "Count"),
+    (CONVERGE_FAILED, "Count"),
 ];
 
 /// What the service showed of its tasks.
@@ -57,6 +61,21 @@ pub fn heal_record(
         figures.push((RUNNING_TASKS, i64::from(t.running)));
         figures.push((DESIRED_TASKS, i64::from(t.desired)));
     }
+    emf(delegate, &figures, now_ms)
+}
+
+/// The record for one converge (a stack request or a direct Reconcile): whether it failed, and
+/// the task count it asked for.
+pub fn converge_record(delegate: &str, failed: bool, desired: i32, now_ms: u64) -> Value {
+    let figures = [
+        (CONVERGE_FAILED, i64::from(failed)),
+        (DESIRED_TASKS, i64::from(desired)),
+    ];
+    emf(delegate, &figures, now_ms)
+}
+
+/// An Embedded Metric Format record of `figures` for one delegate.
+fn emf(delegate: &str, figures: &[(&str, i64)], now_ms: u64) -> Value {
     let unit = |name: &str| {
         METRICS
             .iter()
@@ -81,7 +100,7 @@ pub fn heal_record(
     );
     record.insert(DIMENSION.into(), json!(delegate));
     for (name, value) in figures {
-        record.insert(name.into(), json!(value));
+        record.insert((*name).into(), json!(value));
     }
     Value::Object(record)
 }
@@ -136,6 +155,11 @@ mod tests {
                 r[DESIRED_TASKS].as_i64()
             ),
             (Some(1), Some(0), Some(2))
+        );
+        let c = converge_record("prod/x", true, 2, 1);
+        assert_eq!(
+            (c[CONVERGE_FAILED].as_i64(), c[DESIRED_TASKS].as_i64()),
+            (Some(1), Some(2))
         );
         // Without a service seen, only the outcome.
         let r = heal_record("prod/x", false, true, None, 1);

@@ -16,7 +16,7 @@ use crate::model::{cluster_short_name, DelegateKey, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
 use crate::plan::{self, DeleteAction, Plan};
 use crate::spec::{self, DelegateSpec, Problem, Problems};
-use crate::{document, preflight, record, task_definition, Clients};
+use crate::{document, metrics, preflight, record, task_definition, Clients};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -259,13 +259,21 @@ pub fn plan_json(plan: &Plan) -> Value {
     })
 }
 
-/// One structured line per converge: `status` SUCCESS with the steps taken, or FAILED with why.
+/// One structured line per converge: `status` SUCCESS with the steps taken, or FAILED with why;
+/// and its metrics.
 pub fn log_outcome(
     trigger: &str,
     spec: &DelegateSpec,
     result: &Result<(Plan, Applied), ReconcileError>,
 ) {
     let delegate = spec.key().to_string();
+    let record = metrics::converge_record(
+        &delegate,
+        result.is_err(),
+        spec.desired_count,
+        record::now_millis(),
+    );
+    metrics::emit(&record);
     match result {
         Ok((plan, _)) => {
             let steps = serde_json::to_string(&plan.actions).unwrap_or_default();
