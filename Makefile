@@ -5,7 +5,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d
 # CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help demo emulator emulator-stop test check clean build venv package arm64-tools bench reliability-doc
+.PHONY: help demo emulator emulator-stop test check clean build venv package arm64-tools bench reliability-doc stackset-template
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -61,6 +61,12 @@ test: venv package check ## check, then the integration tests against moto and t
 	rm -rf $(TARGET_DIR)/tmp/reliability
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server cargo test
 	python3 scripts/reliability_report.py $(TARGET_DIR)/tmp/reliability $(TARGET_DIR)/reliability.md
+
+# CloudFormation StackSets refuse the SAM transform under service-managed permissions: the same
+# template, translated, with the function's code from the parameters CodeS3Bucket and CodeS3Key.
+stackset-template: venv ## write the transform-free template for StackSets: target/stackset/template.json
+	$(VENV)/bin/python scripts/sam_translate.py template.yaml --stackset $(TARGET_DIR)/stackset/template.json
+	$(VENV)/bin/cfn-lint $(TARGET_DIR)/stackset/template.json
 
 # The committed account of the last make test's faults and figures: regenerated on purpose, so that
 # a test run leaves the work tree as it found it.

@@ -970,3 +970,48 @@ fn the_alarms_read_metrics_the_function_writes() {
         );
     }
 }
+
+/// The template for StackSets (`make stackset-template`): SAM translated, no transform, the
+/// same parameters plus the code's S3 location, lint-clean.
+#[test]
+fn the_stackset_template_is_transform_free_with_the_same_parameters() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::env::temp_dir().join(format!("{}.json", unique("stackset")));
+    let translated = std::process::Command::new(venv_bin("python"))
+        .args(["scripts/sam_translate.py", "template.yaml", "--stackset"])
+        .arg(&out)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        translated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&translated.stderr)
+    );
+    let stackset: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(stackset.get("Transform").is_none(), "a transform is left");
+    let names = |t: &Value| -> BTreeSet<String> {
+        t["Parameters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut expected = names(&template());
+    expected.extend(["CodeS3Bucket".to_string(), "CodeS3Key".to_string()]);
+    assert_eq!(names(&stackset), expected);
+    let code = &stackset["Resources"]["BootstrapFunction"]["Properties"]["Code"];
+    assert_eq!(code["S3Bucket"]["Ref"], "CodeS3Bucket");
+    assert_eq!(code["S3Key"]["Ref"], "CodeS3Key");
+    let lint = std::process::Command::new(venv_bin("cfn-lint"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        lint.status.success(),
+        "cfn-lint: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+}
