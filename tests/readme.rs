@@ -53,23 +53,8 @@ fn the_readmes_runnable_blocks_run_as_written() {
 
 mod support;
 
-/// template.yaml as JSON, read by cfn-lint's YAML loader from the tests' venv.
 fn template() -> serde_json::Value {
-    let path = format!("{}/template.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(support::venv_bin("python"))
-        .args([
-            "-c",
-            "import json, sys\nfrom cfnlint.decode.cfn_yaml import load\nprint(json.dumps(load(sys.argv[1]), default=str))",
-            &path,
-        ])
-        .output()
-        .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::template_json()
 }
 
 /// What the README's commands for a real account name exists in the template: the parameters

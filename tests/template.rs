@@ -12,23 +12,8 @@ use harness_ecs_delegate_bootstrap::spec;
 use serde_json::Value;
 use support::*;
 
-/// template.yaml as JSON, read by cfn-lint's own YAML loader (it knows `!Ref`, `!Sub`, …).
 fn template() -> Value {
-    let path = format!("{}/template.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(venv_bin("python"))
-        .args([
-            "-c",
-            "import json, sys\nfrom cfnlint.decode.cfn_yaml import load\nprint(json.dumps(load(sys.argv[1]), default=str))",
-            &path,
-        ])
-        .output()
-        .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the template as JSON")
+    template_json()
 }
 
 #[test]

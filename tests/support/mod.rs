@@ -86,6 +86,26 @@ pub fn venv_bin(name: &str) -> std::path::PathBuf {
     bin
 }
 
+/// template.yaml as JSON, read by cfn-lint's own YAML loader from the test venv (it knows
+/// `!Ref`, `!Sub`, …).
+pub fn template_json() -> Value {
+    let path = format!("{}/template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import json, sys\nfrom cfnlint.decode.cfn_yaml import load\nprint(json.dumps(load(sys.argv[1]), default=str))",
+            &path,
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the template as JSON")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
