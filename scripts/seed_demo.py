@@ -51,5 +51,8 @@ secret = sm.create_secret(Name="harness/delegate-token",
                           SecretString="demo-token-not-a-real-one")["ARN"]
 s3.create_bucket(Bucket="cfn-responses")
 
+# Secrets Manager ends the ARN with a random suffix; the sample events name the secret without it
+# (a partial ARN), which is how they stay the same from one emulator to the next.
 print(json.dumps({"VpcId": vpc, "PrivateSubnets": private, "PublicSubnet": public,
-                  "Cluster": CLUSTER, "Instance": instance, "TokenSecretArn": secret}, indent=2))
+                  "Cluster": CLUSTER, "Instance": instance, "TokenSecretArn": secret,
+                  "TokenSecretArnInTheEvents": secret.rsplit("-", 1)[0]}, indent=2))
