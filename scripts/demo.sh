@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=5000   # the sample events' ResponseURLs point at moto's S3 on this port
-BIN="${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstrap"
+# The binary `make demo` builds; tests/readme.rs passes the one cargo built for the tests.
+BIN="${DEMO_BIN:-${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstrap}"
 PY=.venv/bin/python
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \

@@ -22,8 +22,12 @@ fn runnable_blocks(readme: &str) -> Vec<String> {
     blocks
 }
 
+/// The runnable block and the demo both use port 5000: one at a time.
+static PORT_5000: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_readmes_runnable_blocks_run_as_written() {
+    let _port = PORT_5000.lock().unwrap_or_else(|p| p.into_inner());
     let root = env!("CARGO_MANIFEST_DIR");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let blocks = runnable_blocks(&readme);
@@ -174,6 +178,45 @@ fn the_properties_table_says_which_are_stack_parameters() {
         assert!(
             !reaches || named.contains(name),
             "parameter {name} is missing from the table"
+        );
+    }
+}
+
+/// `make demo`, as the README's first block runs it (the build is cargo's for this test):
+/// install, update, break, heal, delete, each step as the README describes it.
+#[test]
+fn make_demo_runs_as_the_readme_says() {
+    let _port = PORT_5000.lock().unwrap_or_else(|p| p.into_inner());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(
+        readme.contains("make demo   # "),
+        "the README no longer shows make demo"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", "make -s venv && scripts/demo.sh"])
+        .env(
+            "DEMO_BIN",
+            env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"),
+        )
+        .current_dir(root)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "make demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for said in [
+        "\"Status\": \"SUCCESS\"",
+        "harness-demo/harness-delegate: Repaired",
+        "resurrects nothing",
+        "NotManaged",
+    ] {
+        assert!(
+            stdout.contains(said),
+            "the demo did not say {said:?}:\n{stdout}"
         );
     }
 }
