@@ -70,17 +70,6 @@ impl ApplyError {
             message: message.into(),
         }
     }
-
-    /// The AWS error kind behind this failure, if an AWS call failed.
-    pub fn aws_kind(&self) -> Option<AwsErrorKind> {
-        match self {
-            ApplyError::Aws { source, .. } => Some(source.kind),
-            ApplyError::Read { source, .. } => Some(source.kind()),
-            ApplyError::Blocked { .. }
-            | ApplyError::Incomplete { .. }
-            | ApplyError::Invariant { .. } => None,
-        }
-    }
 }
 
 /// What the delegate looks like after a successful apply: the response `Data`.
@@ -136,6 +125,15 @@ enum Created {
 pub struct ServiceTarget {
     pub cluster: String,
     pub record: Record,
+}
+
+/// What an UpdateService step sends (see `plan::Action::UpdateService`).
+#[derive(Debug, Clone, Copy)]
+struct ServiceUpdate {
+    desired_count: Option<i32>,
+    task_definition: bool,
+    network: bool,
+    mark_redeployed: bool,
 }
 
 /// What a converge has produced so far.
@@ -285,7 +283,21 @@ impl<'a> Applier<'a> {
                 self.create_service_step(cluster, plan, p).await
             }
             Action::ForceNewDeployment { .. } => self.force_new_deployment(cluster, p).await,
-            Action::UpdateService { .. } => self.update_service(action, cluster, plan, p).await,
+            Action::UpdateService {
+                desired_count,
+                task_definition,
+                network,
+                mark_redeployed,
+                ..
+            } => {
+                let update = ServiceUpdate {
+                    desired_count: *desired_count,
+                    task_definition: *task_definition,
+                    network: *network,
+                    mark_redeployed: *mark_redeployed,
+                };
+                self.update_service(update, cluster, plan, p).await
+            }
             Action::TagService { tags, .. } => {
                 let arn = p.service_arn("tagging the service")?;
                 self.tag(&arn, tags).await.map_err(|e| {
@@ -394,21 +406,17 @@ impl<'a> Applier<'a> {
 
     async fn update_service(
         &mut self,
-        action: &Action,
+        update: ServiceUpdate,
         cluster: &str,
         plan: &Plan,
         p: &mut Progress,
     ) -> Result<(), ApplyError> {
-        let Action::UpdateService {
+        let ServiceUpdate {
             desired_count,
             task_definition,
             network,
             mark_redeployed,
-            ..
-        } = action
-        else {
-            return Ok(());
-        };
+        } = update;
         let name = p.record.service().to_string();
         let mut u = self
             .clients
@@ -416,11 +424,11 @@ impl<'a> Applier<'a> {
             .update_service()
             .cluster(cluster)
             .service(&name)
-            .set_desired_count(*desired_count);
-        if *task_definition {
+            .set_desired_count(desired_count);
+        if task_definition {
             u = u.task_definition(p.td_arn("updating the service")?);
         }
-        if let Some(n) = resolved(plan, p).filter(|_| *network) {
+        if let Some(n) = resolved(plan, p).filter(|_| network) {
             u = u.network_configuration(network_configuration(&n));
         }
         let out = u.send().await.map_err(|e| {
@@ -430,14 +438,14 @@ impl<'a> Applier<'a> {
             )
         })?;
         self.commit_records();
-        if *mark_redeployed {
+        if mark_redeployed {
             self.mark_redeployed(&p.service_arn("noting the redeploy")?, &name)
                 .await?;
         }
         // The service runs the new revision and group now: undoing must not remove them.
         self.created.retain(|c| match c {
-            Created::TaskDefinition(_) => !*task_definition,
-            Created::SecurityGroup(_) => !*network,
+            Created::TaskDefinition(_) => !task_definition,
+            Created::SecurityGroup(_) => !network,
             _ => true,
         });
         if let Some(arn) = out.service().and_then(|s| s.service_arn()) {

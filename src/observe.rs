@@ -29,12 +29,6 @@ pub struct ObserveError {
     pub source: AwsError,
 }
 
-impl ObserveError {
-    pub fn kind(&self) -> AwsErrorKind {
-        self.source.kind
-    }
-}
-
 fn err(what: impl Into<String>, source: AwsError) -> ObserveError {
     ObserveError {
         what: what.into(),

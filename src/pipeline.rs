@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
-use crate::aws_error::AwsErrorKind;
 use crate::classify::{CfnRequest, RequestType};
 use crate::custom_resource::{self, Outcome};
 use crate::model::{cluster_short_name, DelegateKey, Target};
@@ -26,17 +25,6 @@ pub enum ReconcileError {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
-}
-
-impl ReconcileError {
-    /// The AWS error kind behind this failure, if an AWS call failed.
-    pub fn aws_kind(&self) -> Option<AwsErrorKind> {
-        match self {
-            ReconcileError::Invalid(_) => None,
-            ReconcileError::Observe(e) => Some(e.kind()),
-            ReconcileError::Apply(e) => e.aws_kind(),
-        }
-    }
 }
 
 /// The spec the properties declare in `region`, its rendered task definition checked:
