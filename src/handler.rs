@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, Trigger};
+use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, EcsEvent, Trigger};
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
 use crate::heal::{DelegateReport, HealReport, HealSettings, Scope};
 use crate::model::{Home, Origin, Target};
@@ -139,24 +139,30 @@ impl Handler {
             Trigger::Heal {
                 targets: Some(targets),
             } => Ok(self.heal_targets(targets, deadline).await?),
-            Trigger::EcsEvent(e) if self.elsewhere(&e.origin).is_some() => {
-                let why = format!(
-                    "the event is from {}: ignored",
-                    self.elsewhere(&e.origin).unwrap_or_default()
-                );
-                tracing::warn!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
-                Ok(json!({"Status": "IGNORED", "Reason": why}))
-            }
-            Trigger::EcsEvent(e) => match e.target {
-                Ok(t) => Ok(self
-                    .heal(Scope::Targets(vec![t]), &e.detail_type, deadline)
-                    .await?),
-                Err(why) => {
-                    tracing::info!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
-                    Ok(json!({"Status": "IGNORED", "Reason": why}))
-                }
-            },
+            Trigger::EcsEvent(e) => Ok(self.ecs_event(e, deadline).await?),
         }
+    }
+
+    /// Heal the delegate an ECS event names; an event that calls for no heal is ignored, one
+    /// from another account or region with a WARN.
+    async fn ecs_event(&self, e: EcsEvent, deadline: Instant) -> Result<Value, ReconcileError> {
+        let why = match (self.elsewhere(&e.origin), e.target) {
+            (None, Ok(t)) => {
+                return self
+                    .heal(Scope::Targets(vec![t]), &e.detail_type, deadline)
+                    .await
+            }
+            (Some(away), _) => {
+                let why = format!("the event is from {away}: ignored");
+                tracing::warn!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
+                why
+            }
+            (None, Err(why)) => {
+                tracing::info!(trigger = %e.detail_type, reason = %why, "ECS event ignored");
+                why
+            }
+        };
+        Ok(json!({"Status": "IGNORED", "Reason": why}))
     }
 
     async fn heal(
@@ -184,17 +190,19 @@ impl Handler {
         targets: Vec<Target>,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
-        let (here, away): (Vec<Target>, Vec<Target>) = targets
-            .into_iter()
-            .partition(|t| self.elsewhere(&t.origin()).is_none());
+        let mut here = Vec::new();
+        let mut away = Vec::new();
+        for t in targets {
+            match self.elsewhere(&t.origin()) {
+                None => here.push(t),
+                Some(elsewhere) => away.push((t, elsewhere)),
+            }
+        }
         let mut report = self
             .heal_report(Scope::Targets(here), "Heal", deadline)
             .await?;
-        for t in away {
-            let why = format!(
-                "{}: ignored",
-                self.elsewhere(&t.origin()).unwrap_or_default()
-            );
+        for (t, elsewhere) in away {
+            let why = format!("{elsewhere}: ignored");
             tracing::warn!(delegate = %t.key(), reason = %why, "Heal target ignored");
             report
                 .delegates

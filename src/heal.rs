@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ServiceTarget};
-use crate::model::{self, string_enum, DelegateKey, RolloutState, ServiceStatus, Target};
+use crate::model::{self, string_enum, DelegateKey, RolloutState, Target};
 use crate::observe::{self, ObserveError};
 use crate::observed::{ObservedForHeal, ObservedSecurityGroup, ObservedService};
 use crate::plan::{self, Action, Backoff, HealPlan};
@@ -103,6 +103,13 @@ string_enum! {
     }
 }
 
+impl Outcome {
+    /// The delegate could not be healed: the invocation says FAILED, the metrics HealFailed.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::CannotHeal)
+    }
+}
+
 /// What heal found and did for one delegate.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DelegateReport {
@@ -159,10 +166,7 @@ pub struct HealReport {
 impl HealReport {
     /// FAILED when any delegate could not be healed, so that the invocation result says so.
     pub fn to_json(&self) -> Value {
-        let failed = self
-            .delegates
-            .iter()
-            .any(|d| matches!(d.outcome, Outcome::Failed | Outcome::CannotHeal));
+        let failed = self.delegates.iter().any(|d| d.outcome.is_failure());
         json!({
             "Status": if failed { "FAILED" } else { "SUCCESS" },
             "Delegates": self.delegates,
@@ -632,10 +636,8 @@ fn running_in_recorded_group(
 ) -> Option<ObservedSecurityGroup> {
     let n = record.network.as_ref()?;
     let id = n.managed_group.as_ref()?;
-    let s = service.filter(|s| {
-        s.status == ServiceStatus::Active
-            && s.deployment.as_ref().is_some_and(|d| d.running_count > 0)
-    })?;
+    let s = service
+        .filter(|s| s.is_active() && s.deployment.as_ref().is_some_and(|d| d.running_count > 0))?;
     let groups = &s.network.as_ref()?.security_groups;
     (groups.len() == 1 && groups.contains(id)).then(|| ObservedSecurityGroup {
         id: id.clone(),
@@ -688,7 +690,7 @@ fn tasks_of(s: &ObservedService) -> metrics::Tasks {
 /// One structured line per delegate, so the history reads from CloudWatch Logs, and its
 /// metrics.
 fn log(trigger: &str, d: &DelegateReport) {
-    let failed = matches!(d.outcome, Outcome::Failed | Outcome::CannotHeal);
+    let failed = d.outcome.is_failure();
     let repaired = d.outcome == Outcome::Repaired;
     metrics::emit(&metrics::heal_record(
         &d.delegate,
@@ -720,6 +722,7 @@ mod tests {
 
     #[test]
     fn ready_means_rolled_out_with_every_desired_task_running() {
+        use crate::model::ServiceStatus;
         use crate::observed::ObservedDeployment;
         let service = |status, running, desired, rollout| ObservedService {
             status,
