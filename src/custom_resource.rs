@@ -56,19 +56,8 @@ pub fn owner_of(req: &CfnRequest) -> String {
     // arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>
     let stack = req.stack_id.split('/').nth(1).unwrap_or(&req.stack_id);
     let owner = format!("{stack}/{}", req.logical_resource_id);
-    if owner.len() <= MAX_OWNER {
-        return owner;
-    }
-    // Long names keep a readable prefix, cut on a character boundary, and a stable hash.
-    let hash = crate::model::stable_hash(&owner);
-    let keep = MAX_OWNER - 17;
-    let cut = owner
-        .char_indices()
-        .map(|(i, _)| i)
-        .take_while(|i| *i <= keep)
-        .last()
-        .unwrap_or(0);
-    format!("{}@{hash}", &owner[..cut])
+    // Long names keep a readable prefix and a stable hash.
+    crate::model::within(&owner, MAX_OWNER, '@')
 }
 
 /// The physical id for a request that has none yet (a Create): the ARN the service has or would

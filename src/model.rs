@@ -372,6 +372,23 @@ pub fn stable_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// `text` itself when it is at most `max` bytes; else its beginning, cut on a character
+/// boundary, then `sep` and [`stable_hash`] of the whole: at most `max` bytes, readable, and the
+/// same for the same text.
+pub fn within(text: &str, max: usize, sep: char) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let keep = max - 17;
+    let cut = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= keep)
+        .last()
+        .unwrap_or(0);
+    format!("{}{sep}{}", &text[..cut], stable_hash(text))
+}
+
 /// The name of the egress-only security group the function makes for a delegate's service.
 pub fn managed_security_group_name(service: &str) -> String {
     format!("{service}-delegate")

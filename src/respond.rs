@@ -64,17 +64,6 @@ const NO_REASON: &str =
 /// The longest PhysicalResourceId an answer carries whole; ours are service ARNs, far shorter.
 const MAX_PHYSICAL_ID: usize = 1024;
 
-/// A long id as its beginning and a stable hash of the whole.
-fn shortened(id: &str) -> String {
-    let keep = id
-        .char_indices()
-        .map(|(i, _)| i)
-        .take_while(|i| *i <= MAX_PHYSICAL_ID - 18)
-        .last()
-        .unwrap_or(0);
-    format!("{}#{}", &id[..keep], crate::model::stable_hash(id))
-}
-
 /// Serialize a response within [`MAX_BODY`] bytes (see [`fit`]).
 pub fn body(resp: &CfnResponse) -> Result<Vec<u8>, RespondError> {
     fit(resp).map(|(_, body)| body)
@@ -94,9 +83,7 @@ pub fn fit(resp: &CfnResponse) -> Result<(CfnResponse, Vec<u8>), RespondError> {
     }
     // A PhysicalResourceId no answer can hold (one CloudFormation sent, never ours) is cut to a
     // stable short form: the request still gets its one answer.
-    if r.physical_resource_id.len() > MAX_PHYSICAL_ID {
-        r.physical_resource_id = shortened(&r.physical_resource_id);
-    }
+    r.physical_resource_id = crate::model::within(&r.physical_resource_id, MAX_PHYSICAL_ID, '#');
     if let Some(fitted) = fit_reason(&r) {
         return Ok(fitted);
     }
