@@ -189,6 +189,18 @@ async fn the_arm64_package_serves_events_under_qemu() {
 
 /// Run the binary against `api` at TRACE (as a user chasing a problem would) until it has
 /// answered `n` invocations: what it posted, and everything it logged.
+/// AWS as the binary sees it here: moto, a region, dummy credentials, and the loopback
+/// ResponseURLs of the test receiver.
+fn emulator_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("RESPONSE_URL_ALLOW_LOOPBACK", "true".into()),
+    ]
+}
+
 /// The function's LoggingConfig as template.yaml sets it (JSON).
 const JSON_LOGS: &[(&str, &str)] = &[("AWS_LAMBDA_LOG_FORMAT", "JSON")];
 
@@ -210,11 +222,7 @@ async fn run_binary(
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        .envs(emulator_env())
         // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
@@ -773,11 +781,7 @@ async fn a_create_through_cargo_lambdas_runtime_api_installs_the_delegate() {
             .env("AWS_LAMBDA_FUNCTION_NAME", "_")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096")
-            .env("AWS_ENDPOINT_URL", moto())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+            .envs(emulator_env())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
