@@ -14,9 +14,6 @@ use crate::respond::Status;
 /// properties are unreadable): deterministic, and recognised by Delete as "nothing was created".
 pub const NOT_CREATED_PREFIX: &str = "not-created:";
 
-/// The longest tag value AWS takes, which the owner is written in.
-const MAX_OWNER: usize = 256;
-
 /// What a CloudFormation request came to.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -51,13 +48,41 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// The outcome as the record store remembers it, to answer a redelivered request alike.
+    pub fn to_answer(&self) -> String {
+        serde_json::json!({
+            "Status": self.status,
+            "Reason": self.reason,
+            "PhysicalResourceId": self.physical_resource_id,
+            "Data": self.data,
+        })
+        .to_string()
+    }
+
+    /// An outcome [`Outcome::to_answer`] wrote; `None` when the text is not one.
+    pub fn from_answer(text: &str) -> Option<Outcome> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        Some(Outcome {
+            status: Status::parse(v.get("Status")?.as_str()?)?,
+            reason: v.get("Reason")?.as_str()?.to_string(),
+            physical_resource_id: v.get("PhysicalResourceId")?.as_str()?.to_string(),
+            data: serde_json::from_value(v.get("Data")?.clone()).ok()?,
+        })
+    }
+}
+
 /// The owner recorded on what a CloudFormation resource creates: `<stack name>/<logical id>`.
 pub fn owner_of(req: &CfnRequest) -> String {
-    // arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>
-    let stack = req.stack_id.split('/').nth(1).unwrap_or(&req.stack_id);
-    let owner = format!("{stack}/{}", req.logical_resource_id);
-    // Long names keep a readable prefix and a stable hash.
-    crate::model::within(&owner, MAX_OWNER, '@')
+    crate::model::owner_label(&req.stack_id, &req.logical_resource_id)
+}
+
+/// The stack resource behind a request, as the record store keeps it: the full StackId.
+pub fn stack_owner(req: &CfnRequest) -> crate::store::Owner {
+    crate::store::Owner {
+        stack_id: req.stack_id.clone(),
+        logical_id: req.logical_resource_id.clone(),
+    }
 }
 
 /// The physical id for a request that has none yet (a Create): the ARN the service has or would

@@ -23,12 +23,14 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod observed;
+pub mod operation;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod record;
 pub mod respond;
 pub mod spec;
+pub mod store;
 pub mod task_definition;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
@@ -41,8 +43,8 @@ pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
-    /// The Resource Groups Tagging API: finds every delegate's record by its tags.
-    pub tagging: aws_sdk_resourcegroupstagging::Client,
+    /// The record store (a DynamoDB table): the only record heal trusts.
+    pub store: store::Store,
     /// The region the clients call: where the delegate's logs go, too.
     pub region: Option<String>,
 }
@@ -53,7 +55,7 @@ impl Clients {
             ecs: aws_sdk_ecs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
-            tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+            store: store::Store::new(config, store::Store::table_from_env()),
             region: config.region().map(|r| r.to_string()),
         }
     }

@@ -372,6 +372,14 @@ pub fn stable_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// The owner label tags carry: `<stack name>/<logical id>` of a StackId
+/// (`arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>`), within a tag value's 256
+/// characters (long names keep a readable prefix and a stable hash).
+pub fn owner_label(stack_id: &str, logical_id: &str) -> String {
+    let stack = stack_id.split('/').nth(1).unwrap_or(stack_id);
+    within(&format!("{stack}/{logical_id}"), 256, '@')
+}
+
 /// `text` itself when it is at most `max` bytes; else its beginning, cut on a character
 /// boundary, then `sep` and [`stable_hash`] of the whole: at most `max` bytes, readable, and the
 /// same for the same text.

@@ -5,7 +5,7 @@
 //! property and the fix, and guarantees nothing is created for a request that cannot succeed.
 
 use crate::model::{AssignPublicIp, ClusterStatus, LaunchType, NetworkMode, ServiceStatus};
-use crate::observed::{Observed, VpcSource};
+use crate::observed::{Observed, ObservedService, VpcSource};
 use crate::plan::{Action, Plan};
 use crate::spec::{DelegateSpec, Problem, Problems};
 
@@ -60,7 +60,7 @@ fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
                 "service {name} already exists in cluster {cluster} and was not created by this function: pass another ServiceName, or delete that service first"
             ),
         ));
-    } else if !s.may_adopt(spec.owner.as_deref()) {
+    } else if !s.may_adopt(spec.owner.as_deref()) && !taken_over(spec, s) {
         p.push(Problem::new(
             "ServiceName",
             format!(
@@ -69,6 +69,16 @@ fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
             ),
         ));
     }
+}
+
+/// The service's owner is the stack `TakeOverFromStackId` names (the record store has checked
+/// that the delegate is that stack's).
+fn taken_over(spec: &DelegateSpec, s: &ObservedService) -> bool {
+    let Some(previous) = spec.take_over_from.as_deref() else {
+        return false;
+    };
+    let stack = crate::model::owner_label(previous, "");
+    s.owner().is_some_and(|o| o.starts_with(stack.as_str()))
 }
 
 fn check_roles(o: &Observed, p: &mut Vec<Problem>) {

@@ -47,6 +47,7 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "TaskDefinitionOverrides",
     "Tags",
     "LogGroupName",
+    "TakeOverFromStackId",
 ];
 
 /// The values a property with a fixed set of choices accepts (matched case-insensitively).
@@ -142,6 +143,9 @@ pub struct DelegateSpec {
     /// The region the function runs in, where the log group is: not a property, set by the
     /// pipeline before the task definition is rendered.
     pub region: Option<String>,
+    /// The StackId of the stack that owned the delegate before, when this stack takes it over on
+    /// purpose (that stack was deleted with the delegate retained).
+    pub take_over_from: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
     /// Two stacks declaring the same cluster and service must not take each other's delegate.
     pub owner: Option<String>,
@@ -422,6 +426,7 @@ struct Raw {
     overrides: Option<Value>,
     tags: BTreeMap<String, String>,
     log_group: Option<String>,
+    take_over_from: Option<String>,
 }
 
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
@@ -457,6 +462,9 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     validate_tags(&mut p, &raw.tags);
     if let Some(g) = raw.log_group.as_deref().filter(|g| !is_none(g)) {
         validate_log_group(&mut p, g);
+    }
+    if let Some(id) = raw.take_over_from.as_deref() {
+        validate_stack_id(&mut p, id);
     }
     if !p.is_empty() {
         return Err(Problems(p));
@@ -518,6 +526,7 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
         overrides: r.object("TaskDefinitionOverrides").map(Value::Object),
         tags: r.map("Tags"),
         log_group: r.string("LogGroupName"),
+        take_over_from: r.string("TakeOverFromStackId"),
     };
     (raw, r.problems)
 }
@@ -754,6 +763,7 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         task_definition_overrides: raw.overrides,
         tags: raw.tags,
         log_group: raw.log_group.filter(|g| !is_none(g)),
+        take_over_from: raw.take_over_from,
         region: None,
         owner: None,
     }
@@ -782,6 +792,19 @@ fn validate_name(p: &mut Vec<Problem>, prop: &str, name: &str, max: usize) {
 /// `LogGroupName: none` turns the delegate's logs off.
 fn is_none(log_group: &str) -> bool {
     log_group.eq_ignore_ascii_case("none")
+}
+
+/// A StackId: `arn:<partition>:cloudformation:<region>:<account>:stack/<name>/<guid>`.
+fn validate_stack_id(p: &mut Vec<Problem>, id: &str) {
+    let parts: Vec<&str> = id.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", _, "cloudformation", _, _, rest]
+        if rest.split('/').count() == 3 && rest.starts_with("stack/"));
+    if !ok {
+        p.push(Problem::new(
+            "TakeOverFromStackId",
+            format!("\"{id}\" is not a StackId: copy the full id (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/GUID) from the refusal that named the previous owner"),
+        ));
+    }
 }
 
 /// CloudWatch Logs' rule for group names.
