@@ -11,7 +11,7 @@ BIN="${DEMO_BIN:-${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstra
 PY=.venv/bin/python
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
-       RESPONSE_URL_ALLOW_LOOPBACK=true RUST_LOG=warn
+       RESPONSE_URL_ALLOW_LOOPBACK=true RECORD_TABLE=harness-delegate-records RUST_LOG=warn
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is in use: stop whatever listens there (an earlier moto?) and run make demo again" >&2
@@ -24,7 +24,7 @@ for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. Seed the emulator: VPC (2 private + 1 public subnet), cluster harness-demo, roles, token secret"
+step "1. Seed the emulator: VPC (2 private + 1 public subnet), cluster harness-demo, roles, token secret, record table"
 $PY scripts/seed_demo.py "$AWS_ENDPOINT_URL"
 
 step "2. Plan (dry run, changes nothing): $BIN plan events/plan.json"

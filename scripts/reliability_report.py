@@ -23,6 +23,8 @@ EXPECTED = [
     "response-put", "response-put-never", "panic",
     "hostile-generated", "hostile-invalid-requests", "hostile-hand-written", "response-urls",
     "secrets",
+    "tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct",
+    "race-cut-off-update", "race-replay-after-delete", "race-two-stacks",
 ]
 
 
@@ -89,10 +91,33 @@ def main():
         "## Replayed and concurrent requests",
         "",
         f"- The same CloudFormation request delivered twice in sequence: {f['replayed-in-sequence']['requests delivered twice']} request types (Create, Update, Delete), each answered twice with the same PhysicalResourceId and nothing doubled.",
-        f"- Delivered twice at the same time: {f['replayed-concurrently']['requests delivered twice at once']} request types; both runs wrote, both answered SUCCESS with one PhysicalResourceId, one service, one new revision.",
+        f"- Delivered twice at the same time: {f['replayed-concurrently']['requests delivered twice at once']} request types; one run wrote, the other waited for the delegate's lease and answered the same (SUCCESS, one PhysicalResourceId, one service, one new revision).",
         f"- A heal running during a stack Delete, held at each of {f['heal-during-delete']['steps of a Delete a heal ran in']} steps: no heal write, nothing brought back.",
         f"- A heal running during a stack Update, held at each of {f['heal-during-update']['steps of an Update a heal ran in']} writes: the end state is the Update's.",
-        f"- {f['heals-at-once']['heals at once']} heals at once, both re-registering a deregistered revision: copies kept: {f['heals-at-once']['copies kept']}.",
+        f"- {f['heals-at-once']['heals at once']} heals at once, both finding the revision deregistered: repaired {f['heals-at-once']['repaired']}, stood down {f['heals-at-once']['stood down']}, copies registered {f['heals-at-once']['copies registered']}, kept {f['heals-at-once']['copies kept']}.",
+        "",
+        "## Tampering (tests/record.rs, tests/heal.rs, tests/engine.rs)",
+        "",
+        "What others can write in the account, tried against a delegate next to a genuine drift that the same heal still repairs. "
+        "The record heal trusts is the DynamoDB item only the function writes.",
+        "",
+        "| case | outcome |",
+        "|---|---|",
+    ]
+    for name in ["tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct"]:
+        for row in f[name]:
+            lines.append(f"| {row['case']} | {row['outcome']} |")
+    lines += [
+        "",
+        "## Races and crashes (tests/record.rs, tests/reliability.rs, tests/heal.rs)",
+        "",
+        "| case | interleaving | outcome |",
+        "|---|---|---|",
+    ]
+    for name in ["race-cut-off-update", "race-replay-after-delete", "race-two-stacks"]:
+        for row in f[name]:
+            lines.append(f"| {row['case']} | {row['interleaving']} | {row['outcome']} |")
+    lines += [
         "",
         "## The CloudFormation response and panics",
         "",
@@ -126,7 +151,7 @@ def main():
         "",
         "- AWS itself: moto answers in place of AWS, so AWS's own consistency delays (a register not yet listed, the tagging index behind) are not exercised.",
         "- AWS's refusal of a second CreateService (\"not idempotent\") is played by the proxy; moto accepts it silently.",
-        "- Two runs at the same time cannot happen with the template's reserved concurrency of 1; the test runs them anyway, as two functions or a changed template would.",
+        "- DynamoDB is moto's: conditional writes and consistent reads behave as documented, but moto never expires items (TTL), so the tombstones' expiry is not exercised.",
         "",
     ]
     with open(out, "w") as fh:

@@ -1,7 +1,8 @@
 """Seed the moto emulator with what a platform team already has before installing a delegate:
 a VPC with two private subnets and one public subnet, an ECS cluster with one EC2 container
 instance in that VPC, the task execution and task roles, the delegate token in Secrets Manager,
-and a bucket standing in for CloudFormation's response bucket.
+a bucket standing in for CloudFormation's response bucket, and the function's record table
+(template.yaml's RecordTable, named as scripts/local.env's RECORD_TABLE).
 
 Usage: python scripts/seed_demo.py ENDPOINT_URL
 """
@@ -18,6 +19,7 @@ ecs = boto3.client("ecs", **kw)
 iam = boto3.client("iam", **kw)
 sm = boto3.client("secretsmanager", **kw)
 s3 = boto3.client("s3", **kw)
+ddb = boto3.client("dynamodb", **kw)
 
 CLUSTER = "harness-demo"
 
@@ -50,6 +52,11 @@ for role in ("harness-delegate-execution", "harness-delegate-task"):
 secret = sm.create_secret(Name="harness/delegate-token",
                           SecretString="demo-token-not-a-real-one")["ARN"]
 s3.create_bucket(Bucket="cfn-responses")
+ddb.create_table(TableName="harness-delegate-records", BillingMode="PAY_PER_REQUEST",
+                 AttributeDefinitions=[{"AttributeName": "delegate", "AttributeType": "S"}],
+                 KeySchema=[{"AttributeName": "delegate", "KeyType": "HASH"}])
+ddb.update_time_to_live(TableName="harness-delegate-records",
+                        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
 
 # Secrets Manager ends the ARN with a random suffix; the sample events name the secret without it
 # (a partial ARN), which is how they stay the same from one emulator to the next.

@@ -94,6 +94,10 @@ pub struct Applied {
     /// The delegate's log group, or `none` (filled in by the pipeline, from the spec).
     #[serde(rename = "LogGroupName")]
     pub log_group_name: String,
+    /// The configuration now in place, with the revision and the group filled in: what the
+    /// operation commits.
+    #[serde(skip)]
+    pub record: Record,
 }
 
 impl Applied {
@@ -176,6 +180,9 @@ fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
         .collect()
 }
 
+/// A write is not started with less time than this before the deadline.
+const START_MARGIN: Duration = Duration::from_secs(5);
+
 pub struct Applier<'a> {
     pub clients: &'a Clients,
     pub deadline: Instant,
@@ -219,6 +226,14 @@ impl<'a> Applier<'a> {
         }
         let mut result = Ok(());
         for action in &plan.actions {
+            // A write started this late might not finish, nor be undone, before the answer.
+            if Instant::now() + START_MARGIN >= self.deadline {
+                result = Err(ApplyError::blocked(
+                    action.name(),
+                    "not started: too little of the invocation's time is left to do it and undo what this run did; the steps before it are undone (raise the function's Timeout if this repeats)",
+                ));
+                break;
+            }
             tracing::info!(action = action.name(), reason = action.reason(), "applying");
             #[cfg(feature = "test-hooks")]
             crate::test_hooks::before_action(target.record.service(), action.name());
@@ -1152,6 +1167,7 @@ fn applied(p: &Progress, plan: &Plan, cluster_arn: &str) -> Result<Applied, Appl
             .map(|n| n.assign_public_ip.to_string())
             .unwrap_or_default(),
         log_group_name: String::new(),
+        record: p.record.clone(),
     })
 }
 

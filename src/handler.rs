@@ -14,7 +14,8 @@ use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, EcsEven
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
 use crate::heal::{DelegateReport, HealReport, HealSettings, Scope};
 use crate::model::{Home, Origin, Target};
-use crate::pipeline::{self, ReconcileError};
+use crate::operation::Claim;
+use crate::pipeline::{self, Done, ReconcileError};
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy};
 use crate::Clients;
 
@@ -44,6 +45,16 @@ impl HandlerError {
             HandlerError::Reconcile(ReconcileError::Invalid(_)) => "InvalidProperties",
             HandlerError::Reconcile(ReconcileError::Observe(_)) => "AwsReadFailed",
             HandlerError::Reconcile(ReconcileError::Apply(_)) => "AwsWriteFailed",
+            HandlerError::Reconcile(ReconcileError::Operation(
+                crate::operation::OperationError::Refused(_),
+            )) => "Refused",
+            HandlerError::Reconcile(ReconcileError::Operation(
+                crate::operation::OperationError::Busy { .. },
+            )) => "DelegateBusy",
+            HandlerError::Reconcile(
+                ReconcileError::Operation(crate::operation::OperationError::Store(_))
+                | ReconcileError::Store(_),
+            ) => "RecordStoreFailed",
         }
     }
 }
@@ -181,7 +192,7 @@ impl Handler {
         deadline: Instant,
     ) -> Result<HealReport, ReconcileError> {
         let deadline = earlier(deadline, DEADLINE_MARGIN);
-        Ok(crate::heal::heal(&self.clients, scope, &self.heal, trigger, deadline).await?)
+        crate::heal::heal(&self.clients, scope, &self.heal, trigger, deadline).await
     }
 
     /// Heal the targets of this account and region; the others are reported and left alone.
@@ -225,7 +236,15 @@ impl Handler {
                 Ok(pipeline::plan_json(&plan))
             }
             DirectAction::Reconcile => {
-                let result = pipeline::reconcile(&self.clients, &spec, force, deadline).await;
+                let claim = direct_claim("reconcile", force);
+                let done = pipeline::converge(&self.clients, &spec, &claim, deadline, |r| {
+                    json!({"Status": if r.is_ok() { "SUCCESS" } else { "FAILED" }}).to_string()
+                })
+                .await?;
+                let result = match done {
+                    Done::Ran(result) => result,
+                    Done::Replayed(answer) => return Ok(replayed(&answer)),
+                };
                 pipeline::log_outcome("Reconcile", &spec, &result);
                 let (plan, applied) = result?;
                 Ok(json!({"Status": "SUCCESS", "Actions": plan.actions, "Data": applied}))
@@ -235,9 +254,22 @@ impl Handler {
                     cluster: spec.cluster.clone(),
                     service: spec.service_name.clone(),
                 };
-                let actions =
-                    pipeline::delete(&self.clients, &target, &spec.family, None, force, deadline)
-                        .await?;
+                let claim = direct_claim("delete", force);
+                let answer = json!({"Status": "SUCCESS"}).to_string();
+                let done = pipeline::remove(
+                    &self.clients,
+                    &target,
+                    &spec.family,
+                    None,
+                    &claim,
+                    deadline,
+                    answer,
+                )
+                .await?;
+                let actions = match done {
+                    Done::Ran(actions) => actions,
+                    Done::Replayed(answer) => return Ok(replayed(&answer)),
+                };
                 Ok(json!({"Status": "SUCCESS", "Actions": actions}))
             }
         }
@@ -403,6 +435,21 @@ fn read_event(text: &str) -> Result<Value, (Value, Unreadable)> {
             cause: None,
         },
     ))
+}
+
+/// A direct request's claim: a fresh id (nothing to replay), no stack, forced or not.
+fn direct_claim(what: &str, force: bool) -> Claim {
+    Claim {
+        request_id: crate::operation::fresh_id(what),
+        owner: None,
+        force,
+        take_over_from: None,
+    }
+}
+
+/// What a direct request answered before (its ids are fresh, so only a reused one replays).
+fn replayed(answer: &str) -> Value {
+    serde_json::from_str(answer).unwrap_or_else(|_| json!({"Status": "FAILED"}))
 }
 
 /// `by` less `margin`, or `by` itself when that would be before the clock's start.

@@ -1,12 +1,13 @@
-//! Heal: finds the delegates this function manages — every one in the region by their tags, or
-//! the ones an ECS event or a direct call names — and repairs each toward its [`record`], then
-//! reports (and logs, one line per delegate) what it found and what it did.
+//! Heal: finds the delegates this function manages — every live one in the record table, or the
+//! ones an ECS event or a direct call names — and repairs each toward its committed [`record`],
+//! then reports (and logs, one line per delegate) what it found and what it did.
 //!
-//! For each delegate: choose the record (the newest of the service's and its revisions'),
-//! observe what heal needs, plan the repair (`plan::plan_heal`) and apply it. Clusters are healed
-//! concurrently; within a cluster, services are described ten at a time. A heal never creates a
-//! cluster, never touches a service that is not the delegate's, and stands down when a newer
-//! record appears while it works (a stack Update in progress).
+//! For each delegate: take the committed record from its item (tags are never trusted), observe
+//! what heal needs, plan the repair (`plan::plan_heal`) and apply it under the delegate's lease.
+//! Clusters are healed concurrently; within a cluster, services are described ten at a time. A
+//! heal never creates a cluster, never touches a service that is not the delegate's, never
+//! restores a deleted delegate, and stands down when a stack operation holds the lease or
+//! changed the record while it worked.
 //!
 //! [`record`]: crate::record
 
@@ -20,9 +21,13 @@ use tokio::time::Instant;
 use crate::apply::{Applier, ServiceTarget};
 use crate::model::{self, string_enum, DelegateKey, RolloutState, Target};
 use crate::observe::{self, ObserveError};
-use crate::observed::{ObservedForHeal, ObservedSecurityGroup, ObservedService};
+use crate::observed::{
+    ObservedForHeal, ObservedSecurityGroup, ObservedService, ObservedTaskDefinition,
+};
+use crate::pipeline::ReconcileError;
 use crate::plan::{self, Action, Backoff, HealPlan};
 use crate::record::{self, Record, RecordedGroups};
+use crate::store::{Item, State, StoreError};
 use crate::{metrics, Clients};
 
 /// How many clusters are healed at once: enough to finish a region quickly, few enough not to
@@ -174,22 +179,11 @@ impl HealReport {
     }
 }
 
-/// A record found for a delegate, and where.
-#[derive(Debug, Clone)]
-struct Found {
-    record: Record,
-    /// The revision it was read from; `None`: the service's tags.
-    revision: Option<String>,
-}
-
-/// A delegate to heal, with what discovery already knows of it.
+/// A delegate to heal, with its item (absent: version 0).
 #[derive(Debug, Clone)]
 struct Candidate {
     target: Target,
-    /// Records read from revisions' tags by the region scan (possibly stale: confirmed later).
-    scanned: Vec<Found>,
-    /// The scan found nothing else: look the delegate's revisions up by its tags if needed.
-    look_up: bool,
+    item: Item,
 }
 
 /// The groups this function made, by delegate.
@@ -202,22 +196,26 @@ pub async fn heal(
     settings: &HealSettings,
     trigger: &str,
     deadline: Instant,
-) -> Result<HealReport, ObserveError> {
+) -> Result<HealReport, ReconcileError> {
+    let all = scope == Scope::All;
     let candidates = match scope {
         Scope::All => scan(c, settings).await?,
-        Scope::Targets(targets) => targets
-            .into_iter()
-            .map(|target| {
-                let cand = Candidate {
-                    target,
-                    scanned: vec![],
-                    look_up: true,
-                };
-                (cand.target.key(), cand)
-            })
-            .collect(),
+        Scope::Targets(targets) => {
+            let mut out = BTreeMap::new();
+            for target in targets {
+                let item = c.store.get(&target.key()).await?;
+                out.insert(target.key(), Candidate { target, item });
+            }
+            out
+        }
     };
-    let groups = managed_groups(c, &candidates).await?;
+    // One read of the region's groups pays off for many delegates; a targeted heal reads its
+    // delegate's group only when it must.
+    let groups = if all {
+        managed_groups(c, &candidates).await?
+    } else {
+        Groups::new()
+    };
     let mut by_cluster: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for (key, cand) in candidates {
         by_cluster
@@ -241,59 +239,38 @@ pub async fn heal(
     Ok(HealReport { delegates })
 }
 
-/// Every delegate with a record in the region, from the tags of its revisions and service;
-/// only those of `settings.owner` when it is set (other functions' delegates are theirs to
-/// heal, and are skipped without a read or a word).
+/// Every live delegate in the record table; only those of `settings.owner` when it is set
+/// (other functions' delegates are theirs to heal, and are skipped without a word). Deleted
+/// delegates' tombstones are skipped too.
 async fn scan(
     c: &Clients,
     settings: &HealSettings,
-) -> Result<BTreeMap<DelegateKey, Candidate>, ObserveError> {
-    let mut out: BTreeMap<DelegateKey, Candidate> = BTreeMap::new();
-    let resources =
-        observe::tagged_resources(c, &["ecs:task-definition", "ecs:service"], None).await?;
-    for (arn, tags) in resources {
-        let Some(key) = tags
-            .get(model::RESOURCE_TAG)
-            .and_then(|k| DelegateKey::parse(k))
-        else {
-            continue;
-        };
-        if !settings.heals(model::owner_of(&tags)) {
-            continue;
-        }
-        let revision = arn
-            .contains(":task-definition/")
-            .then(|| model::revision_name(&arn).to_string());
-        let record = match Record::from_tags(&tags, revision.as_deref()) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                tracing::warn!(resource = %arn, error = %e, "unreadable record skipped");
+) -> Result<BTreeMap<DelegateKey, Candidate>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    for item in c.store.all().await? {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable record skipped");
                 continue;
             }
-            None => continue,
         };
-        // Services show up here for their key; their record is read from DescribeServices.
-        let cand = out.entry(key.clone()).or_insert_with(|| Candidate {
-            target: Target {
-                cluster: key.cluster().to_string(),
-                service: key.service().to_string(),
-            },
-            scanned: vec![],
-            look_up: false,
-        });
-        if revision.is_some() {
-            cand.scanned.push(Found {
-                record,
-                revision: Some(arn),
-            });
+        let owner = item.owner.as_ref().map(|o| o.label());
+        if !item.is_live() || !settings.heals(owner.as_deref()) {
+            continue;
         }
+        let target = Target {
+            cluster: item.key.cluster().to_string(),
+            service: item.key.service().to_string(),
+        };
+        out.insert(item.key.clone(), Candidate { target, item });
     }
     Ok(out)
 }
 
-/// The security groups this function created for the scanned delegates that use one: one EC2
-/// call for the region rather than one a delegate. Delegates missing here have their groups
-/// read when needed.
+/// The security groups this function created for the delegates that use one: one EC2 call for
+/// the region rather than one a delegate. Delegates missing here have their groups read when
+/// needed.
 async fn managed_groups(
     c: &Clients,
     candidates: &BTreeMap<DelegateKey, Candidate>,
@@ -301,9 +278,8 @@ async fn managed_groups(
     let keys: Vec<DelegateKey> = candidates
         .iter()
         .filter(|(_, cand)| {
-            cand.scanned.iter().any(|f| {
-                f.record
-                    .network
+            cand.item.committed.as_ref().is_some_and(|r| {
+                r.network
                     .as_ref()
                     .is_some_and(|n| n.security_groups == RecordedGroups::Managed)
             })
@@ -386,28 +362,25 @@ struct Seen<'a> {
     groups: Option<&'a [ObservedSecurityGroup]>,
 }
 
-/// Heal one delegate: choose its record, observe, plan, repair.
+/// Heal one delegate: take its committed record, observe, plan, repair.
 async fn heal_one(
     c: &Clients,
     cand: &Candidate,
     seen: Seen<'_>,
     settings: &HealSettings,
     deadline: Instant,
-) -> Result<DelegateReport, ObserveError> {
+) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
-    let chosen = match choose_record(c, cand, seen.service.as_ref(), settings).await? {
-        Ok(found) => found,
+    let record = match committed(cand, seen.service.as_ref(), settings) {
+        Ok(r) => r,
         Err(report) => return Ok(report),
     };
-    let observed = match observe_delegate(c, cand, &chosen, &seen).await? {
-        Ok(o) => o,
-        Err(report) => return Ok(report),
-    };
+    let observed = observe_delegate(c, cand, record, &seen).await?;
     let backoff = Backoff {
         now: record::now_millis() / 1000,
         window: settings.redeploy_backoff.as_secs(),
     };
-    let planned = match plan::plan_heal(&chosen.record, &observed, backoff) {
+    let planned = match plan::plan_heal(record, &observed, backoff) {
         Ok(p) => p,
         Err(e) => {
             return Ok(DelegateReport::one(
@@ -420,111 +393,81 @@ async fn heal_one(
     if let Some(why) = &planned.deferred {
         return Ok(DelegateReport::one(&key, Outcome::Deferred, why.clone()));
     }
-    if planned.plan.actions.is_empty() {
+    if planned.plan.actions.is_empty() && cand.item.state != State::Pending {
         return Ok(DelegateReport::new(
             &key,
             Outcome::Converged,
             planned.found(),
         ));
     }
-    repair(c, cand, chosen, observed.service, planned, deadline).await
+    repair(c, cand, record, observed.service, planned, deadline).await
 }
 
-/// The record to heal toward: the newest of the service's and its revisions'. `Err`: the
-/// report when there is none this function may act on.
-async fn choose_record(
-    c: &Clients,
-    cand: &Candidate,
+/// The committed record to heal toward. `Err`: the report when there is none this function
+/// may act on now.
+fn committed<'a>(
+    cand: &'a Candidate,
     service: Option<&ObservedService>,
     settings: &HealSettings,
-) -> Result<Result<Found, DelegateReport>, ObserveError> {
+) -> Result<&'a Record, DelegateReport> {
     let key = cand.target.key();
-    let mut found: Vec<Found> = cand.scanned.clone();
-    let mut unreadable = None;
-    if let Some(s) = service {
-        match Record::from_tags(&s.tags, None) {
-            Some(Ok(record)) => found.push(Found {
-                record,
-                revision: None,
-            }),
-            Some(Err(e)) => unreadable = Some(e),
-            None => {}
-        }
+    let item = &cand.item;
+    let not_managed = |why: &str| DelegateReport::one(&key, Outcome::NotManaged, why);
+    if item.version == 0 {
+        return Err(not_managed(no_record(&key, service)));
     }
-    if found.is_empty() && cand.look_up {
-        for (arn, tags) in
-            observe::tagged_resources(c, &["ecs:task-definition"], Some(&key)).await?
-        {
-            if let Some(Ok(record)) = Record::from_tags(&tags, Some(model::revision_name(&arn))) {
-                found.push(Found {
-                    record,
-                    revision: Some(arn),
-                });
-            }
-        }
+    if !item.is_live() {
+        return Err(not_managed(
+            "deleted (its record is a tombstone): nothing to resurrect",
+        ));
     }
-    if let (true, Some(e)) = (found.is_empty(), unreadable) {
-        let e = plan::CannotHeal::from(e);
-        return Ok(Err(DelegateReport::one(
-            &key,
-            Outcome::CannotHeal,
-            e.to_string(),
-        )));
-    }
-    let Some(chosen) = newest(found) else {
-        return Ok(Err(DelegateReport::one(
-            &key,
-            Outcome::NotManaged,
-            no_record(service),
-        )));
-    };
-    if !settings.heals(chosen.record.owner.as_deref()) {
-        let theirs = chosen
-            .record
-            .owner
-            .as_deref()
-            .unwrap_or("no stack (a direct invocation)");
+    let owner = item.owner.as_ref().map(|o| o.label());
+    if !settings.heals(owner.as_deref()) {
         let why = format!(
-            "belongs to {theirs}, not to this function's stack (HEAL_OWNER {}): left to its own function",
+            "belongs to {}, not to this function's stack (HEAL_OWNER {}): left to its own function",
+            owner.as_deref().unwrap_or("no stack (a direct invocation)"),
             settings.owner.as_deref().unwrap_or_default()
         );
-        return Ok(Err(DelegateReport::one(&key, Outcome::NotManaged, why)));
+        return Err(DelegateReport::one(&key, Outcome::NotManaged, why));
     }
-    Ok(Ok(chosen))
+    if let Some(held) = item.held("", crate::store::now_ms()) {
+        let why = format!(
+            "an operation ({}) is changing the delegate: left to it, the next heal looks again",
+            held.holder
+        );
+        return Err(DelegateReport::one(&key, Outcome::Superseded, why));
+    }
+    item.committed.as_ref().ok_or_else(|| {
+        not_managed("its first operation never completed: nothing was committed to restore")
+    })
 }
 
-/// Why a delegate without a record is not healed.
-fn no_record(service: Option<&ObservedService>) -> &'static str {
+/// Why a delegate without an item is not healed.
+fn no_record(key: &DelegateKey, service: Option<&ObservedService>) -> &'static str {
     match service {
-        Some(s) if s.managed_by_us() && s.is_active() => "managed by this function but has no record yet (installed by an earlier version): run a stack Update or a direct Reconcile to record it",
-        Some(s) if s.managed_by_us() => "no record: the delegate was deleted, nothing to resurrect",
+        Some(s)
+            if s.managed_by_us() && crate::record::Record::from_tags(&s.tags, None).is_some() =>
+        {
+            tracing::warn!(delegate = %key, "a delegate recorded in tags by an earlier version: heal leaves it alone until its stack's next Update (or a Reconcile) records it in the table");
+            "recorded in tags by an earlier version, which heal no longer trusts: run a stack Update (or a direct Reconcile) to record it in the table"
+        }
+        Some(s) if s.managed_by_us() => {
+            "no record: the delegate was deleted or never completed, nothing to resurrect"
+        }
         Some(_) => "not managed by this function: ignored",
         None => "no such delegate and no record of one: ignored",
     }
 }
 
-/// The newest record; among records of one converge (a revision heal registered again carries
-/// its original's time) the one naming the latest revision, so that the copy is not copied again.
-fn newest(found: Vec<Found>) -> Option<Found> {
-    found.into_iter().max_by_key(|f| {
-        (
-            f.record.applied_at,
-            model::revision_number(&f.record.task_definition),
-        )
-    })
-}
-
 /// What heal needs to see: the cluster (only when the service is not plainly there), the
-/// recorded revision, the delegate's own group. `Err`: the report when the record read from a
-/// revision no longer holds there.
+/// recorded revision, the delegate's own group.
 async fn observe_delegate(
     c: &Clients,
     cand: &Candidate,
-    chosen: &Found,
+    record: &Record,
     seen: &Seen<'_>,
-) -> Result<Result<ObservedForHeal, DelegateReport>, ObserveError> {
+) -> Result<ObservedForHeal, ObserveError> {
     let key = cand.target.key();
-    let record = &chosen.record;
     let service_active = seen.service.as_ref().is_some_and(|s| s.is_active());
     let cluster_status = if service_active {
         Some(model::ClusterStatus::Active)
@@ -535,30 +478,10 @@ async fn observe_delegate(
             .await?
             .map(|cl| cl.status)
     };
-    let revision = observe::describe_task_definition(c, &record.task_definition).await?;
-    // A record read from a revision by the scan is confirmed on the revision itself: the
-    // tagging index lags, and a Delete removes the record first.
-    if let Some(arn) = &chosen.revision {
-        let still = revision
-            .as_ref()
-            .filter(|td| &td.arn == arn)
-            .and_then(|td| Record::from_tags(&td.tags, Some(model::revision_name(arn)))?.ok());
-        match still {
-            None => {
-                return Ok(Err(DelegateReport::one(
-                    &key,
-                    Outcome::NotManaged,
-                    "the record was removed (the delegate was deleted): nothing to resurrect",
-                )))
-            }
-            Some(r) if r.applied_at != record.applied_at => return Ok(Err(DelegateReport::one(
-                &key,
-                Outcome::Superseded,
-                "the record changed since the region was scanned: the next heal uses the new one",
-            ))),
-            Some(_) => {}
-        }
-    }
+    let revision = match steady_on(record, seen.service.as_ref()) {
+        Some(known) => Some(known),
+        None => observe::describe_task_definition(c, &record.task_definition).await?,
+    };
     let managed_security_group = match record.network.as_ref() {
         Some(n) if n.security_groups == RecordedGroups::Managed => {
             match running_in_recorded_group(record, seen.service.as_ref()) {
@@ -578,38 +501,46 @@ async fn observe_delegate(
         }
         _ => None,
     };
-    Ok(Ok(ObservedForHeal {
+    Ok(ObservedForHeal {
         cluster_status,
         service: seen.service.clone(),
         revision,
         managed_security_group,
-    }))
+    })
 }
 
-/// Apply a heal plan, unless a Create/Update/Reconcile recorded something newer meanwhile.
+/// Apply a heal plan under the delegate's lease: taken on the version read, so a stack
+/// operation that changed the record meanwhile wins and heal stands down. What heal put in
+/// place (a re-registered revision, a new group) is committed; an operation left `pending` by
+/// an aborted run is resolved, its changes undone by restoring the committed configuration.
 async fn repair(
     c: &Clients,
     cand: &Candidate,
-    chosen: Found,
+    record: &Record,
     service: Option<ObservedService>,
     planned: HealPlan,
     deadline: Instant,
-) -> Result<DelegateReport, ObserveError> {
+) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
     let found = planned.found();
-    if let Some(newer) = newer_record(
-        c,
-        &cand.target.cluster,
-        &chosen.record,
-        chosen.revision.as_deref(),
-    )
-    .await?
-    {
-        return Ok(DelegateReport::one(&key, Outcome::Superseded, newer));
+    let holder = crate::operation::fresh_id("heal");
+    let until =
+        crate::operation::epoch_ms_at(deadline) + crate::operation::LEASE_GRACE.as_millis() as u64;
+    let leased = cand.item.lease_to(&holder, until);
+    match c.store.put(&leased).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Ok(DelegateReport::one(
+                &key,
+                Outcome::Superseded,
+                "the record changed while healing (a stack operation): left to it",
+            ))
+        }
+        Err(e) => return Err(e.into()),
     }
     let target = ServiceTarget {
         cluster: cand.target.cluster.clone(),
-        record: chosen.record,
+        record: record.clone(),
     };
     let current = service.filter(|s| s.is_active()).map(|s| s.arn);
     let result = Applier::new(c, deadline)
@@ -619,11 +550,42 @@ async fn repair(
         actions: planned.plan.actions,
         ..DelegateReport::new(&key, Outcome::Repaired, found)
     };
+    let done = match &result {
+        Ok(applied) => leased.commit(applied.record.clone()),
+        Err(_) => leased.release(),
+    };
     if let Err(e) = result {
         r.outcome = Outcome::Failed;
         r.error = Some(e.to_string());
     }
+    c.store.put(&done).await?;
+    if r.actions.is_empty() {
+        r.outcome = Outcome::Converged;
+        r.found = vec![format!(
+            "an operation that did not finish ({}) left nothing to undo: the committed configuration is in place",
+            cand.item.pending.as_deref().unwrap_or("unknown")
+        )];
+    }
     Ok(r)
+}
+
+/// The committed revision, without reading it, when the service runs exactly it in a finished
+/// deployment with every desired task running: a revision never changes, and a deregistered
+/// one still runs and scales, so its status matters only once the service needs more (a new
+/// deployment, a new service), and then heal reads it. Its status here is that assumption.
+fn steady_on(record: &Record, service: Option<&ObservedService>) -> Option<ObservedTaskDefinition> {
+    let s = service.filter(|s| s.is_active())?;
+    let d = s.deployment.as_ref()?;
+    let done = d.rollout_state.is_none_or(|r| r == RolloutState::Completed);
+    let all_running = s.running_count == s.desired_count && d.running_count == s.desired_count;
+    let ours = model::revision_name(&s.task_definition) == record.task_definition;
+    (done && all_running && ours).then(|| ObservedTaskDefinition {
+        arn: s.task_definition.clone(),
+        revision: model::revision_number(&record.task_definition),
+        status: model::RevisionStatus::Active,
+        doc: Value::Null,
+        tags: BTreeMap::new(),
+    })
 }
 
 /// The recorded managed group, without reading it, when the tasks of the service's current
@@ -644,32 +606,6 @@ fn running_in_recorded_group(
         vpc_id: n.vpc_id.clone(),
         name: model::managed_security_group_name(record.service()),
         tags: BTreeMap::new(),
-    })
-}
-
-/// What changed if the record heal read is no longer the newest where it was read.
-async fn newer_record(
-    c: &Clients,
-    cluster: &str,
-    record: &Record,
-    revision: Option<&str>,
-) -> Result<Option<String>, ObserveError> {
-    let tags = match revision {
-        None => observe::service(c, cluster, record.service())
-            .await?
-            .map(|s| s.tags),
-        Some(arn) => observe::describe_task_definition(c, arn)
-            .await?
-            .map(|td| td.tags),
-    };
-    let now = tags.and_then(|t| Record::from_tags(&t, revision.map(model::revision_name)));
-    Ok(match now {
-        Some(Ok(r)) if r.applied_at == record.applied_at => None,
-        Some(Ok(_)) => Some(
-            "a newer configuration was recorded while healing (a stack Update or Reconcile): left to it"
-                .into(),
-        ),
-        _ => Some("the record was removed while healing (the delegate is being deleted): nothing done".into()),
     })
 }
 
@@ -787,34 +723,6 @@ mod tests {
         assert!(
             !one.heals(None),
             "a direct invocation's delegate is no stack's"
-        );
-    }
-
-    #[test]
-    fn the_newest_record_wins_and_a_copy_beats_its_original() {
-        let found = |applied_at: u64, td: &str| Found {
-            record: Record {
-                applied_at,
-                task_definition: td.into(),
-                ..Default::default()
-            },
-            revision: Some(format!("arn:aws:ecs:r:1:task-definition/{td}")),
-        };
-        let pick = |f: Vec<Found>| newest(f).map(|f| f.record.task_definition);
-        assert_eq!(pick(vec![]), None);
-        // An Update's record beats the one before it, whatever the order found.
-        assert_eq!(
-            pick(vec![found(2, "f:3"), found(1, "f:9")]),
-            Some("f:3".into())
-        );
-        // A deregistered original (f:3) and heal's copy of it (f:4) carry the same time.
-        assert_eq!(
-            pick(vec![found(2, "f:4"), found(2, "f:3")]),
-            Some("f:4".into())
-        );
-        assert_eq!(
-            pick(vec![found(2, "f:3"), found(2, "f:4")]),
-            Some("f:4".into())
         );
     }
 }

@@ -319,60 +319,6 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
     }
 }
 
-/// Resources of `types` (`ecs:service`, `ecs:task-definition`, `ec2:security-group`) that this
-/// function manages, of the delegate `key` if given, with their tags: every page.
-pub async fn tagged_resources(
-    c: &Clients,
-    types: &[&str],
-    key: Option<&DelegateKey>,
-) -> Result<Vec<(String, BTreeMap<String, String>)>, ObserveError> {
-    use aws_sdk_resourcegroupstagging::types::TagFilter;
-    let mut req = c
-        .tagging
-        .get_resources()
-        .tag_filters(
-            TagFilter::builder()
-                .key(MANAGED_BY_TAG)
-                .values(MANAGED_BY_VALUE)
-                .build(),
-        )
-        .resources_per_page(100);
-    if let Some(k) = key {
-        req = req.tag_filters(
-            TagFilter::builder()
-                .key(RESOURCE_TAG)
-                .values(k.to_string())
-                .build(),
-        );
-    }
-    for t in types {
-        req = req.resource_type_filters(*t);
-    }
-    let pages = req
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| {
-            err(
-                "resources tagged as managed delegates",
-                AwsError::new("tag:GetResources", e),
-            )
-        })?;
-    Ok(pages
-        .iter()
-        .flat_map(|p| p.resource_tag_mapping_list())
-        .filter_map(|m| {
-            let tags = m
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
-            Some((m.resource_arn()?.to_string(), tags))
-        })
-        .collect())
-}
-
 /// `Err` with AWS's message when IAM refuses the function even a read of this service; any
 /// other answer (the service or cluster gone included) is not a question of permission.
 pub async fn may_act_on_service(c: &Clients, target: &Target) -> Result<(), AwsError> {
@@ -932,23 +878,12 @@ pub async fn observe_for_delete(
         .into_iter()
         .filter(|g| removable.allows(g.owner()))
         .collect();
-    let mut revision_records = our_revisions(c, &key, family, &removable, &mut o).await?;
-    if !o.our_revisions.is_empty() {
-        o.used_by_other_services = task_definitions_of_managed_services(c, &key).await?;
-    }
-    // The record heal works from, wherever it is: the service and any revision, deregistered
-    // ones included (found through the tagging index).
+    let revision_records = our_revisions(c, &key, family, &removable, &mut o).await?;
+    // The record labels on the service and the revisions, taken off with the delegate.
     if let Some(s) = o.service.as_ref().filter(|s| s.owned_by(owner)) {
         let keys = crate::record::record_keys(&s.tags);
         if !keys.is_empty() {
             o.records.push((s.arn.clone(), keys));
-        }
-    }
-    for (arn, tags) in tagged_resources(c, &["ecs:task-definition"], Some(&key)).await? {
-        let keys = crate::record::record_keys(&tags);
-        let known = revision_records.iter().any(|(a, _)| a == &arn);
-        if !keys.is_empty() && !known && removable.allows(crate::model::owner_of(&tags)) {
-            revision_records.push((arn, keys));
         }
     }
     o.records.extend(revision_records);
@@ -992,24 +927,6 @@ async fn our_revisions(
         }
     }
     Ok(records)
-}
-
-/// The revisions (`family:revision`) that other delegates' services run, read from the records
-/// on those services through the tagging index. Not by describing every cluster's services: the
-/// function's role may only read its own cluster.
-async fn task_definitions_of_managed_services(
-    c: &Clients,
-    except: &DelegateKey,
-) -> Result<BTreeSet<String>, ObserveError> {
-    Ok(tagged_resources(c, &["ecs:service"], None)
-        .await?
-        .into_iter()
-        .filter(|(_, tags)| !except.tagged_on(tags))
-        .filter_map(|(_, tags)| {
-            let td = crate::record::joined(&tags, crate::record::TASK_DEFINITION_TAG)?;
-            Some(crate::model::revision_name(&td).to_string())
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! needs the plan) → apply. Delete: observe what is the delegate's → plan → apply. A
 //! CloudFormation request adds its owner, and an Update that moves clusters is checked first.
 
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use futures::FutureExt;
+
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -13,8 +18,10 @@ use crate::classify::{CfnRequest, RequestType};
 use crate::custom_resource::{self, Outcome};
 use crate::model::{cluster_short_name, DelegateKey, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
+use crate::operation::{self, Claim, OperationError, Start};
 use crate::plan::{self, DeleteAction, Plan};
 use crate::spec::{self, DelegateSpec, Problem, Problems};
+use crate::store::{Item, StoreError};
 use crate::{document, metrics, preflight, record, task_definition, Clients};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,10 @@ pub enum ReconcileError {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Operation(#[from] OperationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The spec the properties declare in `region`, its rendered task definition checked:
@@ -65,11 +76,132 @@ async fn converge_request(
             return Outcome::failed(req, p.to_string());
         }
     }
-    let result = reconcile(c, &spec, false, deadline).await;
-    log_outcome("CloudFormation", &spec, &result);
-    match result {
+    let claim = Claim {
+        request_id: req.request_id.clone(),
+        owner: Some(custom_resource::stack_owner(req)),
+        force: false,
+        take_over_from: spec.take_over_from.clone(),
+    };
+    let outcome_of = |r: &Result<(Plan, Applied), ReconcileError>| match r {
         Ok((_, applied)) => Outcome::success(applied.service_arn.clone(), applied.data()),
         Err(e) => Outcome::failed(req, e.to_string()),
+    };
+    let result = converge(c, &spec, &claim, deadline, |r| outcome_of(r).to_answer()).await;
+    match result {
+        Ok(Done::Replayed(answer)) => replayed(req, &answer),
+        Ok(Done::Ran(r)) => {
+            log_outcome("CloudFormation", &spec, &r);
+            outcome_of(&r)
+        }
+        Err(e) => {
+            tracing::error!(trigger = "CloudFormation", delegate = %spec.key(), status = "FAILED", error = %e, "delegate not reconciled");
+            Outcome::failed(req, e.to_string())
+        }
+    }
+}
+
+/// The answer a redelivered request gets: the one it got the first time.
+fn replayed(req: &CfnRequest, answer: &str) -> Outcome {
+    tracing::warn!(request_id = %req.request_id, "a request answered before was delivered again: the same answer is sent, nothing is done");
+    Outcome::from_answer(answer).unwrap_or_else(|| {
+        Outcome::failed(
+            req,
+            "this request was handled before and its answer cannot be read back: nothing was done"
+                .into(),
+        )
+    })
+}
+
+/// What an operation under the record store came to.
+#[derive(Debug)]
+pub enum Done<T> {
+    /// The request was answered before: the answer (JSON); nothing was done.
+    Replayed(String),
+    /// The operation ran: its result (committed when it succeeded).
+    Ran(T),
+}
+
+/// Converge `spec` under the delegate's record: take the lease (the item goes `pending`),
+/// reconcile, then commit what succeeded, or keep what was committed before; either way the
+/// answer (`answer_of` the result) is remembered for a redelivery. `Err`: nothing was done.
+pub async fn converge(
+    c: &Clients,
+    spec: &DelegateSpec,
+    claim: &Claim,
+    deadline: Instant,
+    answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> String,
+) -> Result<Done<Result<(Plan, Applied), ReconcileError>>, OperationError> {
+    let begin = |item: &Item, holder: &str, until| item.begin(holder, until, claim.owner.clone());
+    let item = match operation::start(&c.store, &spec.key(), claim, deadline, begin).await? {
+        Start::Answered(a) => return Ok(Done::Replayed(a)),
+        Start::Begun(item) => *item,
+    };
+    let mut result = unwinding(c, &item, reconcile(c, spec, claim.force, deadline)).await;
+    if result.is_ok() {
+        retire_old_family(c, spec, item.committed.as_ref(), deadline).await;
+    }
+    let answer = answer_of(&result);
+    let stored = match &result {
+        Ok((_, applied)) => {
+            let record = applied.record.clone();
+            operation::commit(&c.store, &item, record, &claim.request_id, answer).await
+        }
+        Err(_) => operation::abandon(&c.store, &item, &claim.request_id, answer).await,
+    };
+    if let (Ok(_), Err(e)) = (&result, stored) {
+        result = Err(ReconcileError::Store(e));
+    }
+    Ok(Done::Ran(result))
+}
+
+/// After an Update moved the delegate to another family (the service now runs the new one),
+/// deregister the old family's revisions this delegate registered, unless another delegate is
+/// committed to one. A failure is logged and left: the operation itself succeeded, and the
+/// revisions are only clutter.
+async fn retire_old_family(
+    c: &Clients,
+    spec: &DelegateSpec,
+    before: Option<&crate::record::Record>,
+    deadline: Instant,
+) {
+    let Some(old) = before
+        .map(|r| crate::model::revision_name(&r.task_definition))
+        .and_then(|td| td.rsplit_once(':').map(|(family, _)| family.to_string()))
+        .filter(|family| family != &spec.family)
+    else {
+        return;
+    };
+    let target = Target {
+        cluster: spec.cluster.clone(),
+        service: spec.service_name.clone(),
+    };
+    let retired = async {
+        let observed = observe::observe_for_delete(c, &target, &old, spec.owner.as_deref()).await?;
+        let others = revisions_of_other_delegates(c, &spec.key()).await?;
+        let actions: Vec<DeleteAction> = observed
+            .our_revisions
+            .into_iter()
+            .filter(|arn| !others.contains(crate::model::revision_name(arn)))
+            .map(|arn| DeleteAction::DeregisterTaskDefinition {
+                arn,
+                reason: format!(
+                    "the delegate moved from family {old} to {}: its revisions of the old one are retired",
+                    spec.family
+                ),
+            })
+            .collect();
+        Applier::new(c, deadline)
+            .delete(&target.cluster, &actions)
+            .await?;
+        Ok::<_, ReconcileError>(actions.len())
+    };
+    match retired.await {
+        Ok(n) => {
+            tracing::info!(delegate = %spec.key(), family = %old, revisions = n, "the old family's revisions retired")
+        }
+        Err(e) => {
+            tracing::warn!(delegate = %spec.key(), family = %old, error = %e, "the old family's revisions could not be retired: they stay registered")
+        }
     }
 }
 
@@ -89,19 +221,92 @@ async fn delete_request(c: &Clients, req: &CfnRequest, deadline: Instant) -> Out
         tracing::info!(physical_resource_id = %physical, "Delete of a resource that was never created: nothing to do");
         return ok;
     };
-    // Read as the spec reads it (trimmed), or the Delete looks in a family nobody registered.
-    let family = req
-        .properties
+    let claim = Claim {
+        request_id: req.request_id.clone(),
+        owner: Some(custom_resource::stack_owner(req)),
+        force: false,
+        take_over_from: None,
+    };
+    let owner = custom_resource::owner_of(req);
+    let family = delete_family(&req.properties);
+    let answer = ok.to_answer();
+    match remove(c, &target, family, Some(&owner), &claim, deadline, answer).await {
+        Ok(Done::Replayed(a)) => replayed(req, &a),
+        Ok(Done::Ran(_)) => ok,
+        // Another stack's delegate: this resource has nothing of its own to remove.
+        Err(ReconcileError::Operation(OperationError::Refused(why))) => {
+            tracing::warn!(delegate = %target.key(), reason = %why, "Delete left another stack's delegate alone");
+            ok
+        }
+        Err(e) => Outcome::failed(req, e.to_string()),
+    }
+}
+
+/// The family a Delete looks in, read as the spec reads it (trimmed), or it looks in a family
+/// nobody registered.
+fn delete_family(props: &Value) -> &str {
+    props
         .get("TaskDefinitionFamily")
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|f| !f.is_empty())
-        .unwrap_or(spec::DEFAULT_FAMILY);
-    let owner = custom_resource::owner_of(req);
-    match delete(c, &target, family, Some(&owner), false, deadline).await {
-        Ok(_) => ok,
-        Err(e) => Outcome::failed(req, e.to_string()),
+        .unwrap_or(spec::DEFAULT_FAMILY)
+}
+
+/// Run `work`; if it panics, give the lease of `item` back first (what was committed stays
+/// the truth), then let the panic go on to the handler, which answers FAILED.
+async fn unwinding<T>(c: &Clients, item: &Item, work: impl Future<Output = T>) -> T {
+    // Boxed: the work's state is large, and a debug build's stack is not.
+    match std::panic::AssertUnwindSafe(Box::pin(work))
+        .catch_unwind()
+        .await
+    {
+        Ok(done) => done,
+        Err(panic) => {
+            let released = item.abandon(crate::store::now_ms() / 1000);
+            if let Err(e) = c.store.put(&released).await {
+                tracing::error!(delegate = %item.key, error = %e, "the lease of a panicked operation could not be released: it expires on its own");
+            }
+            std::panic::resume_unwind(panic)
+        }
     }
+}
+
+/// Delete under the delegate's record: take the lease and mark the item deleted first (heal
+/// restores nothing from then on), remove the resources, look once more for what a late call of
+/// an aborted run created, then release the lease and remember the answer.
+pub async fn remove(
+    c: &Clients,
+    target: &Target,
+    family: &str,
+    owner: Option<&str>,
+    claim: &Claim,
+    deadline: Instant,
+    answer: String,
+) -> Result<Done<Vec<DeleteAction>>, ReconcileError> {
+    let now_s = crate::store::now_ms() / 1000;
+    let begin = |item: &Item, holder: &str, until| item.tombstone(now_s, Some((holder, until)));
+    let key = target.key();
+    let item = match operation::start(&c.store, &key, claim, deadline, begin).await? {
+        Start::Answered(a) => return Ok(Done::Replayed(a)),
+        Start::Begun(item) => *item,
+    };
+    let work = async {
+        let others = revisions_of_other_delegates(c, &key).await?;
+        let mut actions = delete(c, target, family, owner, claim.force, &others, deadline).await?;
+        actions.extend(delete(c, target, family, owner, claim.force, &others, deadline).await?);
+        Ok::<_, ReconcileError>(actions)
+    };
+    let result = unwinding(c, &item, work).await;
+    // Deleted either way: a failed Delete leaves a tombstone too, so nothing is restored, and
+    // is not remembered as answered, so CloudFormation's retry runs it again.
+    let done = item.tombstone(now_s, None);
+    let done = match &result {
+        Ok(_) => done.serve(&claim.request_id, answer),
+        Err(_) => done,
+    };
+    c.store.put(&done).await?;
+    Ok(Done::Ran(result?))
 }
 
 /// An Update that moves the delegate to another cluster is a replacement: CloudFormation then
@@ -184,18 +389,38 @@ pub async fn reconcile(
     Ok((plan, applied))
 }
 
-/// Remove the delegate `target`: only what carries its tags. A direct request (no `owner`)
-/// removes a stack's delegate only when `force`d.
-pub async fn delete(
+/// The revisions (`family:revision`) other live delegates are committed to, from the record
+/// table: a Delete leaves them registered. Not by describing every cluster's services (the
+/// function's role may only read its own cluster), nor from tags anyone may write.
+async fn revisions_of_other_delegates(
+    c: &Clients,
+    except: &DelegateKey,
+) -> Result<BTreeSet<String>, StoreError> {
+    Ok(c.store
+        .all()
+        .await?
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|i| i.is_live() && &i.key != except)
+        .filter_map(|i| i.committed)
+        .map(|r| crate::model::revision_name(&r.task_definition).to_string())
+        .collect())
+}
+
+/// Remove the delegate `target`: only what carries its tags, and no revision in `others`. A
+/// direct request (no `owner`) removes a stack's delegate only when `force`d.
+async fn delete(
     c: &Clients,
     target: &Target,
     family: &str,
     owner: Option<&str>,
     force: bool,
+    others: &BTreeSet<String>,
     deadline: Instant,
 ) -> Result<Vec<DeleteAction>, ReconcileError> {
     // A cluster that is gone takes its services with it; the rest may still need removing.
-    let observed = observe::observe_for_delete(c, target, family, owner).await?;
+    let mut observed = observe::observe_for_delete(c, target, family, owner).await?;
+    observed.used_by_other_services = others.clone();
     if owner.is_none() {
         respect_stack(&target.key(), observed.service.as_ref(), force, "Delete")?;
     }

@@ -723,6 +723,43 @@ async fn a_family_given_with_spaces_is_deleted_as_registered() {
     );
 }
 
+/// An Update that moves the delegate to another family retires the old family's revisions once
+/// the service runs the new one; another delegate's revision in the old family stays.
+#[tokio::test]
+async fn a_changed_family_retires_the_old_ones_revisions() {
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let rx = Receiver::start(0).await;
+    let (old, new) = (unique("fam-old"), unique("fam-new"));
+    let mut props = w.ec2_props();
+    props["TaskDefinitionFamily"] = json!(old);
+    let created = create_ok(&c, &rx, "c", &props).await;
+    let physical = created["PhysicalResourceId"].as_str();
+    // Another delegate of the same cluster in the old family.
+    let mut other = props.clone();
+    other["ServiceName"] = json!("other-delegate");
+    let mut e = cfn_event("Create", &rx.url("o"), &other, None, None);
+    e["LogicalResourceId"] = json!("Other");
+    assert_eq!(run_cfn(&c, &rx, e).await["Status"], "SUCCESS");
+    assert_eq!(active_revisions(&c, &old).await.len(), 2);
+    let mut moved = props.clone();
+    moved["TaskDefinitionFamily"] = json!(new);
+    let update = cfn_event("Update", &rx.url("u"), &moved, physical, Some(&props));
+    let body = run_cfn(&c, &rx, update).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let now = active_revisions(&c, &new).await;
+    assert_eq!(now.len(), 1);
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(s.task_definition(), Some(now[0].as_str()));
+    let left = active_revisions(&c, &old).await;
+    let theirs = service(&c, &w.cluster, "other-delegate").await.unwrap();
+    assert_eq!(
+        left,
+        [theirs.task_definition().unwrap()],
+        "only the other delegate's stays"
+    );
+}
+
 #[tokio::test]
 async fn unanswerable_and_odd_requests() {
     let c = clients().await;
@@ -924,7 +961,7 @@ async fn a_second_stack_cannot_take_over_or_delete_the_first_ones_delegate() {
     assert_eq!(second["Status"], "FAILED");
     let reason = second["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("belongs to another stack's delegate (test/Delegate)"),
+        reason.contains("belongs to the stack arn:aws:cloudformation:us-east-1:123456789012:stack/test/guid (resource Delegate)"),
         "{reason}"
     );
     let del = run_cfn(
@@ -1191,5 +1228,9 @@ async fn a_direct_repair_of_a_stacks_delegate_needs_force_and_keeps_the_stack_as
             .unwrap()
             .status(),
         Some("INACTIVE")
+    );
+    record_figures(
+        "tamper-direct",
+        &json!([{"case": "a direct Reconcile or Delete of a stack's delegate (its service deleted out of band)", "outcome": "refused, naming the owner and \"Force\": true; a forced one acts, logged at WARN"}]),
     );
 }

@@ -213,7 +213,7 @@ async fn a_slow_aws_call_is_retried_after_the_attempt_timeout() {
         .load()
         .await;
     let rx = Receiver::start(0).await;
-    let h = handler(Clients::new(&config));
+    let h = handler(with_table(Clients::new(&config), "us-east-1").await);
     h.handle(
         cfn_event("Create", &rx.url("c"), &w.fargate_props(), None, None),
         deadline_in(120),
@@ -510,11 +510,13 @@ async fn a_create_cut_off_by_the_deadline_is_cleaned_up_by_the_rollback_delete()
     let family = props["TaskDefinitionFamily"].as_str().unwrap().to_string();
     let proxy = Proxy::start(vec![Rule {
         operation: "CreateService",
-        fault: Fault::Delay(Duration::from_secs(8)),
+        fault: Fault::Delay(Duration::from_secs(16)),
         times: 1,
     }])
     .await;
-    let body = create_through(&proxy, &props, 14).await;
+    // 24 s: enough to start CreateService (no write starts in the last 5 s before the work's
+    // deadline, which is 13 s before the invocation's), not to see it answered.
+    let body = create_through(&proxy, &props, 24).await;
     assert_eq!(body["Status"], "FAILED");
     assert!(
         body["Reason"].as_str().unwrap().starts_with("timed out"),

@@ -172,20 +172,21 @@ async fn everything_as_recorded_means_no_write_call() {
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
     assert_eq!(
         (
+            i.proxy.calls("GetItem"),
             i.proxy.calls("DescribeServices"),
             i.proxy.calls("DescribeTaskDefinition"),
-            i.proxy.calls("GetResources")
         ),
-        (1, 1, 0)
+        (1, 1, 1)
     );
 }
 
 /// moto runs no tasks; the proxy reports the desired count running in the current
-/// deployment, as in a steady state.
+/// deployment, rolled out, as in a steady state.
 fn tasks_running(v: &mut Value) {
     for s in v["services"].as_array_mut().into_iter().flatten() {
         s["runningCount"] = s["desiredCount"].clone();
         s["deployments"][0]["runningCount"] = s["desiredCount"].clone();
+        s["deployments"][0]["rolloutState"] = json!("COMPLETED");
     }
 }
 
@@ -203,11 +204,9 @@ async fn a_steady_delegate_is_checked_with_two_reads() {
     let recorded = network(&i.service().await).1;
     let r = report_of(&i.run(i.event("heal")).await, &i.key());
     assert_eq!(r["Outcome"], "Converged", "{r}");
-    assert_eq!(
-        i.proxy.operations(),
-        ["DescribeServices", "DescribeTaskDefinition"],
-        "{r}"
-    );
+    // The delegate's record and its service: the revision the service runs is the committed
+    // one, which never changes, and the group is in use, so it exists.
+    assert_eq!(i.proxy.operations(), ["GetItem", "DescribeServices"], "{r}");
     assert_eq!(i.proxy.total_calls(), 2);
 
     let other =
@@ -619,21 +618,24 @@ async fn a_heal_during_or_after_an_update_never_reverts_it() {
             .unwrap(),
         &i.key(),
     );
-    // The heal repairs toward the Update, not back to what the stack had before.
-    assert_eq!(during["Outcome"], "Repaired", "{during}");
-    assert_eq!(actions(&during), vec!["UpdateService"], "{during}");
-    assert_eq!(i.service().await.desired_count(), 2, "{during}");
+    // The Update holds the delegate's lease: the heal leaves it to the Update and writes
+    // nothing, neither the old configuration nor half of the new one.
+    assert_eq!(during["Outcome"], "Superseded", "{during}");
+    assert!(
+        during["Found"][0]
+            .as_str()
+            .unwrap()
+            .contains("is changing the delegate"),
+        "{during}"
+    );
+    assert!(actions(&during).is_empty(), "{during}");
+    assert_eq!(i.service().await.desired_count(), 1, "{during}");
     stack.await.unwrap();
     let body = i.rx.bodies().pop().unwrap();
     assert_eq!(body["Status"], "SUCCESS", "{body}");
-    assert!(
-        matches!(
-            during["Outcome"].as_str(),
-            Some("Repaired" | "Converged" | "Superseded")
-        ),
-        "{during}"
-    );
-    // Whatever the heal did, it did toward the Update.
+    // And the heal after it keeps the Update.
+    let after = i.heal().await;
+    assert_eq!(after["Outcome"], "Converged", "{after}");
     let s = i.service().await;
     assert_eq!(s.desired_count(), 2, "{during}");
     let td = s.task_definition().unwrap().to_string();
@@ -860,44 +862,55 @@ async fn many_delegates_are_described_ten_at_a_time() {
     assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
 }
 
-/// Each DescribeServices answer shows a newer record than the one before: as if a stack Update
-/// recorded its configuration between heal's first read and its writes.
-fn record_keeps_changing(v: &mut Value) {
-    static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let at = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    for s in v["services"].as_array_mut().into_iter().flatten() {
-        for t in s["tags"].as_array_mut().into_iter().flatten() {
-            if t["key"] == "harness-delegate:applied-at" {
-                t["value"] = json!(format!("{}", 4_000_000_000_000u64 + at));
-            }
-        }
-    }
-}
-
+/// A stack Update commits while a heal is between reading the record and writing: the heal's
+/// lease, taken on the version it read, is refused, so it stands down and the Update stays.
 #[tokio::test]
-async fn a_heal_stands_down_when_a_newer_record_appears_meanwhile() {
+async fn a_heal_stands_down_when_the_record_changes_meanwhile() {
+    let gate = Gate::new();
     let rule = Rule {
         operation: "DescribeServices",
-        fault: Fault::Patch(record_keeps_changing),
-        times: u32::MAX,
+        fault: Fault::Held(gate.clone()),
+        times: 1,
     };
     let i = Installed::new(vec![rule]).await;
-    update(&i.c, &i.w.cluster)
-        .desired_count(0)
-        .send()
-        .await
-        .unwrap();
-    let r = report_of(&i.run(i.event("heal")).await, &i.key());
+    let heal = {
+        let (via, event) = (i.via.clone(), i.event("heal"));
+        tokio::spawn(async move { handler(via).handle(event, deadline_in(120)).await.unwrap() })
+    };
+    // The heal has read the record; the Update (straight to AWS) scales the delegate to 0.
+    while i.proxy.calls("DescribeServices") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut props = i.props.clone();
+    props["DesiredCount"] = json!("0");
+    let change = cfn_event(
+        "Update",
+        &i.rx.url("u"),
+        &props,
+        Some(&i.arn),
+        Some(&i.props),
+    );
+    assert_eq!(run_cfn(&i.c, &i.rx, change).await["Status"], "SUCCESS");
+    gate.open();
+    let r = report_of(&heal.await.unwrap(), &i.key());
     assert_eq!(r["Outcome"], "Superseded", "{r}");
     assert!(
         r["Found"][0]
             .as_str()
             .unwrap()
-            .contains("a newer configuration was recorded"),
+            .contains("the record changed while healing"),
         "{r}"
     );
-    assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
-    assert_eq!(i.service().await.desired_count(), 0, "left to the Update");
+    assert_eq!(i.service().await.desired_count(), 0, "the Update's count");
+    // A genuine drift is still repaired toward the Update's record.
+    update(&i.c, &i.w.cluster)
+        .desired_count(3)
+        .send()
+        .await
+        .unwrap();
+    let r = i.heal().await;
+    assert_eq!(r["Outcome"], "Repaired", "{r}");
+    assert_eq!(i.service().await.desired_count(), 0);
 }
 
 #[tokio::test]
@@ -1054,4 +1067,8 @@ async fn events_and_targets_from_another_account_or_region_are_ignored() {
     let r = h.handle(here, deadline_in(60)).await.unwrap();
     assert_eq!(report_of(&r, &i.key())["Outcome"], "Repaired", "{r}");
     assert_eq!(i.service().await.desired_count(), 1);
+    record_figures(
+        "tamper-elsewhere",
+        &json!([{"case": "an ECS event from another account and region, or a Heal target with another account's cluster ARN", "outcome": "ignored with a WARN, no AWS call; the same event from here repairs"}]),
+    );
 }

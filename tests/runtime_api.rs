@@ -198,6 +198,7 @@ fn emulator_env() -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("RESPONSE_URL_ALLOW_LOOPBACK", "true".into()),
+        ("RECORD_TABLE", RECORD_TABLE.into()),
     ]
 }
 

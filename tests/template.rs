@@ -96,10 +96,15 @@ fn operations_called() -> BTreeSet<String> {
             (".ecs.", "ecs"),
             (".ec2.", "ec2"),
             (".iam.", "iam"),
-            (".tagging.", "tag"),
             ("client.", "ecs"),
+            ("client.", "dynamodb"),
         ] {
-            if client == "client." && !path.ends_with("ecs_convert.rs") {
+            // A bare `client.` is the ECS client in ecs_convert, the record table's in store.
+            let bare_here = match service {
+                "ecs" => path.ends_with("ecs_convert.rs"),
+                _ => path.ends_with("store.rs"),
+            };
+            if client == "client." && !bare_here {
                 continue;
             }
             for (i, _) in compact.match_indices(client) {
@@ -155,7 +160,7 @@ fn the_role_grants_exactly_the_operations_the_code_calls() {
         "ecs:RegisterTaskDefinition",
         "ec2:CreateSecurityGroup",
         "iam:GetRole",
-        "tag:GetResources",
+        "dynamodb:PutItem",
     ] {
         assert!(called.contains(op), "the scan missed {op}: {called:?}");
     }
@@ -188,7 +193,6 @@ const UNSCOPABLE: &[&str] = &[
     "ecs:ListTaskDefinitions",
     "ecs:DescribeTaskDefinition",
     "ecs:DeregisterTaskDefinition",
-    "tag:GetResources",
     "ec2:DescribeVpcs",
     "ec2:DescribeSubnets",
     "ec2:DescribeRouteTables",
@@ -213,6 +217,18 @@ const RESOURCE_TYPES: &[(&str, &[&str])] = &[
     ("ec2:CreateTags", &[":security-group/"]),
     ("ec2:DeleteSecurityGroup", &[":security-group/"]),
     ("iam:GetRole", &["RoleArn", "DelegateExecutionRole"]),
+    (
+        "dynamodb:GetItem",
+        &[":table/${AWS::StackName}-delegate-records"],
+    ),
+    (
+        "dynamodb:PutItem",
+        &[":table/${AWS::StackName}-delegate-records"],
+    ),
+    (
+        "dynamodb:Scan",
+        &[":table/${AWS::StackName}-delegate-records"],
+    ),
     ("iam:PassRole", &["RoleArn", "DelegateExecutionRole"]),
     ("logs:CreateLogStream", &["BootstrapFunctionLogGroup"]),
     ("logs:PutLogEvents", &["BootstrapFunctionLogGroup"]),
@@ -370,6 +386,73 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
             "{rule} does not depend on the delegate"
         );
     }
+}
+
+/// The record heal trusts lives in a table of the stack's own that only the function writes,
+/// and the function is told its name; concurrency is not what keeps records right, so it is
+/// not reserved unless asked (an account still at the default limit of 10 cannot reserve).
+#[test]
+fn the_record_table_is_the_functions_alone() {
+    use harness_ecs_delegate_bootstrap::store::{EXPIRES_AT, TABLE_ENV};
+    let t = template();
+    let table = &t["Resources"]["RecordTable"];
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        p["KeySchema"],
+        serde_json::json!([{"AttributeName": "delegate", "KeyType": "HASH"}])
+    );
+    assert_eq!(p["TimeToLiveSpecification"]["AttributeName"], EXPIRES_AT);
+    assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true);
+    // No SSESpecification that turns encryption off.
+    assert!(p["SSESpecification"]["SSEEnabled"] != false);
+    let name = p["TableName"]["Fn::Sub"].as_str().unwrap();
+    let f = &t["Resources"]["BootstrapFunction"]["Properties"];
+    assert_eq!(
+        f["Environment"]["Variables"][TABLE_ENV]["Ref"],
+        "RecordTable"
+    );
+    // The role reaches this table alone (every_grant_is_scoped checks the resource type).
+    for st in role_statements(&t) {
+        if actions_of(&st).iter().any(|a| a.starts_with("dynamodb:")) {
+            assert_eq!(
+                st["Resource"]["Fn::Sub"].as_str().unwrap(),
+                format!("arn:${{AWS::Partition}}:dynamodb:${{AWS::Region}}:${{AWS::AccountId}}:table/{name}")
+            );
+        }
+    }
+    // Anyone but the function's role is denied every write, whatever their own policy says.
+    let deny = &p["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(deny["Principal"], "*");
+    let writes = actions_of(deny);
+    for w in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ] {
+        assert!(writes.iter().any(|a| a == w), "{w} is not denied to others");
+    }
+    assert_eq!(
+        deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]["Fn::GetAtt"][0],
+        "BootstrapFunctionRole"
+    );
+    assert!(deny["Resource"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("table/{name}")));
+    // Reserved concurrency: a parameter, empty (none) by default.
+    let reserved = &f["ReservedConcurrentExecutions"]["Fn::If"];
+    assert_eq!(reserved[1]["Ref"], "ReservedConcurrency");
+    assert_eq!(reserved[2]["Ref"], "AWS::NoValue");
+    assert_eq!(t["Parameters"]["ReservedConcurrency"]["Default"], "");
+    let cond = &t["Conditions"][reserved[0].as_str().unwrap()];
+    assert_eq!(
+        cond["Fn::Not"][0]["Fn::Equals"][0]["Ref"],
+        "ReservedConcurrency"
+    );
 }
 
 /// A setting has one default: a parameter's is the function's own for its property.

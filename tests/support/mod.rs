@@ -141,7 +141,54 @@ pub async fn clients_at(endpoint: &str, region: &str) -> Clients {
         ))
         .load()
         .await;
-    Clients::new(&config)
+    with_table(Clients::new(&config), region).await
+}
+
+/// The record table tests use, in every region (template.yaml names its own).
+pub const RECORD_TABLE: &str = "harness-delegate-records";
+
+/// `c` with the record table, made in `region` of moto (not through `c`'s endpoint, which may
+/// be a proxy that fails on purpose) if it is not there yet.
+pub async fn with_table(mut c: Clients, region: &str) -> Clients {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto())
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let made = aws_sdk_dynamodb::Client::new(&config)
+        .create_table()
+        .table_name(RECORD_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("delegate")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("delegate")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await;
+    if let Err(e) = made {
+        let in_use = e
+            .as_service_error()
+            .is_some_and(|se| se.is_resource_in_use_exception());
+        assert!(in_use, "creating the record table: {e:?}");
+    }
+    c.store.table = Some(RECORD_TABLE.to_string());
+    c
 }
 
 /// Clients whose calls time out after `attempt` and are tried again: a slow answer then costs
@@ -164,7 +211,7 @@ pub async fn clients_with_attempt_timeout(
         )
         .load()
         .await;
-    Clients::new(&config)
+    with_table(Clients::new(&config), region).await
 }
 
 /// Record figures for docs/reliability.md: `scripts/reliability_report.py` gathers what every

@@ -312,13 +312,14 @@ impl Proxy {
             .collect()
     }
 
-    /// The operations that change something (anything but Describe*, List*, Get*), in order.
+    /// The operations that change something (anything but Describe*, List*, Get*, Scan,
+    /// Query), in order.
     pub fn writes(&self) -> Vec<String> {
         let order = self.order.lock().unwrap();
         order
             .iter()
             .filter(|op| {
-                !["Describe", "List", "Get"]
+                !["Describe", "List", "Get", "Scan", "Query"]
                     .iter()
                     .any(|p| op.starts_with(p))
             })
