@@ -298,6 +298,7 @@ impl<'a> Applier<'a> {
                 self.create_service_step(cluster, plan, p).await
             }
             Action::ForceNewDeployment { .. } => self.force_new_deployment(cluster, p).await,
+            Action::DeleteUnusedSecurityGroup { id, .. } => self.delete_unused_group(id).await,
             Action::UpdateService {
                 desired_count,
                 task_definition,
@@ -968,6 +969,35 @@ impl<'a> Applier<'a> {
                 format!("deregistering {arn}"),
                 AwsError::new("ecs:DeregisterTaskDefinition", e),
             )),
+        }
+    }
+
+    /// Delete a group the delegate no longer uses, once: while network interfaces of stopped
+    /// tasks still hold it, it stays for the next heal, which is not a failure.
+    async fn delete_unused_group(&self, id: &str) -> Result<(), ApplyError> {
+        match self
+            .clients
+            .ec2
+            .delete_security_group()
+            .group_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AwsError::new("ec2:DeleteSecurityGroup", e);
+                if e.has_code("DependencyViolation") {
+                    tracing::info!(group = id, "the unused group is still held by network interfaces: the next heal tries again");
+                    return Ok(());
+                }
+                if e.is(AwsErrorKind::NotFound) {
+                    return Ok(());
+                }
+                Err(ApplyError::aws(
+                    format!("deleting unused security group {id}"),
+                    e,
+                ))
+            }
         }
     }
 

@@ -277,13 +277,9 @@ async fn managed_groups(
 ) -> Result<Groups, ObserveError> {
     let keys: Vec<DelegateKey> = candidates
         .iter()
-        .filter(|(_, cand)| {
-            cand.item.committed.as_ref().is_some_and(|r| {
-                r.network
-                    .as_ref()
-                    .is_some_and(|n| n.security_groups == RecordedGroups::Managed)
-            })
-        })
+        // Every delegate with a record: the groups of one that no longer uses its own are
+        // deleted, and the read costs the same one call.
+        .filter(|(_, cand)| cand.item.committed.is_some())
         .map(|(k, _)| k.clone())
         .collect();
     let mut out: Groups = keys.iter().map(|k| (k.clone(), vec![])).collect();
@@ -505,8 +501,31 @@ async fn observe_delegate(
         cluster_status,
         service: seen.service.clone(),
         revision,
+        unused_security_groups: unused_groups(record, seen),
         managed_security_group,
     })
+}
+
+/// The groups the function made for this delegate (read by the region's scan) that its record
+/// no longer uses and that nothing of another owner claims.
+fn unused_groups(record: &Record, seen: &Seen<'_>) -> Vec<ObservedSecurityGroup> {
+    let in_use = |g: &ObservedSecurityGroup| match record.network.as_ref() {
+        Some(n) => n.security_groups == RecordedGroups::Managed && g.vpc_id == n.vpc_id,
+        None => false,
+    };
+    let service_uses = |g: &ObservedSecurityGroup| {
+        seen.service
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .is_some_and(|n| n.security_groups.contains(&g.id))
+    };
+    seen.groups
+        .unwrap_or_default()
+        .iter()
+        .filter(|g| !in_use(g) && !service_uses(g))
+        .filter(|g| g.owner().is_none_or(|o| Some(o) == record.owner.as_deref()))
+        .cloned()
+        .collect()
 }
 
 /// Apply a heal plan under the delegate's lease: taken on the version read, so a stack

@@ -244,4 +244,7 @@ pub struct ObservedForHeal {
     pub revision: Option<ObservedTaskDefinition>,
     /// The group this function created for the delegate in the recorded VPC.
     pub managed_security_group: Option<ObservedSecurityGroup>,
+    /// Groups this function created for the delegate that its configuration no longer uses (it
+    /// moved to given groups, to bridge, or to another VPC), when heal read them.
+    pub unused_security_groups: Vec<ObservedSecurityGroup>,
 }

@@ -122,6 +122,15 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
+    /// Heal only: a group the function made for the delegate that its configuration no longer
+    /// uses. Network interfaces of draining tasks may still hold it: then the next heal tries
+    /// again.
+    DeleteUnusedSecurityGroup {
+        #[serde(rename = "GroupId")]
+        id: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
 }
 
 /// One step of a Delete.
@@ -172,6 +181,7 @@ impl Action {
             Action::TagSecurityGroup { .. } => "TagSecurityGroup",
             Action::RecordSpec { .. } => "RecordSpec",
             Action::ForceNewDeployment { .. } => "ForceNewDeployment",
+            Action::DeleteUnusedSecurityGroup { .. } => "DeleteUnusedSecurityGroup",
         }
     }
 
@@ -187,7 +197,8 @@ impl Action {
             | Action::TagService { reason, .. }
             | Action::TagSecurityGroup { reason, .. }
             | Action::RecordSpec { reason, .. }
-            | Action::ForceNewDeployment { reason, .. } => reason,
+            | Action::ForceNewDeployment { reason, .. }
+            | Action::DeleteUnusedSecurityGroup { reason, .. } => reason,
         }
     }
 }
@@ -1033,7 +1044,21 @@ pub fn plan_heal(
             None,
             "record the re-registered revision",
         ));
+        let settled = service.is_empty();
         actions.extend(service);
+        // Only once the service has settled on what it should run, so that what is deleted is
+        // no longer asked for.
+        if settled {
+            actions.extend(o.unused_security_groups.iter().map(|g| {
+                Action::DeleteUnusedSecurityGroup {
+                    id: g.id.clone(),
+                    reason: format!(
+                        "the function made {} ({}) for the delegate, whose configuration no longer uses it",
+                        g.name, g.id
+                    ),
+                }
+            }));
+        }
         heal.plan.actions = actions;
     }
     Ok(heal)
@@ -1786,8 +1811,18 @@ mod tests {
             }),
             revision: o.latest_task_definition.take(),
             managed_security_group: o.network.managed_security_group.take(),
+            unused_security_groups: vec![],
         };
         (record, healthy)
+    }
+
+    fn unused_group() -> ObservedSecurityGroup {
+        ObservedSecurityGroup {
+            id: "sg-old".into(),
+            vpc_id: "vpc-old".into(),
+            name: "harness-delegate-delegate".into(),
+            tags: BTreeMap::new(),
+        }
     }
 
     /// The repair matrix, one row per situation: (what, how the world differs from the record,
@@ -1882,6 +1917,21 @@ mod tests {
                 |o| svc(o).network.as_mut().unwrap().assign_public_ip = AssignPublicIp::Enabled,
                 Some(vec!["UpdateService"]),
                 "public IP ENABLED -> DISABLED",
+            ),
+            (
+                "a group the function made that the delegate no longer uses (another VPC's)",
+                |o| o.unused_security_groups = vec![unused_group()],
+                Some(vec!["DeleteUnusedSecurityGroup"]),
+                "whose configuration no longer uses it",
+            ),
+            (
+                "the same while the service must change: the group waits for the next heal",
+                |o| {
+                    o.unused_security_groups = vec![unused_group()];
+                    svc(o).desired_count = 0;
+                },
+                Some(vec!["UpdateService"]),
+                "desired count 0 -> 1",
             ),
             (
                 "our security group deleted",

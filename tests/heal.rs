@@ -820,8 +820,9 @@ async fn an_ec2_bridge_delegate_is_healed_too() {
         s.task_definition(),
         body["Data"]["TaskDefinitionArn"].as_str()
     );
-    // No security group is looked for: a bridge delegate has none.
-    assert_eq!(proxy.calls("DescribeSecurityGroups"), 0);
+    // One read of the groups the function made, for the whole region: a bridge delegate has
+    // none in use, but one it used before (as awsvpc) would be deleted.
+    assert_eq!(proxy.calls("DescribeSecurityGroups"), 1);
 }
 
 #[tokio::test]
@@ -1071,4 +1072,45 @@ async fn events_and_targets_from_another_account_or_region_are_ignored() {
         "tamper-elsewhere",
         &json!([{"case": "an ECS event from another account and region, or a Heal target with another account's cluster ARN", "outcome": "ignored with a WARN, no AWS call; the same event from here repairs"}]),
     );
+}
+
+/// After an Update moves the delegate to given security groups, the scheduled heal deletes the
+/// group the function made for it, once the service no longer uses it; a group of the same
+/// delegate still in use is kept.
+#[tokio::test]
+async fn a_group_the_delegate_no_longer_uses_is_deleted_by_a_later_heal() {
+    let i = Installed::new(vec![]).await;
+    let (_, made, _) = network(&i.service().await);
+    let given =
+        i.c.ec2
+            .create_security_group()
+            .group_name(unique("given"))
+            .description("x")
+            .vpc_id(&i.w.vpc)
+            .send()
+            .await
+            .unwrap();
+    let given = given.group_id().unwrap().to_string();
+    let mut props = i.props.clone();
+    props["SecurityGroupIds"] = json!([given]);
+    let update = cfn_event(
+        "Update",
+        &i.rx.url("sg"),
+        &props,
+        Some(&i.arn),
+        Some(&i.props),
+    );
+    assert_eq!(run_cfn(&i.c, &i.rx, update).await["Status"], "SUCCESS");
+    assert_eq!(network(&i.service().await).1, vec![given.clone()]);
+    let r = i.heal().await;
+    assert_eq!(actions(&r), vec!["DeleteUnusedSecurityGroup"], "{r}");
+    assert!(
+        groups_named(&i.c, &i.w.vpc, "harness-delegate-delegate")
+            .await
+            .is_empty(),
+        "{made:?} deleted"
+    );
+    assert_eq!(i.heal().await["Outcome"], "Converged");
+    // The given group is the user's: never touched.
+    assert_eq!(network(&i.service().await).1, vec![given]);
 }
