@@ -3,7 +3,9 @@
 //! acted on unless the record table agrees, and the table's item changes atomically whatever
 //! runs at once. Each case checks that nothing foreign changed and that the end state is what
 //! the last successful stack operation asked for, next to a genuine drift that heal still
-//! repairs in the same test. The figures feed docs/reliability.md's tampering and race tables.
+//! repairs in the same test. Requests and heals run through the built binary (`invoke`, one
+//! process each), except where a test needs a short invocation deadline. The figures feed
+//! docs/reliability.md's tampering and race tables.
 
 mod support;
 
@@ -12,6 +14,55 @@ use std::time::Duration;
 use harness_ecs_delegate_bootstrap::Clients;
 use serde_json::{json, Value};
 use support::*;
+
+/// Run one event through the built binary (`invoke`) against moto's `region`, through
+/// `endpoint` (moto, or a proxy in front of it): what it printed (the invocation result), and
+/// whether it exited successfully.
+async fn invoke_in(endpoint: &str, region: &str, event: &Value) -> (Value, bool) {
+    let file = std::env::temp_dir().join(format!("{}.json", unique("event")));
+    std::fs::write(&file, event.to_string()).unwrap();
+    let out = invoke_command(endpoint, region, &file)
+        .output()
+        .await
+        .unwrap();
+    let printed = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| json!({"stderr": String::from_utf8_lossy(&out.stderr).to_string()}));
+    (printed, out.status.success())
+}
+
+/// The binary, `invoke FILE`, with the emulator's environment.
+fn invoke_command(endpoint: &str, region: &str, file: &std::path::Path) -> tokio::process::Command {
+    let mut cmd =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"));
+    cmd.arg("invoke")
+        .arg(file)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", region)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        .env("RECORD_TABLE", RECORD_TABLE)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A CloudFormation request through the binary: the body CloudFormation received.
+async fn cfn_via_binary(c: &Clients, rx: &Receiver, event: Value) -> Value {
+    let before = rx.count();
+    invoke_in(&moto(), c.region.as_deref().unwrap(), &event).await;
+    assert_eq!(rx.count(), before + 1, "one answer to CloudFormation");
+    rx.bodies().pop().unwrap()
+}
+
+/// The scheduled heal through the binary, in `c`'s region.
+async fn scheduled_heal(c: &Clients) -> Value {
+    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    invoke_in(&moto(), c.region.as_deref().unwrap(), &event)
+        .await
+        .0
+}
 
 /// A Fargate delegate installed by the stack `test/guid` in a region of its own (so that a
 /// scheduled heal sees this test's delegates only).
@@ -30,7 +81,9 @@ impl Installed {
         let w = seed(&c, false).await;
         let props = w.fargate_props();
         let rx = Receiver::start(0).await;
-        let body = create_ok(&c, &rx, "create", &props).await;
+        let create = cfn_event("Create", &rx.url("create"), &props, None, None);
+        let body = cfn_via_binary(&c, &rx, create).await;
+        assert_eq!(body["Status"], "SUCCESS", "{body}");
         Installed {
             arn: body["PhysicalResourceId"].as_str().unwrap().to_string(),
             td: body["Data"]["TaskDefinitionArn"]
@@ -44,13 +97,14 @@ impl Installed {
         }
     }
 
-    /// The scheduled heal: every delegate of the region's table.
+    /// The scheduled heal, through the binary: every delegate of the region's table.
     async fn heal(&self) -> Value {
-        let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-        handler(self.c.clone())
-            .handle(event, deadline_in(120))
-            .await
-            .unwrap()
+        scheduled_heal(&self.c).await
+    }
+
+    /// A CloudFormation request through the binary: the body CloudFormation received.
+    async fn cfn(&self, event: Value) -> Value {
+        cfn_via_binary(&self.c, &self.rx, event).await
     }
 
     async fn heal_targets(&self, services: &[&str]) -> Value {
@@ -58,13 +112,10 @@ impl Installed {
             .iter()
             .map(|s| json!({"ClusterName": self.w.cluster, "ServiceName": s}))
             .collect();
-        handler(self.c.clone())
-            .handle(
-                json!({"Action": "Heal", "Targets": targets}),
-                deadline_in(120),
-            )
+        let event = json!({"Action": "Heal", "Targets": targets});
+        invoke_in(&moto(), self.c.region.as_deref().unwrap(), &event)
             .await
-            .unwrap()
+            .0
     }
 
     async fn service(&self) -> aws_sdk_ecs::types::Service {
@@ -292,7 +343,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
         cfn_event("Create", &i.rx.url("again"), &changed, None, None),
         OTHER_GUID,
     );
-    let refused = run_cfn(&i.c, &i.rx, create).await;
+    let refused = i.cfn(create).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     let why = refused["Reason"].as_str().unwrap();
     assert!(
@@ -310,7 +361,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
         cfn_event("Create", &i.rx.url("while-gone"), &changed, None, None),
         OTHER_GUID,
     );
-    assert_eq!(run_cfn(&i.c, &i.rx, create).await["Status"], "FAILED");
+    assert_eq!(i.cfn(create).await["Status"], "FAILED");
     // ... and heal restores the owner's delegate (a genuine drift).
     let r = i.heal().await;
     assert_eq!(report(&r, &i.key())["Outcome"], "Repaired", "{r}");
@@ -321,7 +372,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
         cfn_event("Create", &i.rx.url("take-over"), &changed, None, None),
         OTHER_GUID,
     );
-    let taken = run_cfn(&i.c, &i.rx, create).await;
+    let taken = i.cfn(create).await;
     assert_eq!(taken["Status"], "SUCCESS", "{taken}");
     assert_eq!(i.service().await.desired_count(), 2);
     // The old stack's Delete (it is being deleted, the delegate was taken over) touches nothing.
@@ -332,7 +383,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
         Some(&i.arn),
         None,
     );
-    assert_eq!(run_cfn(&i.c, &i.rx, delete).await["Status"], "SUCCESS");
+    assert_eq!(i.cfn(delete).await["Status"], "SUCCESS");
     let s = i.service().await;
     assert_eq!((s.status(), s.desired_count()), (Some("ACTIVE"), 2));
     i.scale_to_zero().await;
@@ -361,12 +412,12 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
     let family = props["TaskDefinitionFamily"].as_str().unwrap().to_string();
     // 9. The Create event exactly as first delivered (same RequestId), after its Delete.
     let first = cfn_event("Create", &rx.url("first"), &props, None, None);
-    let created = run_cfn(&c, &rx, first.clone()).await;
+    let created = cfn_via_binary(&c, &rx, first.clone()).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let arn = created["PhysicalResourceId"].as_str().unwrap();
     let delete = cfn_event("Delete", &rx.url("d"), &props, Some(arn), None);
-    assert_eq!(run_cfn(&c, &rx, delete).await["Status"], "SUCCESS");
-    let again = run_cfn(&c, &rx, first.clone()).await;
+    assert_eq!(cfn_via_binary(&c, &rx, delete).await["Status"], "SUCCESS");
+    let again = cfn_via_binary(&c, &rx, first.clone()).await;
     assert_eq!(
         again["Status"], "SUCCESS",
         "answered as the first time: {again}"
@@ -379,11 +430,7 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
         "nothing installed again"
     );
     assert!(active_revisions(&c, &family).await.is_empty());
-    let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-    let heal = handler(c.clone())
-        .handle(scheduled.clone(), deadline_in(60))
-        .await
-        .unwrap();
+    let heal = scheduled_heal(&c).await;
     assert_eq!(
         heal["Delegates"],
         json!([]),
@@ -391,7 +438,7 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
     );
     // A new Create (a new RequestId) of the same delegate still installs it, and it heals.
     let fresh = cfn_event("Create", &rx.url("fresh"), &props, None, None);
-    assert_eq!(run_cfn(&c, &rx, fresh).await["Status"], "SUCCESS");
+    assert_eq!(cfn_via_binary(&c, &rx, fresh).await["Status"], "SUCCESS");
     c.ecs
         .update_service()
         .cluster(&w.cluster)
@@ -400,10 +447,7 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
         .send()
         .await
         .unwrap();
-    let heal = handler(c.clone())
-        .handle(scheduled, deadline_in(60))
-        .await
-        .unwrap();
+    let heal = scheduled_heal(&c).await;
     assert_eq!(heal["Delegates"][0]["Outcome"], "Repaired", "{heal}");
     record_figures(
         "race-replay-after-delete",
@@ -451,7 +495,7 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         Some(&i.arn),
         Some(&b),
     );
-    let back = run_cfn(&i.c, &i.rx, rollback).await;
+    let back = i.cfn(rollback).await;
     assert_eq!(back["Status"], "SUCCESS", "{back}");
     assert!(started.elapsed() < Duration::from_secs(60));
     let image_of = |arn: String| {
@@ -532,19 +576,7 @@ async fn two_stacks_racing_for_one_name_in_two_processes() {
         );
         let file = std::env::temp_dir().join(format!("{}.json", unique("race")));
         std::fs::write(&file, event.to_string()).unwrap();
-        let child =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"))
-                .arg("invoke")
-                .arg(&file)
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("AWS_ENDPOINT_URL", &proxy.endpoint)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
-                .env("RECORD_TABLE", RECORD_TABLE)
-                .output();
+        let child = invoke_command(&proxy.endpoint, "us-east-1", &file).output();
         runs.push(child);
     }
     // Each process answers CloudFormation (the loser's exit status says FAILED too).
@@ -588,13 +620,8 @@ async fn two_stacks_racing_for_one_name_in_two_processes() {
         .send()
         .await
         .unwrap();
-    let heal = handler(c.clone())
-        .handle(
-            json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster, "ServiceName": "harness-delegate"}]}),
-            deadline_in(60),
-        )
-        .await
-        .unwrap();
+    let heal_event = json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster, "ServiceName": "harness-delegate"}]});
+    let (heal, _) = invoke_in(&moto(), "us-east-1", &heal_event).await;
     assert_eq!(heal["Delegates"][0]["Outcome"], "Repaired", "{heal}");
     record_figures(
         "race-two-stacks",
@@ -642,7 +669,7 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
         Some(&i.arn),
         Some(&i.props),
     );
-    assert_eq!(run_cfn(&i.c, &i.rx, update).await["Status"], "SUCCESS");
+    assert_eq!(i.cfn(update).await["Status"], "SUCCESS");
     assert_eq!(i.service().await.desired_count(), 1);
     i.scale_to_zero().await;
     assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
