@@ -137,7 +137,6 @@ struct ServiceUpdate {
     desired_count: Option<i32>,
     task_definition: bool,
     network: bool,
-    mark_redeployed: bool,
 }
 
 /// What a converge has produced so far.
@@ -303,14 +302,12 @@ impl<'a> Applier<'a> {
                 desired_count,
                 task_definition,
                 network,
-                mark_redeployed,
                 ..
             } => {
                 let update = ServiceUpdate {
                     desired_count: *desired_count,
                     task_definition: *task_definition,
                     network: *network,
-                    mark_redeployed: *mark_redeployed,
                 };
                 self.update_service(update, cluster, plan, p).await
             }
@@ -416,8 +413,7 @@ impl<'a> Applier<'a> {
                     AwsError::new("ecs:UpdateService", e),
                 )
             })?;
-        self.mark_redeployed(&p.service_arn("noting the redeploy")?, name)
-            .await
+        Ok(())
     }
 
     async fn update_service(
@@ -431,7 +427,6 @@ impl<'a> Applier<'a> {
             desired_count,
             task_definition,
             network,
-            mark_redeployed,
         } = update;
         let name = p.record.service().to_string();
         let mut u = self
@@ -454,10 +449,6 @@ impl<'a> Applier<'a> {
             )
         })?;
         self.commit_records();
-        if mark_redeployed {
-            self.mark_redeployed(&p.service_arn("noting the redeploy")?, &name)
-                .await?;
-        }
         // The service runs the new revision and group now: undoing must not remove them.
         self.created.retain(|c| match c {
             Created::TaskDefinition(_) => !task_definition,
@@ -827,17 +818,6 @@ impl<'a> Applier<'a> {
                 AwsError::new("ecs:UntagResource", e),
             )),
         }
-    }
-
-    /// Note on the service when heal last made it deploy: the back-off.
-    async fn mark_redeployed(&self, service_arn: &str, name: &str) -> Result<(), ApplyError> {
-        let now = (record::now_millis() / 1000).to_string();
-        self.tag(
-            service_arn,
-            &BTreeMap::from([(record::REDEPLOYED_AT_TAG.to_string(), now)]),
-        )
-        .await
-        .map_err(|e| ApplyError::aws(format!("tagging service {name}"), e))
     }
 
     /// The service now runs what the record says: a later failure must not roll it back.

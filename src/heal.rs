@@ -502,6 +502,7 @@ async fn observe_delegate(
         service: seen.service.clone(),
         revision,
         unused_security_groups: unused_groups(record, seen),
+        last_redeploy: cand.item.last_redeploy_of(&record.task_definition),
         managed_security_group,
     })
 }
@@ -565,12 +566,22 @@ async fn repair(
     let result = Applier::new(c, deadline)
         .reconcile(&target, &planned.plan, "", current.as_deref())
         .await;
+    let redeployed = planned.plan.actions.iter().any(Action::redeploys);
     let mut r = DelegateReport {
         actions: planned.plan.actions,
         ..DelegateReport::new(&key, Outcome::Repaired, found)
     };
     let done = match &result {
-        Ok(applied) => leased.commit(applied.record.clone()),
+        Ok(applied) => {
+            let mut next = leased.commit(applied.record.clone());
+            if redeployed {
+                next.redeployed = Some(crate::store::Redeployed {
+                    at: record::now_millis() / 1000,
+                    revision: applied.record.task_definition.clone(),
+                });
+            }
+            next
+        }
         Err(_) => leased.release(),
     };
     if let Err(e) = result {

@@ -247,4 +247,7 @@ pub struct ObservedForHeal {
     /// Groups this function created for the delegate that its configuration no longer uses (it
     /// moved to given groups, to bridge, or to another VPC), when heal read them.
     pub unused_security_groups: Vec<ObservedSecurityGroup>,
+    /// When heal last forced a deployment of the committed configuration (epoch seconds, from
+    /// the record): the redeploy back-off. A newer configuration starts without one.
+    pub last_redeploy: Option<u64>,
 }

@@ -62,7 +62,8 @@ pub enum Action {
         network: bool,
         #[serde(rename = "Reason")]
         reason: String,
-        /// Heal only: the service is made to deploy again; noted for the back-off.
+        /// Heal only: the service is made to deploy again; the record notes when, for the
+        /// back-off.
         #[serde(skip)]
         mark_redeployed: bool,
     },
@@ -115,7 +116,7 @@ pub enum Action {
         previous_revision: BTreeMap<String, String>,
     },
     /// Heal only: start a new deployment of the same configuration (a failed deployment or a
-    /// crash loop), and note when on the service, for the back-off.
+    /// crash loop); the record notes when, for the back-off.
     ForceNewDeployment {
         #[serde(rename = "ServiceName")]
         service: String,
@@ -168,6 +169,18 @@ pub enum DeleteAction {
 }
 
 impl Action {
+    /// Whether the step makes the service deploy again (heal's back-off counts these).
+    pub fn redeploys(&self) -> bool {
+        matches!(
+            self,
+            Action::ForceNewDeployment { .. }
+                | Action::UpdateService {
+                    mark_redeployed: true,
+                    ..
+                }
+        )
+    }
+
     /// The step's name, as plans and reports show it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -957,11 +970,10 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// When heal last made the service deploy, if inside the window.
-    fn last(&self, s: &ObservedService) -> Option<u64> {
-        s.tags
-            .get(record::REDEPLOYED_AT_TAG)
-            .and_then(|t| t.parse::<u64>().ok())
+    /// When heal last made the service deploy its committed configuration (the record says;
+    /// not a tag anyone may write), if inside the window.
+    fn last(&self, o: &ObservedForHeal) -> Option<u64> {
+        o.last_redeploy
             .filter(|t| self.now.saturating_sub(*t) < self.window)
     }
 
@@ -1049,19 +1061,24 @@ pub fn plan_heal(
         // Only once the service has settled on what it should run, so that what is deleted is
         // no longer asked for.
         if settled {
-            actions.extend(o.unused_security_groups.iter().map(|g| {
-                Action::DeleteUnusedSecurityGroup {
-                    id: g.id.clone(),
-                    reason: format!(
-                        "the function made {} ({}) for the delegate, whose configuration no longer uses it",
-                        g.name, g.id
-                    ),
-                }
-            }));
+            actions.extend(unused_group_steps(o));
         }
         heal.plan.actions = actions;
     }
     Ok(heal)
+}
+
+/// Delete the groups the function made for the delegate that it no longer uses.
+fn unused_group_steps(o: &ObservedForHeal) -> impl Iterator<Item = Action> + '_ {
+    o.unused_security_groups
+        .iter()
+        .map(|g| Action::DeleteUnusedSecurityGroup {
+            id: g.id.clone(),
+            reason: format!(
+                "the function made {} ({}) for the delegate, whose configuration no longer uses it",
+                g.name, g.id
+            ),
+        })
 }
 
 fn check_cluster(r: &Record, status: Option<ClusterStatus>) -> Result<(), CannotHeal> {
@@ -1122,9 +1139,11 @@ fn heal_service(
         }
         // Replacing is a stack's decision: heal does not delete a running service.
         ServiceNeed::Replacement(reason) => return Err(CannotHeal::ChangedOutside { reason }),
-        ServiceNeed::Update(update, s) => heal_update(update, s, backoff, &mut heal.notes)
-            .into_iter()
-            .collect(),
+        ServiceNeed::Update(update, s) => {
+            heal_update(update, s, backoff, backoff.last(o), &mut heal.notes)
+                .into_iter()
+                .collect()
+        }
     })
 }
 
@@ -1134,9 +1153,9 @@ fn heal_update(
     update: Option<Action>,
     s: &ObservedService,
     backoff: Backoff,
+    last: Option<u64>,
     notes: &mut Vec<String>,
 ) -> Option<Action> {
-    let last = backoff.last(s);
     match update {
         Some(Action::UpdateService {
             service,
@@ -1812,6 +1831,7 @@ mod tests {
             revision: o.latest_task_definition.take(),
             managed_security_group: o.network.managed_security_group.take(),
             unused_security_groups: vec![],
+            last_redeploy: None,
         };
         (record, healthy)
     }
@@ -1841,7 +1861,8 @@ mod tests {
             s.deployment.as_mut().unwrap().rollout_state = Some(RolloutState::InProgress);
             s.deployment.as_mut().unwrap().failed_tasks = 3;
         }
-        let rows: Vec<(&str, Tweak, Option<Vec<&str>>, &str)> = vec![
+        let rows: Vec<(&str, Tweak, Option<Vec<&str>>, &str)> =
+            vec![
             (
                 "everything as recorded: no write",
                 |_| {},
@@ -1955,8 +1976,7 @@ mod tests {
                 "tasks keep stopping, redeployed inside the back-off window",
                 |o| {
                     crash_loop(o);
-                    let at = (NOW - 600).to_string();
-                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                    o.last_redeploy = Some(NOW - 600);
                 },
                 Some(vec![]),
                 "3 failed in a row; heal made it deploy 600s ago",
@@ -1965,8 +1985,17 @@ mod tests {
                 "tasks keep stopping, last redeploy before the window",
                 |o| {
                     crash_loop(o);
-                    let at = (NOW - BACKOFF - 1).to_string();
-                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                    o.last_redeploy = Some(NOW - BACKOFF - 1);
+                },
+                Some(vec!["ForceNewDeployment"]),
+                "at most once every 3600s",
+            ),
+            (
+                "tasks keep stopping, and a redeployed-at tag (anyone may write one) says just now",
+                |o| {
+                    crash_loop(o);
+                    let t = ("harness-delegate:redeployed-at".to_string(), NOW.to_string());
+                    svc(o).tags.extend([t]);
                 },
                 Some(vec!["ForceNewDeployment"]),
                 "at most once every 3600s",
@@ -1988,8 +2017,7 @@ mod tests {
                 |o| {
                     svc(o).task_definition =
                         "arn:aws:ecs:us-east-1:1:task-definition/other:9".into();
-                    let at = (NOW - 60).to_string();
-                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                    o.last_redeploy = Some(NOW - 60);
                 },
                 Some(vec![]),
                 "task definition -> harness-delegate-task-spec:1; heal made it deploy 60s ago",
@@ -2000,8 +2028,7 @@ mod tests {
                     svc(o).task_definition =
                         "arn:aws:ecs:us-east-1:1:task-definition/other:9".into();
                     svc(o).desired_count = 0;
-                    let at = (NOW - 60).to_string();
-                    svc(o).tags.insert(record::REDEPLOYED_AT_TAG.into(), at);
+                    o.last_redeploy = Some(NOW - 60);
                 },
                 Some(vec!["UpdateService"]),
                 "desired count 0 -> 1",
@@ -2073,8 +2100,7 @@ mod tests {
         let (record, mut o) = recorded();
         let s = o.service.as_mut().unwrap();
         s.deployment.as_mut().unwrap().rollout_state = Some(RolloutState::Failed);
-        s.tags
-            .insert(record::REDEPLOYED_AT_TAG.into(), "1000".into());
+        o.last_redeploy = Some(1000);
         let p = plan_heal(
             &record,
             &o,

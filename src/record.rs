@@ -32,8 +32,6 @@ pub const TASK_DEFINITION_TAG: &str = "harness-delegate:task-definition";
 /// Milliseconds since the epoch of the Create/Update/Reconcile that wrote the record. Its
 /// presence is what makes a set of tags a record.
 pub const APPLIED_AT_TAG: &str = "harness-delegate:applied-at";
-/// Seconds since the epoch of heal's last forced deployment (service only): the back-off.
-pub const REDEPLOYED_AT_TAG: &str = "harness-delegate:redeployed-at";
 
 /// The keys a record is written under (split keys are found by prefix).
 pub const RECORD_KEYS: &[&str] = &[
@@ -411,9 +409,9 @@ mod tests {
         }
         assert!(tags.contains_key("harness-delegate:subnets.2"));
         assert_eq!(Record::from_tags(&tags, None), Some(Ok(r.clone())));
-        // With the most user tags the spec allows, and heal's back-off tag, the service stays
-        // within ECS's 50 even in this extreme case.
-        let ours = tags.len() - r.user_tags.len() + 1;
+        // With the most user tags the spec allows, the service stays within ECS's 50 even in
+        // this extreme case.
+        let ours = tags.len() - r.user_tags.len();
         assert!(
             ours + crate::spec::MAX_USER_TAGS <= 50,
             "{ours} tags of ours"

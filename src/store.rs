@@ -93,6 +93,17 @@ pub struct Item {
     pub lease: Option<Lease>,
     /// Epoch seconds after which DynamoDB may remove the item (tombstones only).
     pub expires_at: Option<u64>,
+    /// When heal last forced a deployment, and of which committed revision: its back-off.
+    pub redeployed: Option<Redeployed>,
+}
+
+/// Heal's last forced deployment of a delegate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeployed {
+    /// Epoch seconds.
+    pub at: u64,
+    /// The committed revision (`family:revision`) it deployed.
+    pub revision: String,
 }
 
 /// Why the lease cannot be taken now.
@@ -115,6 +126,7 @@ impl Item {
             served: vec![],
             lease: None,
             expires_at: None,
+            redeployed: None,
         }
     }
 
@@ -168,6 +180,14 @@ impl Item {
             }),
             ..self.clone()
         }
+    }
+
+    /// When heal last made the service deploy `revision`, if it did.
+    pub fn last_redeploy_of(&self, revision: &str) -> Option<u64> {
+        self.redeployed
+            .as_ref()
+            .filter(|r| r.revision == revision)
+            .map(|r| r.at)
     }
 
     /// Give the lease back, nothing else changed.
@@ -274,6 +294,10 @@ impl Item {
         if let Some(t) = self.expires_at {
             a.insert(EXPIRES_AT.into(), n(t));
         }
+        if let Some(r) = &self.redeployed {
+            a.insert("redeployed_at".into(), n(r.at));
+            a.insert("redeployed_revision".into(), s(&r.revision));
+        }
         a
     }
 
@@ -331,6 +355,10 @@ impl Item {
                 until_ms: number("lease_until_ms").unwrap_or(0),
             }),
             expires_at: number(EXPIRES_AT),
+            redeployed: number("redeployed_at").map(|at| Redeployed {
+                at,
+                revision: text("redeployed_revision").unwrap_or_default(),
+            }),
         })
     }
 }
@@ -511,6 +539,19 @@ mod tests {
             .commit(record())
             .serve("req-1", "{\"Status\":\"SUCCESS\"}".into())
             .lease_to("heal", 9_000);
+        let item = Item {
+            redeployed: Some(Redeployed {
+                at: 77,
+                revision: "fam:3".into(),
+            }),
+            ..item
+        };
+        assert_eq!(item.last_redeploy_of("fam:3"), Some(77));
+        assert_eq!(
+            item.last_redeploy_of("fam:4"),
+            None,
+            "a newer configuration"
+        );
         let back = Item::from_attributes(&item.to_attributes()).unwrap();
         assert_eq!(back, item);
         let gone = item.tombstone(100, Some(("req-2", 7_000)));

@@ -507,22 +507,38 @@ async fn redeploys_once_per_back_off(patch: fn(&mut Value), found: &str) {
     );
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
 
-    // Once the window has passed (the recorded time moved back), it is redeployed again.
+    // A redeployed-at tag (anyone may write one) neither extends nor ends the window.
     let arn = i.service().await.service_arn().unwrap().to_string();
-    let past = (std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        - 3601)
-        .to_string();
+        .as_secs();
     i.c.ecs
         .tag_resource()
         .resource_arn(arn)
         .tags(
             aws_sdk_ecs::types::Tag::builder()
                 .key("harness-delegate:redeployed-at")
-                .value(past)
+                .value((now - 7200).to_string())
                 .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(i.heal().await["Outcome"], "Converged");
+    // Once the window has passed (the time in the record moved back), it is redeployed again.
+    i.c.store
+        .client
+        .update_item()
+        .table_name(RECORD_TABLE)
+        .key(
+            "delegate",
+            aws_sdk_dynamodb::types::AttributeValue::S(i.key()),
+        )
+        .update_expression("SET redeployed_at = :past")
+        .expression_attribute_values(
+            ":past",
+            aws_sdk_dynamodb::types::AttributeValue::N((now - 3601).to_string()),
         )
         .send()
         .await
