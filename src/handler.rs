@@ -53,7 +53,8 @@ impl HandlerError {
             )) => "DelegateBusy",
             HandlerError::Reconcile(
                 ReconcileError::Operation(crate::operation::OperationError::Store(_))
-                | ReconcileError::Store(_),
+                | ReconcileError::Store(_)
+                | ReconcileError::NotCommitted(_),
             ) => "RecordStoreFailed",
         }
     }
@@ -230,6 +231,8 @@ impl Handler {
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
         let spec = pipeline::spec_of(props, self.clients.region.as_deref())?;
+        // The lease a direct request takes must end with the invocation, not after it.
+        let deadline = earlier(deadline, DEADLINE_MARGIN);
         match action {
             DirectAction::Plan => {
                 let (_, plan, _) = pipeline::prepare(&self.clients, &spec).await?;

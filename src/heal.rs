@@ -444,8 +444,8 @@ fn no_record(key: &DelegateKey, service: Option<&ObservedService>) -> &'static s
         Some(s)
             if s.managed_by_us() && crate::record::Record::from_tags(&s.tags, None).is_some() =>
         {
-            tracing::warn!(delegate = %key, "a delegate recorded in tags by an earlier version: heal leaves it alone until its stack's next Update (or a Reconcile) records it in the table");
-            "recorded in tags by an earlier version, which heal no longer trusts: run a stack Update (or a direct Reconcile) to record it in the table"
+            tracing::warn!(delegate = %key, "a delegate recorded in tags by an earlier version: heal leaves it alone until its stack's next Update records it in the table");
+            "recorded in tags by an earlier version, which heal no longer trusts: run a stack Update to record it in the table"
         }
         Some(s) if s.managed_by_us() => {
             "no record: the delegate was deleted or never completed, nothing to resurrect"
@@ -501,15 +501,15 @@ async fn observe_delegate(
         cluster_status,
         service: seen.service.clone(),
         revision,
-        unused_security_groups: unused_groups(record, seen),
+        unused_security_groups: unused_groups(record, &cand.item.groups_made, seen),
         last_redeploy: cand.item.last_redeploy_of(&record.task_definition),
         managed_security_group,
     })
 }
 
-/// The groups the function made for this delegate (read by the region's scan) that its record
-/// no longer uses and that nothing of another owner claims.
-fn unused_groups(record: &Record, seen: &Seen<'_>) -> Vec<ObservedSecurityGroup> {
+/// The groups the function made for this delegate (read by the region's scan, and named in its
+/// record as made by the function) that its configuration no longer uses.
+fn unused_groups(record: &Record, made: &[String], seen: &Seen<'_>) -> Vec<ObservedSecurityGroup> {
     let in_use = |g: &ObservedSecurityGroup| match record.network.as_ref() {
         Some(n) => n.security_groups == RecordedGroups::Managed && g.vpc_id == n.vpc_id,
         None => false,
@@ -524,7 +524,8 @@ fn unused_groups(record: &Record, seen: &Seen<'_>) -> Vec<ObservedSecurityGroup>
         .unwrap_or_default()
         .iter()
         .filter(|g| !in_use(g) && !service_uses(g))
-        .filter(|g| g.owner().is_none_or(|o| Some(o) == record.owner.as_deref()))
+        // Tags can be put on any group: only a group the record says the function made.
+        .filter(|g| made.contains(&g.id))
         .cloned()
         .collect()
 }
@@ -544,8 +545,8 @@ async fn repair(
     let key = cand.target.key();
     let found = planned.found();
     let holder = crate::operation::fresh_id("heal");
-    let until =
-        crate::operation::epoch_ms_at(deadline) + crate::operation::LEASE_GRACE.as_millis() as u64;
+    // Heal's deadline is already before the invocation's end: its lease ends with it.
+    let until = crate::operation::epoch_ms_at(deadline);
     let leased = cand.item.lease_to(&holder, until);
     match c.store.put(&leased).await {
         Ok(()) => {}
@@ -573,7 +574,7 @@ async fn repair(
     };
     let done = match &result {
         Ok(applied) => {
-            let mut next = leased.commit(applied.record.clone());
+            let mut next = leased.commit(applied.record.clone(), None);
             if redeployed {
                 next.redeployed = Some(crate::store::Redeployed {
                     at: record::now_millis() / 1000,
@@ -588,7 +589,10 @@ async fn repair(
         r.outcome = Outcome::Failed;
         r.error = Some(e.to_string());
     }
-    c.store.put(&done).await?;
+    if let Err(e) = c.store.put(&done).await {
+        tracing::error!(delegate = %key, error = %e, repair_error = r.error.as_deref().unwrap_or("none"), "the repair's record could not be written: its lease expires on its own");
+        return Err(e.into());
+    }
     if r.actions.is_empty() {
         r.outcome = Outcome::Converged;
         r.found = vec![format!(

@@ -126,6 +126,10 @@ pub const MANAGED_BY_VALUE: &str = "harness-ecs-delegate-bootstrap";
 pub const RESOURCE_TAG: &str = "harness-delegate:resource";
 /// Which CloudFormation resource (`<stack name>/<logical id>`) owns a delegate's service.
 pub const OWNER_TAG: &str = "harness-delegate:owner";
+/// The owning stack's full StackId: its name is reused after a deletion, its GUID never. When
+/// the record table does not know a delegate (a new stack's table is empty), this label is what
+/// stops a stack created again under the same name from adopting the old one's delegate.
+pub const OWNER_STACK_TAG: &str = "harness-delegate:owner-stack-id";
 
 /// The default service name, which a Heal target without `ServiceName` means.
 pub const DEFAULT_SERVICE_NAME: &str = "harness-delegate";
@@ -408,12 +412,16 @@ pub fn identity_tags(
     user: &BTreeMap<String, String>,
     key: &DelegateKey,
     owner: Option<&str>,
+    owner_stack: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut t = user.clone();
     t.insert(MANAGED_BY_TAG.into(), MANAGED_BY_VALUE.into());
     t.insert(RESOURCE_TAG.into(), key.to_string());
     if let Some(o) = owner {
         t.insert(OWNER_TAG.into(), o.to_string());
+    }
+    if let Some(id) = owner_stack {
+        t.insert(OWNER_STACK_TAG.into(), within(id, 256, '@'));
     }
     t
 }
@@ -440,7 +448,7 @@ mod tests {
         for bad in ["prod", "/svc", "prod/", "a/b/c", ""] {
             assert_eq!(DelegateKey::parse(bad), None, "{bad}");
         }
-        let tags = identity_tags(&BTreeMap::new(), &k, Some("stack/Delegate"));
+        let tags = identity_tags(&BTreeMap::new(), &k, Some("stack/Delegate"), None);
         assert!(k.tagged_on(&tags) && managed_by_us(&tags));
         assert_eq!(owner_of(&tags), Some("stack/Delegate"));
     }

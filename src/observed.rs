@@ -173,6 +173,11 @@ impl ObservedService {
         key.tagged_on(&self.tags)
     }
 
+    /// The owning stack's StackId tag, if any.
+    pub fn owner_stack_id(&self) -> Option<&str> {
+        self.tags.get(model::OWNER_STACK_TAG).map(String::as_str)
+    }
+
     /// Whether a request from `owner` may change this service: its own, or one no stack owns
     /// yet (it is then adopted). Direct invocations (`None`) act on any managed service.
     pub fn may_adopt(&self, owner: Option<&str>) -> bool {

@@ -40,11 +40,11 @@ pub struct Claim {
 pub enum OperationError {
     #[error(transparent)]
     Refused(#[from] Problems),
-    #[error("another operation ({holder}) is changing {key} (its lease runs until {until_s} s past the epoch) and did not end in the time this one had: retry once it has ended")]
+    #[error("another operation ({holder}) is changing {key} and did not end in the time this one had (its lease runs {left_s} s more): retry once it has ended")]
     Busy {
         key: DelegateKey,
         holder: String,
-        until_s: u64,
+        left_s: u64,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -146,7 +146,7 @@ async fn wait_for(key: &DelegateKey, held: Held, deadline: Instant) -> Result<()
         return Err(OperationError::Busy {
             key: key.clone(),
             holder: held.holder,
-            until_s: held.until_ms / 1000,
+            left_s: left.as_secs(),
         });
     }
     tracing::info!(delegate = %key, holder = %held.holder, "waiting for another operation on the delegate to end");
@@ -154,43 +154,64 @@ async fn wait_for(key: &DelegateKey, held: Held, deadline: Instant) -> Result<()
     Ok(())
 }
 
-/// End an operation that succeeded: `record` becomes the truth, the answer is remembered.
+impl Claim {
+    /// Whether the answer is remembered for a redelivery: a stack's request only (a direct
+    /// request's id is new each time, and would push CloudFormation's out).
+    pub fn remembers(&self, item: Item, answer: String) -> Item {
+        match self.owner {
+            Some(_) => item.serve(&self.request_id, answer),
+            None => item,
+        }
+    }
+}
+
+/// End an operation that succeeded: `record` becomes the truth and the claim's stack its
+/// owner; the answer is remembered.
 pub async fn commit(
     store: &Store,
     item: &Item,
     record: Record,
-    request_id: &str,
+    claim: &Claim,
     answer: String,
 ) -> Result<Item, StoreError> {
-    let next = item.commit(record).serve(request_id, answer);
+    let next = claim.remembers(item.commit(record, claim.owner.clone()), answer);
     store.put(&next).await?;
     Ok(next)
 }
 
-/// End an operation that failed: what was committed stays the truth, the answer is remembered.
+/// End an operation that failed: what was committed stays the truth (and its owner), the
+/// answer is remembered.
 pub async fn abandon(
     store: &Store,
     item: &Item,
-    request_id: &str,
+    claim: &Claim,
     answer: String,
 ) -> Result<Item, StoreError> {
-    let next = item
-        .abandon(crate::store::now_ms() / 1000)
-        .serve(request_id, answer);
+    let next = claim.remembers(item.abandon(crate::store::now_ms() / 1000), answer);
     store.put(&next).await?;
     Ok(next)
 }
 
-/// An id for a request that brings none (a direct invocation, a heal).
+/// An id no other invocation has: the lease's holder, or a request that brings none. Lambda
+/// sandboxes share pids and start counters at 0, so each process takes a random id of its own
+/// once (the kernel's), and counts from there.
 pub fn fresh_id(what: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<String> = OnceLock::new();
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{what}-{}-{}-{}",
-        std::process::id(),
-        crate::store::now_ms(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let process = PROCESS.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map(|u| u.trim().to_string())
+            .unwrap_or_else(|_| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                format!("{}-{nanos}", std::process::id())
+            })
+    });
+    format!("{what}-{process}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -216,9 +237,11 @@ mod tests {
     #[test]
     fn who_may_act_on_a_delegate() {
         let key = DelegateKey::new("c", "s");
-        let live = Item::absent(key.clone()).begin("r0", 1, Some(owner("g1")));
+        let live = Item::absent(key.clone())
+            .begin("r0", 1)
+            .commit(crate::record::Record::default(), Some(owner("g1")));
         let gone = live.tombstone(0, None);
-        let unowned = Item::absent(key.clone()).begin("r0", 1, None);
+        let unowned = Item::absent(key.clone()).begin("r0", 1);
         let take_over = Claim {
             take_over_from: Some(owner("g1").stack_id),
             ..claim(Some(owner("g2")))

@@ -36,6 +36,9 @@ pub enum ReconcileError {
     Operation(#[from] OperationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// AWS was changed, but the change could not be committed to the record.
+    #[error("the delegate was changed in AWS but its record could not be committed ({0}); the configuration committed before stays the one self-healing restores: retry the request")]
+    NotCommitted(StoreError),
 }
 
 /// The spec the properties declare in `region`, its rendered task definition checked:
@@ -71,6 +74,7 @@ async fn converge_request(
         Err(p) => return Outcome::failed(req, p.to_string()),
     };
     spec.owner = Some(custom_resource::owner_of(req));
+    spec.owner_stack_id = Some(req.stack_id.clone());
     if update {
         if let Err(p) = check_move(c, req, &spec).await {
             return Outcome::failed(req, p.to_string());
@@ -131,25 +135,30 @@ pub async fn converge(
     deadline: Instant,
     answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> String,
 ) -> Result<Done<Result<(Plan, Applied), ReconcileError>>, OperationError> {
-    let begin = |item: &Item, holder: &str, until| item.begin(holder, until, claim.owner.clone());
+    let begin = |item: &Item, holder: &str, until| item.begin(holder, until);
     let item = match operation::start(&c.store, &spec.key(), claim, deadline, begin).await? {
         Start::Answered(a) => return Ok(Done::Replayed(a)),
         Start::Begun(item) => *item,
     };
     let mut result = unwinding(c, &item, reconcile(c, spec, claim.force, deadline)).await;
-    if result.is_ok() {
-        retire_old_family(c, spec, item.committed.as_ref(), deadline).await;
-    }
     let answer = answer_of(&result);
     let stored = match &result {
         Ok((_, applied)) => {
             let record = applied.record.clone();
-            operation::commit(&c.store, &item, record, &claim.request_id, answer).await
+            operation::commit(&c.store, &item, record, claim, answer).await
         }
-        Err(_) => operation::abandon(&c.store, &item, &claim.request_id, answer).await,
+        Err(_) => operation::abandon(&c.store, &item, claim, answer).await,
     };
-    if let (Ok(_), Err(e)) = (&result, stored) {
-        result = Err(ReconcileError::Store(e));
+    match (&result, stored) {
+        (Ok(_), Ok(_)) => retire_old_family(c, spec, item.committed.as_ref(), deadline).await,
+        (Ok(_), Err(e)) => {
+            tracing::error!(delegate = %spec.key(), error = %e, "AWS was changed but the record could not be committed");
+            result = Err(ReconcileError::NotCommitted(e));
+        }
+        (Err(_), Err(e)) => {
+            tracing::error!(delegate = %spec.key(), error = %e, "the failed operation's lease could not be given back: it expires on its own");
+        }
+        (Err(_), Ok(_)) => {}
     }
     Ok(Done::Ran(result))
 }
@@ -302,7 +311,7 @@ pub async fn remove(
     // is not remembered as answered, so CloudFormation's retry runs it again.
     let done = item.tombstone(now_s, None);
     let done = match &result {
-        Ok(_) => done.serve(&claim.request_id, answer),
+        Ok(_) => claim.remembers(done, answer),
         Err(_) => done,
     };
     c.store.put(&done).await?;

@@ -790,6 +790,7 @@ fn desired_record(
     Record {
         key: spec.key(),
         owner: spec.owner.clone(),
+        owner_stack_id: spec.owner_stack_id.clone(),
         launch_type: spec.launch_type,
         network_mode: spec.network_mode,
         desired_count: spec.desired_count,

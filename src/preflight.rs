@@ -60,6 +60,13 @@ fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
                 "service {name} already exists in cluster {cluster} and was not created by this function: pass another ServiceName, or delete that service first"
             ),
         ));
+    } else if let Some(theirs) = other_stack(spec, s) {
+        p.push(Problem::new(
+            "ServiceName",
+            format!(
+                "service {name} in cluster {cluster} belongs to the stack {theirs}, not to this one (a stack of the same name created again is another stack): pass another ServiceName, or, if that stack was deleted with the delegate retained and this stack is to take it over, set TakeOverFromStackId: {theirs}"
+            ),
+        ));
     } else if !s.may_adopt(spec.owner.as_deref()) && !taken_over(spec, s) {
         p.push(Problem::new(
             "ServiceName",
@@ -71,12 +78,23 @@ fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
     }
 }
 
+/// The StackId of another stack the service is labelled as owned by, unless this request takes
+/// it over on purpose. Only a label (tags can be written by others): it refuses, never grants.
+fn other_stack<'a>(spec: &DelegateSpec, s: &'a ObservedService) -> Option<&'a str> {
+    let (ours, theirs) = (spec.owner_stack_id.as_deref()?, s.owner_stack_id()?);
+    let taken = spec.take_over_from.as_deref() == Some(theirs);
+    (ours != theirs && !taken).then_some(theirs)
+}
+
 /// The service's owner is the stack `TakeOverFromStackId` names (the record store has checked
-/// that the delegate is that stack's).
+/// that the delegate is that stack's); by its name, on a service labelled before StackIds were.
 fn taken_over(spec: &DelegateSpec, s: &ObservedService) -> bool {
     let Some(previous) = spec.take_over_from.as_deref() else {
         return false;
     };
+    if let Some(theirs) = s.owner_stack_id() {
+        return theirs == previous;
+    }
     let stack = crate::model::owner_label(previous, "");
     s.owner().is_some_and(|o| o.starts_with(stack.as_str()))
 }

@@ -77,6 +77,8 @@ pub enum On {
 pub struct Record {
     pub key: DelegateKey,
     pub owner: Option<String>,
+    /// The owning stack's StackId, when a stack's request wrote the record.
+    pub owner_stack_id: Option<String>,
     pub launch_type: LaunchType,
     pub network_mode: NetworkMode,
     pub desired_count: i32,
@@ -102,7 +104,12 @@ impl Record {
 
     /// The tags that identify the delegate and its owner, plus the user's.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        model::identity_tags(&self.user_tags, &self.key, self.owner.as_deref())
+        model::identity_tags(
+            &self.user_tags,
+            &self.key,
+            self.owner.as_deref(),
+            self.owner_stack_id.as_deref(),
+        )
     }
 
     /// The record's own tags on the service or on a revision.
@@ -207,6 +214,7 @@ fn parse(
     Ok(Record {
         key,
         owner: tags.get(OWNER_TAG).cloned(),
+        owner_stack_id: tags.get(model::OWNER_STACK_TAG).cloned(),
         launch_type,
         network_mode,
         desired_count,
@@ -331,6 +339,7 @@ mod tests {
         Record {
             key: DelegateKey::new("prod", "harness-delegate"),
             owner: Some("stack/Delegate".into()),
+            owner_stack_id: Some("arn:aws:cloudformation:us-east-1:1:stack/stack/guid".into()),
             launch_type: LaunchType::Fargate,
             network_mode: NetworkMode::Awsvpc,
             desired_count: 2,

@@ -146,6 +146,8 @@ pub struct DelegateSpec {
     /// The StackId of the stack that owned the delegate before, when this stack takes it over on
     /// purpose (that stack was deleted with the delegate retained).
     pub take_over_from: Option<String>,
+    /// The full StackId of the stack asking, if any: not a property.
+    pub owner_stack_id: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
     /// Two stacks declaring the same cluster and service must not take each other's delegate.
     pub owner: Option<String>,
@@ -164,7 +166,12 @@ impl DelegateSpec {
 
     /// The tags put on everything the function creates: the user's plus its own markers.
     pub fn resource_tags(&self) -> BTreeMap<String, String> {
-        model::identity_tags(&self.tags, &self.key(), self.owner.as_deref())
+        model::identity_tags(
+            &self.tags,
+            &self.key(),
+            self.owner.as_deref(),
+            self.owner_stack_id.as_deref(),
+        )
     }
 }
 
@@ -764,6 +771,7 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         tags: raw.tags,
         log_group: raw.log_group.filter(|g| !is_none(g)),
         take_over_from: raw.take_over_from,
+        owner_stack_id: None,
         region: None,
         owner: None,
     }

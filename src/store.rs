@@ -95,6 +95,9 @@ pub struct Item {
     pub expires_at: Option<u64>,
     /// When heal last forced a deployment, and of which committed revision: its back-off.
     pub redeployed: Option<Redeployed>,
+    /// The security groups the function made for the delegate (their ids): the only groups it
+    /// ever deletes as unused.
+    pub groups_made: Vec<String>,
 }
 
 /// Heal's last forced deployment of a delegate.
@@ -127,6 +130,7 @@ impl Item {
             lease: None,
             expires_at: None,
             redeployed: None,
+            groups_made: vec![],
         }
     }
 
@@ -154,12 +158,13 @@ impl Item {
             })
     }
 
-    /// Take the lease and mark the item pending for `holder`'s operation.
-    pub fn begin(&self, holder: &str, until_ms: u64, owner: Option<Owner>) -> Item {
+    /// Take the lease and mark the item pending for `holder`'s operation. The owner changes
+    /// only when the operation commits; a tombstone's owner is history.
+    pub fn begin(&self, holder: &str, until_ms: u64) -> Item {
         Item {
             version: self.version + 1,
             state: State::Pending,
-            owner: owner.or_else(|| self.owner.clone()),
+            owner: self.owner.clone().filter(|_| self.is_live()),
             pending: Some(holder.to_string()),
             lease: Some(Lease {
                 holder: holder.to_string(),
@@ -199,11 +204,20 @@ impl Item {
         }
     }
 
-    /// The operation succeeded: `record` is the truth now; the lease is released.
-    pub fn commit(&self, record: Record) -> Item {
+    /// The operation succeeded: `record` is the truth now, `owner` (if given) its owner; the
+    /// lease is released. A group the record says the function made is remembered as its own.
+    pub fn commit(&self, record: Record, owner: Option<Owner>) -> Item {
+        let mut groups_made = self.groups_made.clone();
+        let made = record
+            .network
+            .as_ref()
+            .and_then(|n| n.managed_group.clone());
+        groups_made.extend(made.filter(|id| !self.groups_made.contains(id)));
         Item {
             version: self.version + 1,
             state: State::Committed,
+            owner: owner.or_else(|| self.owner.clone()),
+            groups_made,
             committed: Some(record),
             pending: None,
             lease: None,
@@ -294,6 +308,12 @@ impl Item {
         if let Some(t) = self.expires_at {
             a.insert(EXPIRES_AT.into(), n(t));
         }
+        if !self.groups_made.is_empty() {
+            a.insert(
+                "groups_made".into(),
+                AttributeValue::Ss(self.groups_made.clone()),
+            );
+        }
         if let Some(r) = &self.redeployed {
             a.insert("redeployed_at".into(), n(r.at));
             a.insert("redeployed_revision".into(), s(&r.revision));
@@ -355,6 +375,11 @@ impl Item {
                 until_ms: number("lease_until_ms").unwrap_or(0),
             }),
             expires_at: number(EXPIRES_AT),
+            groups_made: a
+                .get("groups_made")
+                .and_then(|v| v.as_ss().ok())
+                .cloned()
+                .unwrap_or_default(),
             redeployed: number("redeployed_at").map(|at| Redeployed {
                 at,
                 revision: text("redeployed_revision").unwrap_or_default(),
@@ -373,7 +398,7 @@ pub enum StoreError {
     /// Someone else changed the item since it was read.
     #[error("the record of {key} changed while this operation ran (another invocation acted on the delegate)")]
     Conflict { key: DelegateKey },
-    #[error("the record of {key} in table {table} is unreadable ({what}); it was not written by this function's version: delete the item and run a stack Update")]
+    #[error("the record of {key} in table {table} is unreadable ({what}): it was not written by this version of the function. Remove the OnlyTheFunctionWrites statement from the table's resource policy (a stack update), delete the item, put the statement back and run a stack Update")]
     Unreadable {
         key: String,
         table: String,
@@ -514,6 +539,7 @@ mod tests {
         Record {
             key: DelegateKey::new("prod", "harness-delegate"),
             owner: Some("stack/Delegate".into()),
+            owner_stack_id: None,
             launch_type: LaunchType::Ec2,
             network_mode: NetworkMode::Bridge,
             desired_count: 1,
@@ -535,11 +561,12 @@ mod tests {
     fn an_item_survives_its_attributes() {
         let key = DelegateKey::new("prod", "harness-delegate");
         let item = Item::absent(key)
-            .begin("req-1", 5_000, Some(owner("g1")))
-            .commit(record())
+            .begin("req-1", 5_000)
+            .commit(record(), Some(owner("g1")))
             .serve("req-1", "{\"Status\":\"SUCCESS\"}".into())
             .lease_to("heal", 9_000);
         let item = Item {
+            groups_made: vec!["sg-1".into(), "sg-2".into()],
             redeployed: Some(Redeployed {
                 at: 77,
                 revision: "fam:3".into(),
@@ -564,7 +591,7 @@ mod tests {
     #[test]
     fn transitions() {
         let key = DelegateKey::new("prod", "d");
-        let begun = Item::absent(key).begin("req-1", 5_000, Some(owner("g1")));
+        let begun = Item::absent(key).begin("req-1", 5_000);
         assert_eq!((begun.version, begun.state), (1, State::Pending));
         // The lease keeps others out until it expires, not its holder.
         assert_eq!(begun.held("req-1", 1_000), None);
@@ -576,13 +603,13 @@ mod tests {
             (failed.state, failed.committed.is_none()),
             (State::Deleted, true)
         );
-        let done = begun.commit(record());
+        let done = begun.commit(record(), Some(owner("g1")));
         assert_eq!(
             (done.version, done.state, done.lease.clone()),
             (2, State::Committed, None)
         );
         // A later failure keeps what was committed.
-        let again = done.begin("req-2", 9_000, None).abandon(10);
+        let again = done.begin("req-2", 9_000).abandon(10);
         assert_eq!(again.committed, Some(record()));
         assert_eq!(again.state, State::Committed);
         assert_eq!(again.owner, Some(owner("g1")));

@@ -487,7 +487,9 @@ async fn a_draining_service_is_waited_for_then_created_again() {
     let err = h
         .handle(
             json!({"Action": "Reconcile", "ResourceProperties": props}),
-            deadline_in(10),
+            // Room to start the wait: no step starts within 5 s of the work's deadline, which
+            // is 8 s before the invocation's.
+            deadline_in(20),
         )
         .await
         .unwrap_err();

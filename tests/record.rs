@@ -675,3 +675,56 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
     assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
     assert_eq!(i.service().await.desired_count(), 1);
 }
+
+/// A stack created again under the same name gets a record table of its own, empty: the
+/// delegate its predecessor left (deleted with the delegate retained) is still refused, from
+/// the StackId label on the service, until it is taken over on purpose.
+#[tokio::test]
+async fn a_stack_created_again_with_an_empty_table_does_not_adopt_silently() {
+    let i = Installed::new().await;
+    // The predecessor's table went with its stack.
+    i.c.store
+        .client
+        .delete_item()
+        .table_name(RECORD_TABLE)
+        .key(
+            "delegate",
+            aws_sdk_dynamodb::types::AttributeValue::S(i.key()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let create = from_stack(
+        cfn_event("Create", &i.rx.url("again"), &i.props, None, None),
+        OTHER_GUID,
+    );
+    let refused = i.cfn(create).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let why = refused["Reason"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("TakeOverFromStackId: {OWNER}")),
+        "{why}"
+    );
+    let mut props = i.props.clone();
+    props["TakeOverFromStackId"] = json!(OWNER);
+    let create = from_stack(
+        cfn_event("Create", &i.rx.url("take"), &props, None, None),
+        OTHER_GUID,
+    );
+    let taken = i.cfn(create).await;
+    assert_eq!(taken["Status"], "SUCCESS", "{taken}");
+    let s = i.service().await;
+    let label = |k: &str| {
+        s.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(String::from)
+    };
+    assert_eq!(
+        label("harness-delegate:owner-stack-id").as_deref(),
+        Some(OTHER_GUID)
+    );
+    i.scale_to_zero().await;
+    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
+}

@@ -432,6 +432,9 @@ fn the_record_table_is_the_functions_alone() {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:BatchWriteItem",
+        "dynamodb:PartiQLInsert",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
     ] {
         assert!(writes.iter().any(|a| a == w), "{w} is not denied to others");
     }
