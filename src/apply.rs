@@ -179,6 +179,13 @@ fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
         .collect()
 }
 
+/// What one DeleteSecurityGroup came to.
+enum GroupDeleted {
+    Gone,
+    /// Network interfaces (of tasks stopping) still hold it.
+    InUse,
+}
+
 /// A write is not started with less time than this before the deadline.
 const START_MARGIN: Duration = Duration::from_secs(5);
 
@@ -955,6 +962,21 @@ impl<'a> Applier<'a> {
     /// Delete a group the delegate no longer uses, once: while network interfaces of stopped
     /// tasks still hold it, it stays for the next heal, which is not a failure.
     async fn delete_unused_group(&self, id: &str) -> Result<(), ApplyError> {
+        match self.try_delete_group(id).await {
+            Ok(GroupDeleted::Gone) => Ok(()),
+            Ok(GroupDeleted::InUse) => {
+                tracing::info!(group = id, "the unused group is still held by network interfaces: the next heal tries again");
+                Ok(())
+            }
+            Err(e) => Err(ApplyError::aws(
+                format!("deleting unused security group {id}"),
+                e,
+            )),
+        }
+    }
+
+    /// One DeleteSecurityGroup: gone (or never there), or still held by network interfaces.
+    async fn try_delete_group(&self, id: &str) -> Result<GroupDeleted, AwsError> {
         match self
             .clients
             .ec2
@@ -963,50 +985,33 @@ impl<'a> Applier<'a> {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(GroupDeleted::Gone),
             Err(e) => {
                 let e = AwsError::new("ec2:DeleteSecurityGroup", e);
-                if e.has_code("DependencyViolation") {
-                    tracing::info!(group = id, "the unused group is still held by network interfaces: the next heal tries again");
-                    return Ok(());
-                }
                 if e.is(AwsErrorKind::NotFound) {
-                    return Ok(());
+                    Ok(GroupDeleted::Gone)
+                } else if e.has_code("DependencyViolation") {
+                    Ok(GroupDeleted::InUse)
+                } else {
+                    Err(e)
                 }
-                Err(ApplyError::aws(
-                    format!("deleting unused security group {id}"),
-                    e,
-                ))
             }
         }
     }
 
     /// Delete a security group, retrying while ENIs of stopped tasks still hold it.
     async fn delete_security_group(&self, id: &str) -> Result<(), ApplyError> {
+        let step = || format!("deleting security group {id}");
         loop {
-            match self
-                .clients
-                .ec2
-                .delete_security_group()
-                .group_id(id)
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    let e = AwsError::new("ec2:DeleteSecurityGroup", e);
-                    if e.is(AwsErrorKind::NotFound) {
-                        return Ok(());
-                    }
-                    let step = || format!("deleting security group {id}");
-                    if !e.has_code("DependencyViolation") {
-                        return Err(ApplyError::aws(step(), e));
-                    }
+            match self.try_delete_group(id).await {
+                Ok(GroupDeleted::Gone) => return Ok(()),
+                Ok(GroupDeleted::InUse) => {
                     if Instant::now() + Duration::from_secs(15) >= self.deadline {
                         return Err(ApplyError::blocked(step(), format!("{id} is still in use by network interfaces of stopped tasks: delete it once they are released")));
                     }
                     tokio::time::sleep(Duration::from_secs(10)).await;
                 }
+                Err(e) => return Err(ApplyError::aws(step(), e)),
             }
         }
     }

@@ -140,6 +140,23 @@ impl Installed {
     fn key(&self) -> String {
         format!("{}/harness-delegate", self.w.cluster)
     }
+
+    /// Remove the delegate's item, as if the table never knew it (a version that kept the
+    /// record in tags, or a stack's new table).
+    async fn forget_record(&self) {
+        self.c
+            .store
+            .client
+            .delete_item()
+            .table_name(RECORD_TABLE)
+            .key(
+                "delegate",
+                aws_sdk_dynamodb::types::AttributeValue::S(self.key()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
 }
 
 fn report<'a>(result: &'a Value, key: &str) -> &'a Value {
@@ -634,17 +651,7 @@ async fn two_stacks_racing_for_one_name_in_two_processes() {
 #[tokio::test]
 async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_update() {
     let i = Installed::new().await;
-    i.c.store
-        .client
-        .delete_item()
-        .table_name(RECORD_TABLE)
-        .key(
-            "delegate",
-            aws_sdk_dynamodb::types::AttributeValue::S(i.key()),
-        )
-        .send()
-        .await
-        .unwrap();
+    i.forget_record().await;
     i.scale_to_zero().await;
     let result = i.heal_targets(&["harness-delegate"]).await;
     let r = report(&result, &i.key());
@@ -683,17 +690,7 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
 async fn a_stack_created_again_with_an_empty_table_does_not_adopt_silently() {
     let i = Installed::new().await;
     // The predecessor's table went with its stack.
-    i.c.store
-        .client
-        .delete_item()
-        .table_name(RECORD_TABLE)
-        .key(
-            "delegate",
-            aws_sdk_dynamodb::types::AttributeValue::S(i.key()),
-        )
-        .send()
-        .await
-        .unwrap();
+    i.forget_record().await;
     let create = from_stack(
         cfn_event("Create", &i.rx.url("again"), &i.props, None, None),
         OTHER_GUID,
