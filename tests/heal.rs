@@ -327,17 +327,7 @@ async fn a_deregistered_revision_is_registered_again_and_used() {
     // The copy is the same definition, secrets reference included.
     let describe = |arn: String| {
         let c = i.c.clone();
-        async move {
-            c.ecs
-                .describe_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-                .unwrap()
-                .task_definition()
-                .unwrap()
-                .clone()
-        }
+        async move { revision(&c, &arn).await }
     };
     let (a, b) = (describe(old).await, describe(now[0].clone()).await);
     assert_eq!(a.container_definitions(), b.container_definitions());

@@ -213,26 +213,7 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
             .value("9999999999999")
             .build(),
     );
-    let evil =
-        i.c.ecs
-            .register_task_definition()
-            .family(unique("attacker-fam"))
-            .container_definitions(
-                aws_sdk_ecs::types::ContainerDefinition::builder()
-                    .name("miner")
-                    .image("evil/miner")
-                    .memory(512)
-                    .build(),
-            )
-            .set_tags(Some(forged.clone()))
-            .send()
-            .await
-            .unwrap();
-    let evil_arn = evil
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap();
+    let evil_arn = register_foreign(&i.c, "attacker-fam", "evil/miner", forged.clone()).await;
     // 2. The record tags on the delegate's own service say desired=7, newer than the record.
     let svc = i.service().await;
     let edited = svc
@@ -274,7 +255,7 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
     let after =
         i.c.ecs
             .describe_task_definition()
-            .task_definition(evil_arn)
+            .task_definition(&evil_arn)
             .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
             .send()
             .await
@@ -299,20 +280,7 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
 async fn a_service_with_copied_record_tags_is_not_healed() {
     let i = Installed::new().await;
     // 3. A service the function never made, given the delegate's record tags (no item).
-    let td =
-        i.c.ecs
-            .register_task_definition()
-            .family(unique("app"))
-            .container_definitions(
-                aws_sdk_ecs::types::ContainerDefinition::builder()
-                    .name("app")
-                    .image("nginx")
-                    .memory(128)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+    let td = register_foreign(&i.c, "app", "nginx", vec![]).await;
     let mut copied: Vec<aws_sdk_ecs::types::Tag> = tags_of(i.service().await.tags())
         .into_iter()
         .filter(|t| t.key() != Some("harness-delegate:managed-by"))
@@ -328,7 +296,7 @@ async fn a_service_with_copied_record_tags_is_not_healed() {
         .create_service()
         .cluster(&i.w.cluster)
         .service_name("victim")
-        .task_definition(td.task_definition().unwrap().task_definition_arn().unwrap())
+        .task_definition(&td)
         .desired_count(3)
         .set_tags(Some(copied))
         .send()
@@ -518,18 +486,8 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
     let image_of = |arn: String| {
         let c = i.c.clone();
         async move {
-            c.ecs
-                .describe_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-                .unwrap()
-                .task_definition()
-                .unwrap()
-                .container_definitions()[0]
-                .image()
-                .unwrap()
-                .to_string()
+            let td = revision(&c, &arn).await;
+            td.container_definitions()[0].image().unwrap().to_string()
         }
     };
     let running = i.service().await.task_definition().unwrap().to_string();

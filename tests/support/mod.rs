@@ -297,6 +297,48 @@ pub async fn active_revisions(c: &Clients, family: &str) -> Vec<String> {
         .collect()
 }
 
+/// A task definition revision as ECS describes it.
+pub async fn revision(c: &Clients, arn: &str) -> aws_sdk_ecs::types::TaskDefinition {
+    c.ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .clone()
+}
+
+/// A revision the function never registered, of a family of its own: one container running
+/// `image`, with `tags`. Its ARN.
+pub async fn register_foreign(
+    c: &Clients,
+    family: &str,
+    image: &str,
+    tags: Vec<aws_sdk_ecs::types::Tag>,
+) -> String {
+    c.ecs
+        .register_task_definition()
+        .family(unique(family))
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name(family)
+                .image(image)
+                .memory(256)
+                .build(),
+        )
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string()
+}
+
 /// The service as ECS describes it, with tags.
 pub async fn service(
     c: &Clients,
