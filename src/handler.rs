@@ -240,10 +240,9 @@ impl Handler {
             }
             DirectAction::Reconcile => {
                 let claim = direct_claim("reconcile", force);
-                let done = pipeline::converge(&self.clients, &spec, &claim, deadline, |r| {
-                    json!({"Status": if r.is_ok() { "SUCCESS" } else { "FAILED" }}).to_string()
-                })
-                .await?;
+                // A direct request's id is new each time: nothing to remember for a redelivery.
+                let done =
+                    pipeline::converge(&self.clients, &spec, &claim, deadline, |_| None).await?;
                 let result = match done {
                     Done::Ran(result) => result,
                     Done::Replayed(answer) => return Ok(replayed(&answer)),
@@ -258,7 +257,6 @@ impl Handler {
                     service: spec.service_name.clone(),
                 };
                 let claim = direct_claim("delete", force);
-                let answer = json!({"Status": "SUCCESS"}).to_string();
                 let done = pipeline::remove(
                     &self.clients,
                     &target,
@@ -266,7 +264,7 @@ impl Handler {
                     None,
                     &claim,
                     deadline,
-                    answer,
+                    None,
                 )
                 .await?;
                 let actions = match done {
@@ -450,7 +448,8 @@ fn direct_claim(what: &str, force: bool) -> Claim {
     }
 }
 
-/// What a direct request answered before (its ids are fresh, so only a reused one replays).
+/// What the record remembers of a direct request: never anything (its id is new each time and
+/// its answer is not kept), so this only answers what the type allows.
 fn replayed(answer: &str) -> Value {
     serde_json::from_str(answer).unwrap_or_else(|_| json!({"Status": "FAILED"}))
 }

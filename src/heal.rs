@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ServiceTarget};
-use crate::model::{self, string_enum, DelegateKey, RolloutState, Target};
+use crate::model::{self, string_enum, DelegateKey, Target};
 use crate::observe::{self, ObserveError};
 use crate::observed::{
     ObservedForHeal, ObservedSecurityGroup, ObservedService, ObservedTaskDefinition,
@@ -426,7 +426,7 @@ fn committed<'a>(
         );
         return Err(DelegateReport::one(&key, Outcome::NotManaged, why));
     }
-    if let Some(held) = item.held("", crate::store::now_ms()) {
+    if let Some(held) = item.held("", record::now_millis()) {
         let why = format!(
             "an operation ({}) is changing the delegate: left to it, the next heal looks again",
             held.holder
@@ -610,10 +610,9 @@ async fn repair(
 fn steady_on(record: &Record, service: Option<&ObservedService>) -> Option<ObservedTaskDefinition> {
     let s = service.filter(|s| s.is_active())?;
     let d = s.deployment.as_ref()?;
-    let done = d.rollout_state.is_none_or(|r| r == RolloutState::Completed);
     let all_running = s.running_count == s.desired_count && d.running_count == s.desired_count;
     let ours = model::revision_name(&s.task_definition) == record.task_definition;
-    (done && all_running && ours).then(|| ObservedTaskDefinition {
+    (d.rolled_out() && all_running && ours).then(|| ObservedTaskDefinition {
         arn: s.task_definition.clone(),
         revision: model::revision_number(&record.task_definition),
         status: model::RevisionStatus::Active,
@@ -645,10 +644,7 @@ fn running_in_recorded_group(
 
 /// The service's tasks as the metrics count them.
 fn tasks_of(s: &ObservedService) -> metrics::Tasks {
-    let rolled_out = s
-        .deployment
-        .as_ref()
-        .is_none_or(|d| d.rollout_state.is_none_or(|r| r == RolloutState::Completed));
+    let rolled_out = s.deployment.as_ref().is_none_or(|d| d.rolled_out());
     metrics::Tasks {
         running: s.running_count,
         desired: s.desired_count,
@@ -692,7 +688,7 @@ mod tests {
 
     #[test]
     fn ready_means_rolled_out_with_every_desired_task_running() {
-        use crate::model::ServiceStatus;
+        use crate::model::{RolloutState, ServiceStatus};
         use crate::observed::ObservedDeployment;
         let service = |status, running, desired, rollout| ObservedService {
             status,

@@ -154,6 +154,14 @@ pub struct ObservedDeployment {
     pub running_count: i32,
 }
 
+impl ObservedDeployment {
+    /// Rolled out: COMPLETED, or no rollout state (ECS gives none for some deployments).
+    pub fn rolled_out(&self) -> bool {
+        self.rollout_state
+            .is_none_or(|r| r == crate::model::RolloutState::Completed)
+    }
+}
+
 impl ObservedService {
     pub fn is_active(&self) -> bool {
         self.status == ServiceStatus::Active

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::DelegateKey;
-use crate::record::Record;
+use crate::record::{now_millis, Record};
 use crate::spec::{Problem, Problems};
 use crate::store::{Held, Item, Owner, Store, StoreError};
 
@@ -63,7 +63,7 @@ pub enum Start {
 pub fn epoch_ms_at(at: Instant) -> u64 {
     let now = Instant::now();
     let ahead = at.saturating_duration_since(now).as_millis() as u64;
-    crate::store::now_ms() + ahead
+    now_millis() + ahead
 }
 
 /// Whether `claim` may act on the delegate of `item`. A live delegate belongs to its owner:
@@ -122,7 +122,7 @@ pub async fn start(
             return Ok(Start::Answered(answer.to_string()));
         }
         check_claim(&item, claim)?;
-        if let Some(held) = item.held(&holder, crate::store::now_ms()) {
+        if let Some(held) = item.held(&holder, now_millis()) {
             wait_for(key, held, deadline).await?;
             continue;
         }
@@ -140,7 +140,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Wait a little for `held` to end, unless `deadline` comes first.
 async fn wait_for(key: &DelegateKey, held: Held, deadline: Instant) -> Result<(), OperationError> {
-    let now = crate::store::now_ms();
+    let now = now_millis();
     let left = Duration::from_millis(held.until_ms.saturating_sub(now) + 100);
     if Instant::now() + left.min(POLL) >= deadline {
         return Err(OperationError::Busy {
@@ -154,40 +154,33 @@ async fn wait_for(key: &DelegateKey, held: Held, deadline: Instant) -> Result<()
     Ok(())
 }
 
-impl Claim {
-    /// Whether the answer is remembered for a redelivery: a stack's request only (a direct
-    /// request's id is new each time, and would push CloudFormation's out).
-    pub fn remembers(&self, item: Item, answer: String) -> Item {
-        match self.owner {
-            Some(_) => item.serve(&self.request_id, answer),
-            None => item,
-        }
-    }
-}
-
 /// End an operation that succeeded: `record` becomes the truth and the claim's stack its
-/// owner; the answer is remembered.
+/// owner; the answer, if given, is remembered.
 pub async fn commit(
     store: &Store,
     item: &Item,
     record: Record,
     claim: &Claim,
-    answer: String,
+    answer: Option<String>,
 ) -> Result<Item, StoreError> {
-    let next = claim.remembers(item.commit(record, claim.owner.clone()), answer);
+    let next = item
+        .commit(record, claim.owner.clone())
+        .serve(&claim.request_id, answer);
     store.put(&next).await?;
     Ok(next)
 }
 
-/// End an operation that failed: what was committed stays the truth (and its owner), the
-/// answer is remembered.
+/// End an operation that failed: what was committed stays the truth (and its owner); the
+/// answer, if given, is remembered.
 pub async fn abandon(
     store: &Store,
     item: &Item,
     claim: &Claim,
-    answer: String,
+    answer: Option<String>,
 ) -> Result<Item, StoreError> {
-    let next = claim.remembers(item.abandon(crate::store::now_ms() / 1000), answer);
+    let next = item
+        .abandon(now_millis() / 1000)
+        .serve(&claim.request_id, answer);
     store.put(&next).await?;
     Ok(next)
 }

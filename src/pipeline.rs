@@ -90,7 +90,10 @@ async fn converge_request(
         Ok((_, applied)) => Outcome::success(applied.service_arn.clone(), applied.data()),
         Err(e) => Outcome::failed(req, e.to_string()),
     };
-    let result = converge(c, &spec, &claim, deadline, |r| outcome_of(r).to_answer()).await;
+    let result = converge(c, &spec, &claim, deadline, |r| {
+        Some(outcome_of(r).to_answer())
+    })
+    .await;
     match result {
         Ok(Done::Replayed(answer)) => replayed(req, &answer),
         Ok(Done::Ran(r)) => {
@@ -127,13 +130,14 @@ pub enum Done<T> {
 
 /// Converge `spec` under the delegate's record: take the lease (the item goes `pending`),
 /// reconcile, then commit what succeeded, or keep what was committed before; either way the
-/// answer (`answer_of` the result) is remembered for a redelivery. `Err`: nothing was done.
+/// answer (`answer_of` the result; `None`: nothing to remember) is kept for a redelivery.
+/// `Err`: nothing was done.
 pub async fn converge(
     c: &Clients,
     spec: &DelegateSpec,
     claim: &Claim,
     deadline: Instant,
-    answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> String,
+    answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> Option<String>,
 ) -> Result<Done<Result<(Plan, Applied), ReconcileError>>, OperationError> {
     let begin = |item: &Item, holder: &str, until| item.begin(holder, until);
     let item = match operation::start(&c.store, &spec.key(), claim, deadline, begin).await? {
@@ -238,7 +242,7 @@ async fn delete_request(c: &Clients, req: &CfnRequest, deadline: Instant) -> Out
     };
     let owner = custom_resource::owner_of(req);
     let family = delete_family(&req.properties);
-    let answer = ok.to_answer();
+    let answer = Some(ok.to_answer());
     match remove(c, &target, family, Some(&owner), &claim, deadline, answer).await {
         Ok(Done::Replayed(a)) => replayed(req, &a),
         Ok(Done::Ran(_)) => ok,
@@ -272,7 +276,7 @@ async fn unwinding<T>(c: &Clients, item: &Item, work: impl Future<Output = T>) -
     {
         Ok(done) => done,
         Err(panic) => {
-            let released = item.abandon(crate::store::now_ms() / 1000);
+            let released = item.abandon(record::now_millis() / 1000);
             if let Err(e) = c.store.put(&released).await {
                 tracing::error!(delegate = %item.key, error = %e, "the lease of a panicked operation could not be released: it expires on its own");
             }
@@ -291,9 +295,9 @@ pub async fn remove(
     owner: Option<&str>,
     claim: &Claim,
     deadline: Instant,
-    answer: String,
+    answer: Option<String>,
 ) -> Result<Done<Vec<DeleteAction>>, ReconcileError> {
-    let now_s = crate::store::now_ms() / 1000;
+    let now_s = record::now_millis() / 1000;
     let begin = |item: &Item, holder: &str, until| item.tombstone(now_s, Some((holder, until)));
     let key = target.key();
     let item = match operation::start(&c.store, &key, claim, deadline, begin).await? {
@@ -311,7 +315,7 @@ pub async fn remove(
     // is not remembered as answered, so CloudFormation's retry runs it again.
     let done = item.tombstone(now_s, None);
     let done = match &result {
-        Ok(_) => claim.remembers(done, answer),
+        Ok(_) => done.serve(&claim.request_id, answer),
         Err(_) => done,
     };
     c.store.put(&done).await?;

@@ -258,8 +258,12 @@ impl Item {
         }
     }
 
-    /// Remember the answer given to `request_id` (the newest [`SERVED_KEPT`]).
-    pub fn serve(mut self, request_id: &str, answer: String) -> Item {
+    /// Remember the answer given to `request_id` (the newest [`SERVED_KEPT`]); `None`: there is
+    /// nothing to remember (a direct request, whose id is new each time).
+    pub fn serve(mut self, request_id: &str, answer: Option<String>) -> Item {
+        let Some(answer) = answer else {
+            return self;
+        };
         self.served.retain(|s| s.request_id != request_id);
         self.served.push(Served {
             request_id: request_id.to_string(),
@@ -525,11 +529,6 @@ impl Store {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    crate::record::now_millis()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,7 +562,7 @@ mod tests {
         let item = Item::absent(key)
             .begin("req-1", 5_000)
             .commit(record(), Some(owner("g1")))
-            .serve("req-1", "{\"Status\":\"SUCCESS\"}".into())
+            .serve("req-1", Some("{\"Status\":\"SUCCESS\"}".into()))
             .lease_to("heal", 9_000);
         let item = Item {
             groups_made: vec!["sg-1".into(), "sg-2".into()],
@@ -619,13 +618,14 @@ mod tests {
     fn only_the_newest_answers_are_kept() {
         let mut item = Item::absent(DelegateKey::new("c", "s"));
         for i in 0..15 {
-            item = item.serve(&format!("r{i}"), i.to_string());
+            item = item.serve(&format!("r{i}"), Some(i.to_string()));
         }
         assert_eq!(item.served.len(), SERVED_KEPT);
         assert_eq!(item.answer_to("r4"), None);
         assert_eq!(item.answer_to("r14"), Some("14"));
         // Answering again replaces, not duplicates.
-        let item = item.serve("r14", "x".into());
+        let item = item.serve("r14", Some("x".into()));
+        assert_eq!(item.clone().serve("r15", None), item, "nothing to remember");
         assert_eq!(item.served.len(), SERVED_KEPT);
         assert_eq!(item.answer_to("r14"), Some("x"));
     }
