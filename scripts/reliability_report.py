@@ -28,6 +28,14 @@ EXPECTED = [
 ]
 
 
+def case_table(f, names, columns):
+    """A Markdown table of the rows the tests `names` recorded, one column per key."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name in names:
+        out += ["| " + " | ".join(row[c] for c in columns) + " |" for row in f[name]]
+    return out
+
+
 def main():
     figures_dir, out = sys.argv[1], sys.argv[2]
     missing = [n for n in EXPECTED if not os.path.exists(os.path.join(figures_dir, n + ".json"))]
@@ -101,22 +109,16 @@ def main():
         "What others can write in the account, tried against a delegate next to a genuine drift that the same heal still repairs. "
         "The record heal trusts is the DynamoDB item only the function writes.",
         "",
-        "| case | outcome |",
-        "|---|---|",
     ]
-    for name in ["tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct"]:
-        for row in f[name]:
-            lines.append(f"| {row['case']} | {row['outcome']} |")
+    lines += case_table(f, ["tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct"],
+                        ["case", "outcome"])
     lines += [
         "",
         "## Races and crashes (tests/record.rs, tests/reliability.rs, tests/heal.rs)",
         "",
-        "| case | interleaving | outcome |",
-        "|---|---|---|",
     ]
-    for name in ["race-cut-off-update", "race-replay-after-delete", "race-two-stacks"]:
-        for row in f[name]:
-            lines.append(f"| {row['case']} | {row['interleaving']} | {row['outcome']} |")
+    lines += case_table(f, ["race-cut-off-update", "race-replay-after-delete", "race-two-stacks"],
+                        ["case", "interleaving", "outcome"])
     lines += [
         "",
         "## The CloudFormation response and panics",

@@ -661,10 +661,7 @@ async fn direct_plan_changes_nothing_and_reconcile_converges() {
     assert_eq!(plan["Actions"], json!([]), "converged: nothing left to do");
 
     // Out-of-band drift is repaired by the next Reconcile.
-    c.ecs
-        .update_service()
-        .cluster(&w.cluster)
-        .service("harness-delegate")
+    update_out_of_band(&c, &w.cluster)
         .desired_count(0)
         .send()
         .await

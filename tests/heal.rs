@@ -108,16 +108,6 @@ impl Installed {
     }
 }
 
-fn report_of(result: &Value, key: &str) -> Value {
-    result["Delegates"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a heal report: {result}"))
-        .iter()
-        .find(|d| d["Delegate"] == key)
-        .cloned()
-        .unwrap_or_else(|| panic!("{key} not in {result}"))
-}
-
 /// The delegates a heal result reports, by key.
 fn delegates_in(result: &Value) -> Vec<&str> {
     result["Delegates"]
@@ -145,16 +135,6 @@ fn network(s: &aws_sdk_ecs::types::Service) -> (Vec<String>, Vec<String>, String
         a.security_groups().to_vec(),
         a.assign_public_ip().unwrap().as_str().to_string(),
     )
-}
-
-fn update(
-    c: &Clients,
-    cluster: &str,
-) -> aws_sdk_ecs::operation::update_service::builders::UpdateServiceFluentBuilder {
-    c.ecs
-        .update_service()
-        .cluster(cluster)
-        .service("harness-delegate")
 }
 
 #[tokio::test]
@@ -219,7 +199,7 @@ async fn a_steady_delegate_is_checked_with_two_reads() {
             .await
             .unwrap();
     let (subnets, _, _) = network(&i.service().await);
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .network_configuration(
             aws_sdk_ecs::types::NetworkConfiguration::builder()
                 .awsvpc_configuration(
@@ -280,7 +260,7 @@ async fn a_deleted_service_is_created_again_as_recorded() {
 async fn a_desired_count_changed_out_of_band_is_set_back() {
     let i = Installed::new(vec![]).await;
     for drifted in [0, 3] {
-        update(&i.c, &i.w.cluster)
+        update_out_of_band(&i.c, &i.w.cluster)
             .desired_count(drifted)
             .send()
             .await
@@ -364,7 +344,7 @@ async fn a_service_moved_to_a_foreign_revision_is_pointed_back() {
         .task_definition_arn()
         .unwrap()
         .to_string();
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .task_definition(&foreign)
         .send()
         .await
@@ -391,7 +371,7 @@ async fn a_network_configuration_changed_out_of_band_is_put_back() {
             .send()
             .await
             .unwrap();
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .network_configuration(
             aws_sdk_ecs::types::NetworkConfiguration::builder()
                 .awsvpc_configuration(
@@ -699,7 +679,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
     assert_ne!(a.data["TaskDefinitionArn"], b_td.as_str());
 
     // A drifts in count, B loses its service: one scheduled heal repairs each its own way.
-    update(&a.c, &a.w.cluster)
+    update_out_of_band(&a.c, &a.w.cluster)
         .desired_count(0)
         .send()
         .await
@@ -726,7 +706,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
     .await;
     assert_eq!(del["Status"], "SUCCESS");
     assert_eq!(active_revisions(&a.c, &family).await, vec![b_td.clone()]);
-    update(&a.c, &b.cluster)
+    update_out_of_band(&a.c, &b.cluster)
         .desired_count(4)
         .send()
         .await
@@ -742,7 +722,7 @@ async fn two_delegates_sharing_a_family_heal_independently() {
 #[tokio::test]
 async fn ecs_events_heal_their_delegate_and_ignore_other_services() {
     let i = Installed::new(vec![]).await;
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .desired_count(0)
         .send()
         .await
@@ -910,7 +890,7 @@ async fn a_heal_stands_down_when_the_record_changes_meanwhile() {
     );
     assert_eq!(i.service().await.desired_count(), 0, "the Update's count");
     // A genuine drift is still repaired toward the Update's record.
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .desired_count(3)
         .send()
         .await
@@ -1013,7 +993,7 @@ async fn events_and_targets_from_another_account_or_region_are_ignored() {
             region: region.clone(),
         })
         .unwrap();
-    update(&i.c, &i.w.cluster)
+    update_out_of_band(&i.c, &i.w.cluster)
         .desired_count(0)
         .send()
         .await

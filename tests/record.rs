@@ -107,6 +107,13 @@ impl Installed {
         cfn_via_binary(&self.c, &self.rx, event).await
     }
 
+    /// A Create of `props` from another stack of the same name (`OTHER_GUID`), through the
+    /// binary: the body CloudFormation received.
+    async fn create_from_other_stack(&self, name: &str, props: &Value) -> Value {
+        let create = cfn_event("Create", &self.rx.url(name), props, None, None);
+        self.cfn(from_stack(create, OTHER_GUID)).await
+    }
+
     async fn heal_targets(&self, services: &[&str]) -> Value {
         let targets: Vec<Value> = services
             .iter()
@@ -126,11 +133,7 @@ impl Installed {
 
     /// A genuine drift: the service scaled to 0 out of band.
     async fn scale_to_zero(&self) {
-        self.c
-            .ecs
-            .update_service()
-            .cluster(&self.w.cluster)
-            .service("harness-delegate")
+        update_out_of_band(&self.c, &self.w.cluster)
             .desired_count(0)
             .send()
             .await
@@ -159,28 +162,6 @@ impl Installed {
     }
 }
 
-fn report<'a>(result: &'a Value, key: &str) -> &'a Value {
-    result["Delegates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["Delegate"] == key)
-        .unwrap_or_else(|| panic!("no report for {key}: {result}"))
-}
-
-fn actions(r: &Value) -> Vec<&str> {
-    r["Actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["Action"].as_str().unwrap())
-        .collect()
-}
-
-fn tags_of(tags: &[aws_sdk_ecs::types::Tag]) -> Vec<aws_sdk_ecs::types::Tag> {
-    tags.to_vec()
-}
-
 /// Another stack, as CloudFormation names it.
 fn from_stack(mut e: Value, stack_id: &str) -> Value {
     e["StackId"] = json!(stack_id);
@@ -203,7 +184,9 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
             .unwrap();
     // 1. The delegate revision's tags copied onto an attacker's revision of another family,
     //    with a later applied-at.
-    let mut forged: Vec<aws_sdk_ecs::types::Tag> = tags_of(ours.tags())
+    let mut forged: Vec<aws_sdk_ecs::types::Tag> = ours
+        .tags()
+        .to_vec()
         .into_iter()
         .filter(|t| t.key() != Some("harness-delegate:applied-at"))
         .collect();
@@ -245,9 +228,9 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
     // And a genuine drift in the same heal.
     i.scale_to_zero().await;
     let result = i.heal().await;
-    let r = report(&result, &i.key());
+    let r = report_of(&result, &i.key());
     assert_eq!(r["Outcome"], "Repaired", "{r}");
-    assert_eq!(actions(r), ["UpdateService"], "{r}");
+    assert_eq!(action_names(&r), ["UpdateService"], "{r}");
     let s = i.service().await;
     assert_eq!(s.desired_count(), 1, "the committed count, not the tag's 7");
     assert_eq!(s.task_definition(), Some(i.td.as_str()), "not {evil_arn}");
@@ -266,7 +249,7 @@ async fn forged_tags_steer_nothing_and_a_genuine_drift_is_still_repaired() {
     );
     assert_eq!(after.tags().len(), forged.len());
     // The next heal is steady.
-    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Converged");
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Converged");
     record_figures(
         "tamper-tags",
         &json!([
@@ -281,7 +264,11 @@ async fn a_service_with_copied_record_tags_is_not_healed() {
     let i = Installed::new().await;
     // 3. A service the function never made, given the delegate's record tags (no item).
     let td = register_foreign(&i.c, "app", "nginx", vec![]).await;
-    let mut copied: Vec<aws_sdk_ecs::types::Tag> = tags_of(i.service().await.tags())
+    let mut copied: Vec<aws_sdk_ecs::types::Tag> = i
+        .service()
+        .await
+        .tags()
+        .to_vec()
         .into_iter()
         .filter(|t| t.key() != Some("harness-delegate:managed-by"))
         .collect();
@@ -304,12 +291,12 @@ async fn a_service_with_copied_record_tags_is_not_healed() {
         .unwrap();
     i.scale_to_zero().await;
     let result = i.heal_targets(&["victim", "harness-delegate"]).await;
-    let victim = report(&result, &format!("{}/victim", i.w.cluster));
+    let victim = report_of(&result, &format!("{}/victim", i.w.cluster));
     assert_eq!(victim["Outcome"], "NotManaged", "{victim}");
-    assert!(actions(victim).is_empty());
+    assert!(action_names(&victim).is_empty());
     let v = service(&i.c, &i.w.cluster, "victim").await.unwrap();
     assert_eq!(v.desired_count(), 3, "the foreign service is not scaled");
-    let ours = report(&result, &i.key());
+    let ours = report_of(&result, &i.key());
     assert_eq!(ours["Outcome"], "Repaired", "{ours}");
     assert_eq!(i.service().await.desired_count(), 1);
     record_figures(
@@ -324,11 +311,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
     // 5. The same stack name, created again (another GUID): refused, naming the owner.
     let mut changed = i.props.clone();
     changed["DesiredCount"] = json!("2");
-    let create = from_stack(
-        cfn_event("Create", &i.rx.url("again"), &changed, None, None),
-        OTHER_GUID,
-    );
-    let refused = i.cfn(create).await;
+    let refused = i.create_from_other_stack("again", &changed).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     let why = refused["Reason"].as_str().unwrap();
     assert!(
@@ -342,22 +325,17 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
     assert_eq!(i.service().await.desired_count(), 1, "nothing changed");
     // 6. While the owner's service is deleted out of band, the claim is refused all the same.
     delete_service_out_of_band(&i.c, &i.w.cluster).await;
-    let create = from_stack(
-        cfn_event("Create", &i.rx.url("while-gone"), &changed, None, None),
-        OTHER_GUID,
+    assert_eq!(
+        i.create_from_other_stack("while-gone", &changed).await["Status"],
+        "FAILED"
     );
-    assert_eq!(i.cfn(create).await["Status"], "FAILED");
     // ... and heal restores the owner's delegate (a genuine drift).
     let r = i.heal().await;
-    assert_eq!(report(&r, &i.key())["Outcome"], "Repaired", "{r}");
+    assert_eq!(report_of(&r, &i.key())["Outcome"], "Repaired", "{r}");
     assert_eq!(i.service().await.desired_count(), 1);
     // On purpose: the new stack names the previous owner.
     changed["TakeOverFromStackId"] = json!(OWNER);
-    let create = from_stack(
-        cfn_event("Create", &i.rx.url("take-over"), &changed, None, None),
-        OTHER_GUID,
-    );
-    let taken = i.cfn(create).await;
+    let taken = i.create_from_other_stack("take-over", &changed).await;
     assert_eq!(taken["Status"], "SUCCESS", "{taken}");
     assert_eq!(i.service().await.desired_count(), 2);
     // The old stack's Delete (it is being deleted, the delegate was taken over) touches nothing.
@@ -372,7 +350,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
     let s = i.service().await;
     assert_eq!((s.status(), s.desired_count()), (Some("ACTIVE"), 2));
     i.scale_to_zero().await;
-    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
     assert_eq!(
         i.service().await.desired_count(),
         2,
@@ -424,10 +402,7 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
     // A new Create (a new RequestId) of the same delegate still installs it, and it heals.
     let fresh = cfn_event("Create", &rx.url("fresh"), &props, None, None);
     assert_eq!(cfn_via_binary(&c, &rx, fresh).await["Status"], "SUCCESS");
-    c.ecs
-        .update_service()
-        .cluster(&w.cluster)
-        .service("harness-delegate")
+    update_out_of_band(&c, &w.cluster)
         .desired_count(0)
         .send()
         .await
@@ -505,7 +480,7 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         waited += 1;
     }
     let r = i.heal().await;
-    let r = report(&r, &i.key());
+    let r = report_of(&r, &i.key());
     assert_eq!(r["Outcome"], "Repaired", "{r}");
     let td = i.service().await.task_definition().unwrap().to_string();
     assert_eq!(
@@ -513,7 +488,7 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         "harness/delegate:latest",
         "the committed image"
     );
-    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Converged");
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Converged");
     record_figures(
         "race-cut-off-update",
         &json!([{"case": "an Update (image A to B) cut off by the deadline with its UpdateService in flight", "interleaving": "FAILED answer, rollback Update to A, then B's call lands", "outcome": "the rollback converges to A; heal moves the service back to A (B was never committed)"}]),
@@ -587,10 +562,7 @@ async fn two_stacks_racing_for_one_name_in_two_processes() {
         won[0]["Data"]["TaskDefinitionArn"].as_str()
     );
     // A genuine drift is repaired toward the winner's record.
-    c.ecs
-        .update_service()
-        .cluster(&w.cluster)
-        .service("harness-delegate")
+    update_out_of_band(&c, &w.cluster)
         .desired_count(0)
         .send()
         .await
@@ -612,7 +584,7 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
     i.forget_record().await;
     i.scale_to_zero().await;
     let result = i.heal_targets(&["harness-delegate"]).await;
-    let r = report(&result, &i.key());
+    let r = report_of(&result, &i.key());
     assert_eq!(r["Outcome"], "NotManaged", "{r}");
     assert!(
         r["Found"][0].as_str().unwrap().contains("earlier version"),
@@ -637,7 +609,7 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
     assert_eq!(i.cfn(update).await["Status"], "SUCCESS");
     assert_eq!(i.service().await.desired_count(), 1);
     i.scale_to_zero().await;
-    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
     assert_eq!(i.service().await.desired_count(), 1);
 }
 
@@ -649,11 +621,7 @@ async fn a_stack_created_again_with_an_empty_table_does_not_adopt_silently() {
     let i = Installed::new().await;
     // The predecessor's table went with its stack.
     i.forget_record().await;
-    let create = from_stack(
-        cfn_event("Create", &i.rx.url("again"), &i.props, None, None),
-        OTHER_GUID,
-    );
-    let refused = i.cfn(create).await;
+    let refused = i.create_from_other_stack("again", &i.props).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     let why = refused["Reason"].as_str().unwrap();
     assert!(
@@ -662,11 +630,7 @@ async fn a_stack_created_again_with_an_empty_table_does_not_adopt_silently() {
     );
     let mut props = i.props.clone();
     props["TakeOverFromStackId"] = json!(OWNER);
-    let create = from_stack(
-        cfn_event("Create", &i.rx.url("take"), &props, None, None),
-        OTHER_GUID,
-    );
-    let taken = i.cfn(create).await;
+    let taken = i.create_from_other_stack("take", &props).await;
     assert_eq!(taken["Status"], "SUCCESS", "{taken}");
     let s = i.service().await;
     let label = |k: &str| {
@@ -681,5 +645,5 @@ async fn a_stack_created_again_with_an_empty_table_does_not_adopt_silently() {
         Some(OTHER_GUID)
     );
     i.scale_to_zero().await;
-    assert_eq!(report(&i.heal().await, &i.key())["Outcome"], "Repaired");
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
 }

@@ -879,6 +879,29 @@ pub async fn run_cfn(c: &Clients, rx: &Receiver, event: Value) -> Value {
 }
 
 /// Delete the delegate's service out of band, as a person in the console would.
+/// An UpdateService of the delegate's service straight to AWS, as a person or another tool
+/// would make it: the drift heal is to repair.
+pub fn update_out_of_band(
+    c: &Clients,
+    cluster: &str,
+) -> aws_sdk_ecs::operation::update_service::builders::UpdateServiceFluentBuilder {
+    c.ecs
+        .update_service()
+        .cluster(cluster)
+        .service("harness-delegate")
+}
+
+/// What a heal result reports of the delegate `key`.
+pub fn report_of(result: &Value, key: &str) -> Value {
+    result["Delegates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a heal report: {result}"))
+        .iter()
+        .find(|d| d["Delegate"] == key)
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} not in {result}"))
+}
+
 pub async fn delete_service_out_of_band(c: &Clients, cluster: &str) {
     c.ecs
         .delete_service()
