@@ -7,95 +7,11 @@
 
 mod support;
 
-use std::collections::VecDeque;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-
-#[derive(Debug, Clone)]
-struct Posted {
-    request_id: String,
-    kind: String,
-    body: Value,
-}
-
-struct RuntimeApi {
-    addr: std::net::SocketAddr,
-    events: Arc<Mutex<VecDeque<(String, Value)>>>,
-    posted: Arc<Mutex<Vec<Posted>>>,
-}
-
-async fn runtime_api() -> RuntimeApi {
-    runtime_api_with_deadline(None).await
-}
-
-/// A Runtime API that sends `deadline_ms` as `Lambda-Runtime-Deadline-Ms` (default: a minute
-/// from now, as Lambda would).
-async fn runtime_api_with_deadline(deadline_ms: Option<&'static str>) -> RuntimeApi {
-    let events: Arc<Mutex<VecDeque<(String, Value)>>> = Default::default();
-    let posted: Arc<Mutex<Vec<Posted>>> = Default::default();
-    let (ev, po) = (events.clone(), posted.clone());
-    let addr = serve(Arc::new(move |req: Request| {
-        let (ev, po) = (ev.clone(), po.clone());
-        Box::pin(async move {
-            if req.method == "GET" && req.path == "/2018-06-01/runtime/invocation/next" {
-                loop {
-                    let next = ev.lock().unwrap().pop_front();
-                    if let Some((id, event)) = next {
-                        let deadline = deadline_ms.map(String::from).unwrap_or_else(|| {
-                            let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(60);
-                            at.as_millis().to_string()
-                        });
-                        return Response {
-                            status: 200,
-                            headers: vec![
-                                ("Content-Type".into(), "application/json".into()),
-                                ("Lambda-Runtime-Aws-Request-Id".into(), id),
-                                ("Lambda-Runtime-Deadline-Ms".into(), deadline),
-                                ("Lambda-Runtime-Invoked-Function-Arn".into(), "arn:aws:lambda:us-east-1:123456789012:function:bootstrap".into()),
-                                ("Lambda-Runtime-Trace-Id".into(), "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into()),
-                            ],
-                            body: event.to_string().into_bytes(),
-                        };
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-            if req.method == "POST" && parts.len() == 5 && parts[2] == "invocation" {
-                po.lock().unwrap().push(Posted {
-                    request_id: parts[3].to_string(),
-                    kind: parts[4].to_string(),
-                    body: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
-                });
-                return Response::status(202, "{\"status\":\"OK\"}");
-            }
-            po.lock().unwrap().push(Posted { request_id: String::new(), kind: req.path.clone(), body: Value::Null });
-            Response::status(404, "")
-        })
-    }))
-    .await;
-    RuntimeApi {
-        addr,
-        events,
-        posted,
-    }
-}
-
-/// The answers posted so far, once there are `n` of them (or after 90 s, whatever there is).
-async fn wait_for(posted: &Arc<Mutex<Vec<Posted>>>, n: usize) -> Vec<Posted> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let p = posted.lock().unwrap().clone();
-        if p.len() >= n || std::time::Instant::now() > deadline {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_binary_serves_events_from_the_runtime_api() {
@@ -703,7 +619,7 @@ async fn an_emulators_implausible_deadline_is_replaced_by_a_local_one() {
     let c = clients().await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
-    let api = runtime_api_with_deadline(Some("600000")).await;
+    let api = runtime_api_with_deadline(Deadline::Header("600000")).await;
     let create = cfn_event("Create", &rx.url("create"), &w.fargate_props(), None, None);
     api.events
         .lock()

@@ -18,8 +18,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod lambda;
 pub mod proxy;
-#[allow(unused_imports)] // not every test binary uses the proxy
+#[allow(unused_imports)] // not every test binary uses these
+pub use lambda::*;
+#[allow(unused_imports)]
 pub use proxy::*;
 
 // ---- moto -------------------------------------------------------------------------------------

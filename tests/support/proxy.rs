@@ -4,7 +4,7 @@
 //! or a seeded fraction of them; and it records every call, so tests can assert what was asked
 //! of AWS and that nothing was written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,9 +110,28 @@ pub struct Rule {
     pub times: u32,
 }
 
+/// The role the function runs as, as ECS names it in `createdBy` (and `FUNCTION_ROLE_ARN`).
+pub const FUNCTION_ROLE: &str = "arn:aws:iam::123456789012:role/stack-BootstrapFunctionRole-1A2B";
+
+/// Whoever else creates services (a test calling moto directly).
+pub const PERSON: &str = "arn:aws:iam::123456789012:user/someone";
+
+/// What the proxy remembers of ECS's state that moto does not keep.
+#[derive(Default)]
+struct Ecs {
+    /// Services created through the proxy (by ARN).
+    created_here: BTreeSet<String>,
+    /// Deregistered revisions stay usable, as during the up-to-10-minute window after
+    /// deregistration in which ECS's restrictions "have not yet taken effect".
+    inactive_usable: bool,
+}
+
 #[derive(Clone)]
 pub struct Proxy {
     pub endpoint: String,
+    ecs: Arc<Mutex<Ecs>>,
+    /// Every answer given, in order: the operation, the HTTP status and the error's `__type`.
+    answered: Arc<Mutex<Vec<(String, u16, String)>>>,
     calls: Arc<Mutex<BTreeMap<String, u32>>>,
     /// The JSON bodies of ECS calls, by operation, to check what was asked of AWS.
     bodies: Arc<Mutex<Vec<(String, Value)>>>,
@@ -146,6 +165,10 @@ impl Proxy {
         let order: Arc<Mutex<Vec<String>>> = Default::default();
         let injected: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
         let upstream_time: Arc<Mutex<Duration>> = Default::default();
+        let ecs_state: Arc<Mutex<Ecs>> = Default::default();
+        let e = ecs_state.clone();
+        let answered: Arc<Mutex<Vec<(String, u16, String)>>> = Default::default();
+        let a = answered.clone();
         let (r, c, b, o, i, u) = (
             rules.clone(),
             calls.clone(),
@@ -156,6 +179,8 @@ impl Proxy {
         );
         let http = reqwest::Client::new();
         let addr = serve(Arc::new(move |req: Request| {
+            let ecs_state = e.clone();
+            let answered = a.clone();
             let (rules, calls, bodies, order, injected, upstream_time, http, upstream) = (
                 r.clone(),
                 c.clone(),
@@ -168,98 +193,141 @@ impl Proxy {
             );
             Box::pin(async move {
                 let op = operation(&req);
-                let n = {
-                    let mut calls = calls.lock().unwrap();
-                    let n = calls.entry(op.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                order.lock().unwrap().push(op.clone());
-                if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
-                    bodies.lock().unwrap().push((op.clone(), v));
-                }
-                let fault = {
-                    let mut rules = rules.lock().unwrap();
-                    rules
-                        .iter_mut()
-                        .find(|r| (r.operation == op || r.operation == "*") && r.times > 0)
-                        .map(|r| {
-                        r.times = r.times.saturating_sub(1);
-                        r.fault.clone()
-                    })
-                }
-                .and_then(|f| f.for_call(&op, n));
-                if fault.is_some() {
-                    *injected.lock().unwrap().entry(op.clone()).or_default() += 1;
-                }
-                let ecs = req.header("x-amz-target").is_some();
-                let fault = match fault {
-                    Some(Fault::Later(d, f)) => {
-                        tokio::time::sleep(d).await;
-                        Some(*f)
+                let resp = async move {
+                    let op = operation(&req);
+                    let n = {
+                        let mut calls = calls.lock().unwrap();
+                        let n = calls.entry(op.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    order.lock().unwrap().push(op.clone());
+                    if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
+                        bodies.lock().unwrap().push((op.clone(), v));
                     }
-                    other => other,
-                };
-                match fault {
-                    Some(Fault::Throttle) if ecs => {
-                        return json_error(400, "ThrottlingException", "Rate exceeded");
+                    let fault = {
+                        let mut rules = rules.lock().unwrap();
+                        rules
+                            .iter_mut()
+                            .find(|r| (r.operation == op || r.operation == "*") && r.times > 0)
+                            .map(|r| {
+                            r.times = r.times.saturating_sub(1);
+                            r.fault.clone()
+                        })
                     }
-                    Some(Fault::Throttle) => {
-                        return Response {
-                            status: 503,
-                            headers: vec![("Content-Type".into(), "text/xml".into())],
-                            body: b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>".to_vec(),
-                        };
+                    .and_then(|f| f.for_call(&op, n));
+                    if fault.is_some() {
+                        *injected.lock().unwrap().entry(op.clone()).or_default() += 1;
                     }
-                    Some(Fault::ServerError) => {
-                        return Response {
-                            status: 500,
-                            headers: vec![("Content-Type".into(), "text/html".into())],
-                            body: b"<html><body>Internal Server Error</body></html>".to_vec(),
-                        };
-                    }
-                    Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
-                    Some(Fault::Respond(body)) => {
-                        return Response {
-                            status: 200,
-                            headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
-                            body: body.to_string().into_bytes(),
+                    let ecs = req.header("x-amz-target").is_some();
+                    let fault = match fault {
+                        Some(Fault::Later(d, f)) => {
+                            tokio::time::sleep(d).await;
+                            Some(*f)
                         }
+                        other => other,
+                    };
+                    match fault {
+                        Some(Fault::Throttle) if ecs => {
+                            return json_error(400, "ThrottlingException", "Rate exceeded");
+                        }
+                        Some(Fault::Throttle) => {
+                            return Response {
+                                status: 503,
+                                headers: vec![("Content-Type".into(), "text/xml".into())],
+                                body: b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>".to_vec(),
+                            };
+                        }
+                        Some(Fault::ServerError) => {
+                            return Response {
+                                status: 500,
+                                headers: vec![("Content-Type".into(), "text/html".into())],
+                                body: b"<html><body>Internal Server Error</body></html>".to_vec(),
+                            };
+                        }
+                        Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
+                        Some(Fault::Respond(body)) => {
+                            return Response {
+                                status: 200,
+                                headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+                                body: body.to_string().into_bytes(),
+                            }
+                        }
+                        Some(Fault::Reset) => return Response::dropped(),
+                        Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
+                        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                        Some(Fault::Held(gate)) => gate.pass().await,
+                        Some(Fault::SlowAnswer(d)) => {
+                            let resp = land(&ecs_state, &http, &upstream, &op, req).await;
+                            tokio::time::sleep(d).await;
+                            return resp;
+                        }
+                        Some(Fault::Later(..)) => unreachable!("unwrapped above"),
+                        Some(Fault::Patch(change)) => {
+                            let mut resp = land(&ecs_state, &http, &upstream, &op, req).await;
+                            let mut v: Value = serde_json::from_slice(&resp.body).expect("an ECS JSON answer");
+                            change(&mut v);
+                            resp.body = v.to_string().into_bytes();
+                            return resp;
+                        }
+                        None => {}
                     }
-                    Some(Fault::Reset) => return Response::dropped(),
-                    Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
-                    Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-                    Some(Fault::Held(gate)) => gate.pass().await,
-                    Some(Fault::SlowAnswer(d)) => {
-                        let resp = forward(&http, &upstream, req).await;
-                        tokio::time::sleep(d).await;
-                        return resp;
-                    }
-                    Some(Fault::Later(..)) => unreachable!("unwrapped above"),
-                    Some(Fault::Patch(change)) => {
-                        let mut resp = forward(&http, &upstream, req).await;
-                        let mut v: Value = serde_json::from_slice(&resp.body).expect("an ECS JSON answer");
-                        change(&mut v);
-                        resp.body = v.to_string().into_bytes();
-                        return resp;
-                    }
-                    None => {}
+                    let started = std::time::Instant::now();
+                    let resp = land(&ecs_state, &http, &upstream, &op, req).await;
+                    *upstream_time.lock().unwrap() += started.elapsed();
+                    resp
                 }
-                let started = std::time::Instant::now();
-                let resp = forward(&http, &upstream, req).await;
-                *upstream_time.lock().unwrap() += started.elapsed();
+                .await;
+                let kind = serde_json::from_slice::<Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v["__type"].as_str().map(String::from))
+                    .unwrap_or_default();
+                answered.lock().unwrap().push((op, resp.status, kind));
                 resp
             })
         }))
         .await;
         Proxy {
             endpoint: format!("http://{addr}"),
+            ecs: ecs_state,
+            answered,
             calls,
             bodies,
             order,
             injected,
             upstream: upstream_time,
         }
+    }
+
+    /// From now on, calls may name deregistered revisions, as ECS allows for up to 10 minutes
+    /// after a deregistration.
+    pub fn inactive_revisions_usable(&self) {
+        self.ecs.lock().unwrap().inactive_usable = true;
+    }
+
+    /// The answers given to `op` so far: HTTP status and error type (empty on success).
+    pub fn answers(&self, op: &str) -> Vec<(u16, String)> {
+        let answered = self.answered.lock().unwrap();
+        answered
+            .iter()
+            .filter(|(o, ..)| o == op)
+            .map(|(_, status, kind)| (*status, kind.clone()))
+            .collect()
+    }
+
+    /// The answers to `op`, once there are `n` of them (a held call lands when its gate opens).
+    pub async fn wait_for_answers(&self, op: &str, n: usize) -> Vec<(u16, String)> {
+        for _ in 0..100 {
+            let got = self.answers(op);
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{op} was answered {} times, not {n}",
+            self.answers(op).len()
+        )
     }
 
     /// How many faults were injected into this operation's calls.
@@ -357,6 +425,142 @@ pub fn json_error(status: u16, kind: &str, message: &str) -> Response {
         body: json!({"__type": kind, "message": message})
             .to_string()
             .into_bytes(),
+    }
+}
+
+/// The call lands at ECS: refused as ECS would refuse it in moto's current state, or forwarded
+/// to moto, with `createdBy` in the services it describes.
+async fn land(
+    ecs: &Mutex<Ecs>,
+    http: &reqwest::Client,
+    upstream: &str,
+    op: &str,
+    req: Request,
+) -> Response {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    // The proxy's own reads go to the caller's region, which moto takes from the signature.
+    let moto = Moto {
+        http,
+        upstream,
+        auth: req.header("authorization").unwrap_or_default().to_string(),
+    };
+    if let Some(refusal) = refusal(ecs, &moto, op, &body).await {
+        return refusal;
+    }
+    let mut resp = forward(moto.http, moto.upstream, req).await;
+    if resp.status != 200 {
+        return resp;
+    }
+    let Ok(mut answer) = serde_json::from_slice::<Value>(&resp.body) else {
+        return resp;
+    };
+    let mut state = ecs.lock().unwrap();
+    match op {
+        "CreateService" => {
+            if let Some(arn) = answer["service"]["serviceArn"].as_str() {
+                state.created_here.insert(arn.to_string());
+            }
+            return resp;
+        }
+        "DescribeServices" => {
+            for s in answer["services"].as_array_mut().into_iter().flatten() {
+                let arn = s["serviceArn"].as_str().unwrap_or_default();
+                let by = if state.created_here.contains(arn) {
+                    FUNCTION_ROLE
+                } else {
+                    PERSON
+                };
+                s["createdBy"] = json!(by);
+            }
+        }
+        _ => return resp,
+    }
+    resp.body = answer.to_string().into_bytes();
+    resp
+}
+
+/// The refusal real ECS gives `op` with `body` now, where moto would accept it.
+async fn refusal(ecs: &Mutex<Ecs>, moto: &Moto<'_>, op: &str, body: &Value) -> Option<Response> {
+    if !matches!(op, "CreateService" | "UpdateService") {
+        return None;
+    }
+    let cluster = body["cluster"].as_str().unwrap_or("default");
+    let name = body[if op == "CreateService" {
+        "serviceName"
+    } else {
+        "service"
+    }]
+    .as_str()
+    .unwrap_or_default();
+    let status = moto
+        .ecs(
+            "DescribeServices",
+            json!({"cluster": cluster, "services": [name]}),
+        )
+        .await["services"][0]["status"]
+        .as_str()
+        .map(String::from);
+    match (op, status.as_deref()) {
+        ("CreateService", Some("ACTIVE")) => {
+            return Some(json_error(
+                400,
+                "InvalidParameterException",
+                "Creation of service was not idempotent.",
+            ))
+        }
+        ("CreateService", Some("DRAINING")) => {
+            return Some(json_error(
+                400,
+                "InvalidParameterException",
+                "Unable to Start a service that is still Draining.",
+            ))
+        }
+        ("UpdateService", Some(s)) if s != "ACTIVE" => {
+            return Some(json_error(
+                400,
+                "ServiceNotActiveException",
+                "Service was not ACTIVE.",
+            ))
+        }
+        _ => {}
+    }
+    let revision = body["taskDefinition"].as_str()?;
+    let inactive = moto
+        .ecs(
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": revision}),
+        )
+        .await["taskDefinition"]["status"]
+        == "INACTIVE";
+    (inactive && !ecs.lock().unwrap().inactive_usable)
+        .then(|| json_error(400, "ClientException", "TaskDefinition is inactive"))
+}
+
+/// moto, as the caller of a call being simulated reaches it.
+struct Moto<'a> {
+    http: &'a reqwest::Client,
+    upstream: &'a str,
+    auth: String,
+}
+
+impl Moto<'_> {
+    /// One ECS call straight to moto, not counted: the proxy reading the state it simulates on.
+    async fn ecs(&self, op: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.upstream)
+            .header(
+                "x-amz-target",
+                format!("AmazonEC2ContainerServiceV20141113.{op}"),
+            )
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("authorization", &self.auth)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("moto answers");
+        let bytes = resp.bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 }
 
