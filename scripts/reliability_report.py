@@ -24,7 +24,9 @@ EXPECTED = [
     "hostile-generated", "hostile-invalid-requests", "hostile-hand-written", "response-urls",
     "secrets",
     "tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct",
+    "tamper-copied-tags-at-a-tombstone",
     "race-cut-off-update", "race-replay-after-delete", "race-two-stacks",
+    "race-late-create-refused", "race-late-create-removed", "race-heal-cut-off-before-delete",
 ]
 
 
@@ -110,14 +112,17 @@ def main():
         "The record heal trusts is the DynamoDB item only the function writes.",
         "",
     ]
-    lines += case_table(f, ["tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct"],
+    lines += case_table(f, ["tamper-tags", "tamper-service", "tamper-elsewhere", "tamper-owner", "tamper-direct",
+                            "tamper-copied-tags-at-a-tombstone"],
                         ["case", "outcome"])
     lines += [
         "",
         "## Races and crashes (tests/record.rs, tests/reliability.rs, tests/heal.rs)",
         "",
     ]
-    lines += case_table(f, ["race-cut-off-update", "race-replay-after-delete", "race-two-stacks"],
+    lines += case_table(f, ["race-cut-off-update", "race-replay-after-delete", "race-two-stacks",
+                            "race-late-create-refused", "race-late-create-removed",
+                            "race-heal-cut-off-before-delete"],
                         ["case", "interleaving", "outcome"])
     lines += [
         "",

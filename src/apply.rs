@@ -305,6 +305,9 @@ impl<'a> Applier<'a> {
             }
             Action::ForceNewDeployment { .. } => self.force_new_deployment(cluster, p).await,
             Action::DeleteUnusedSecurityGroup { id, .. } => self.delete_unused_group(id).await,
+            Action::DeleteOrphanService { service, .. } => {
+                self.delete_service(cluster, service).await
+            }
             Action::UpdateService {
                 desired_count,
                 task_definition,

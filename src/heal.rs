@@ -7,7 +7,8 @@
 //! Clusters are healed concurrently; within a cluster, services are described ten at a time. A
 //! heal never creates a cluster, never touches a service that is not the delegate's, never
 //! restores a deleted delegate, and stands down when a stack operation holds the lease or
-//! changed the record while it worked.
+//! changed the record while it worked. Of a deleted delegate it removes only a service that
+//! ECS says the function's role created after the Delete (a late call of a cut-off run).
 //!
 //! [`record`]: crate::record
 
@@ -25,7 +26,7 @@ use crate::observed::{
     ObservedForHeal, ObservedSecurityGroup, ObservedService, ObservedTaskDefinition,
 };
 use crate::pipeline::ReconcileError;
-use crate::plan::{self, Action, Backoff, HealPlan};
+use crate::plan::{self, Action, Backoff, HealPlan, Tombstoned};
 use crate::record::{self, Record, RecordedGroups};
 use crate::store::{Item, State, StoreError};
 use crate::{metrics, Clients};
@@ -36,6 +37,11 @@ const CLUSTERS_AT_ONCE: usize = 8;
 
 /// Time a repair of one delegate may need; a delegate is not started with less left.
 const DELEGATE_TIME: Duration = Duration::from_secs(20);
+
+/// How long after a Delete the scheduled heal still looks for a service that a late call of an
+/// aborted run created: ECS may accept a deregistered revision for up to 10 minutes after its
+/// deregistration, and a few heal schedules must pass after that.
+const ORPHAN_WATCH: Duration = Duration::from_secs(3600);
 
 /// Heal's settings, from the function's environment.
 #[derive(Debug, Clone)]
@@ -48,6 +54,9 @@ pub struct HealSettings {
     /// and family, so it must leave other stacks' delegates, which the region scan also finds,
     /// to their own functions.
     pub owner: Option<String>,
+    /// The function's role (`FUNCTION_ROLE_ARN`): a service ECS says it created proves the
+    /// function made it, where tags prove nothing. `None`: no service is proven the function's.
+    pub function_role: Option<String>,
 }
 
 impl Default for HealSettings {
@@ -55,6 +64,7 @@ impl Default for HealSettings {
         HealSettings {
             redeploy_backoff: Duration::from_secs(3600),
             owner: None,
+            function_role: None,
         }
     }
 }
@@ -68,10 +78,14 @@ impl HealSettings {
         {
             s.redeploy_backoff = Duration::from_secs(secs);
         }
-        s.owner = std::env::var("HEAL_OWNER")
-            .ok()
-            .map(|o| o.trim().to_string())
-            .filter(|o| !o.is_empty());
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+        };
+        s.owner = var("HEAL_OWNER");
+        s.function_role = var("FUNCTION_ROLE_ARN");
         s
     }
 
@@ -184,6 +198,9 @@ impl HealReport {
 struct Candidate {
     target: Target,
     item: Item,
+    /// A recently deleted delegate the scheduled heal looks at only for a late service: it is
+    /// reported only when one runs.
+    watched: bool,
 }
 
 /// The groups this function made, by delegate.
@@ -204,7 +221,15 @@ pub async fn heal(
             let mut out = BTreeMap::new();
             for target in targets {
                 let item = c.store.get(&target.key()).await?;
-                out.insert(target.key(), Candidate { target, item });
+                let watched = false;
+                out.insert(
+                    target.key(),
+                    Candidate {
+                        target,
+                        item,
+                        watched,
+                    },
+                );
             }
             out
         }
@@ -239,14 +264,15 @@ pub async fn heal(
     Ok(HealReport { delegates })
 }
 
-/// Every live delegate in the record table; only those of `settings.owner` when it is set
-/// (other functions' delegates are theirs to heal, and are skipped without a word). Deleted
-/// delegates' tombstones are skipped too.
+/// Every live delegate in the record table, and those deleted within [`ORPHAN_WATCH`]; only
+/// those of `settings.owner` when it is set (other functions' delegates are theirs to heal, and
+/// are skipped without a word).
 async fn scan(
     c: &Clients,
     settings: &HealSettings,
 ) -> Result<BTreeMap<DelegateKey, Candidate>, ReconcileError> {
     let mut out = BTreeMap::new();
+    let now_s = record::now_millis() / 1000;
     for item in c.store.all().await? {
         let item = match item {
             Ok(item) => item,
@@ -256,14 +282,25 @@ async fn scan(
             }
         };
         let owner = item.owner.as_ref().map(|o| o.label());
-        if !item.is_live() || !settings.heals(owner.as_deref()) {
+        let watched = item
+            .deleted_at()
+            .is_some_and(|t| now_s.saturating_sub(t) < ORPHAN_WATCH.as_secs());
+        if !(item.is_live() || watched) || !settings.heals(owner.as_deref()) {
             continue;
         }
         let target = Target {
             cluster: item.key.cluster().to_string(),
             service: item.key.service().to_string(),
         };
-        out.insert(item.key.clone(), Candidate { target, item });
+        let watched = !item.is_live();
+        out.insert(
+            item.key.clone(),
+            Candidate {
+                target,
+                item,
+                watched,
+            },
+        );
     }
     Ok(out)
 }
@@ -332,15 +369,24 @@ async fn heal_cluster(
             ));
             continue;
         }
+        let service = services
+            .as_ref()
+            .and_then(|s| s.get(&cand.target.service))
+            .filter(|s| !cand.watched || s.is_active());
+        if cand.watched && service.is_none() {
+            continue;
+        }
         let seen = Seen {
-            service: services
-                .as_ref()
-                .and_then(|s| s.get(&cand.target.service))
-                .cloned(),
+            service: service.cloned(),
             cluster_found: services.is_some(),
             groups: groups.get(&key).map(Vec::as_slice),
         };
-        let tasks = seen.service.as_ref().map(tasks_of);
+        // A deleted delegate has no figures: its alarms must not see one.
+        let tasks = seen
+            .service
+            .as_ref()
+            .filter(|_| cand.item.is_live())
+            .map(tasks_of);
         let report = heal_one(c, &cand, seen, settings, deadline).await;
         let mut report = report.unwrap_or_else(|e| DelegateReport::failed(&key, e));
         report.tasks = tasks;
@@ -367,6 +413,9 @@ async fn heal_one(
     deadline: Instant,
 ) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
+    if cand.item.version > 0 && !cand.item.is_live() {
+        return tombstoned(c, cand, seen.service.as_ref(), settings, deadline).await;
+    }
     let record = match committed(cand, seen.service.as_ref(), settings) {
         Ok(r) => r,
         Err(report) => return Ok(report),
@@ -426,16 +475,26 @@ fn committed<'a>(
         );
         return Err(DelegateReport::one(&key, Outcome::NotManaged, why));
     }
-    if let Some(held) = item.held("", record::now_millis()) {
-        let why = format!(
-            "an operation ({}) is changing the delegate: left to it, the next heal looks again",
-            held.holder
-        );
-        return Err(DelegateReport::one(&key, Outcome::Superseded, why));
+    if let Some(busy) = busy(cand) {
+        return Err(busy);
     }
     item.committed.as_ref().ok_or_else(|| {
         not_managed("its first operation never completed: nothing was committed to restore")
     })
+}
+
+/// The report when an operation holds the delegate's lease: heal leaves it to that operation.
+fn busy(cand: &Candidate) -> Option<DelegateReport> {
+    let held = cand.item.held("", record::now_millis())?;
+    let why = format!(
+        "an operation ({}) is changing the delegate: left to it, the next heal looks again",
+        held.holder
+    );
+    Some(DelegateReport::one(
+        &cand.target.key(),
+        Outcome::Superseded,
+        why,
+    ))
 }
 
 /// Why a delegate without an item is not healed.
@@ -530,6 +589,77 @@ fn unused_groups(record: &Record, made: &[String], seen: &Seen<'_>) -> Vec<Obser
         .collect()
 }
 
+/// A deleted delegate: nothing is restored, but a service the function's aborted run created
+/// after the Delete (`plan::plan_tombstone` says how that is proven) is removed, under the lease.
+async fn tombstoned(
+    c: &Clients,
+    cand: &Candidate,
+    service: Option<&ObservedService>,
+    settings: &HealSettings,
+    deadline: Instant,
+) -> Result<DelegateReport, ReconcileError> {
+    let key = cand.target.key();
+    let owner = cand.item.owner.as_ref().map(|o| o.label());
+    if !settings.heals(owner.as_deref()) {
+        return Ok(DelegateReport::one(
+            &key,
+            Outcome::NotManaged,
+            "deleted, and another stack's: left to its own function",
+        ));
+    }
+    let action = match plan::plan_tombstone(service, settings.function_role.as_deref()) {
+        Tombstoned::Nothing(why) => return Ok(DelegateReport::one(&key, Outcome::NotManaged, why)),
+        Tombstoned::LeftAlone(why) => {
+            tracing::warn!(delegate = %key, reason = %why, "a service of a deleted delegate's name is left alone");
+            return Ok(DelegateReport::one(&key, Outcome::NotManaged, why));
+        }
+        Tombstoned::Remove(action) => action,
+    };
+    let leased = match lease(c, cand, deadline).await? {
+        Ok(leased) => leased,
+        Err(stood_down) => return Ok(stood_down),
+    };
+    let removed = Applier::new(c, deadline)
+        .delete_service(&cand.target.cluster, &cand.target.service)
+        .await;
+    c.store.put(&leased.release()).await?;
+    let mut r = DelegateReport {
+        actions: vec![action.clone()],
+        ..DelegateReport::one(&key, Outcome::Repaired, action.reason())
+    };
+    if let Err(e) = removed {
+        r.outcome = Outcome::Failed;
+        r.error = Some(e.to_string());
+    }
+    Ok(r)
+}
+
+/// Take the delegate's lease for heal, on the version read: `Err` is the report when a stack
+/// operation holds it or changed the record meanwhile (heal stands down).
+async fn lease(
+    c: &Clients,
+    cand: &Candidate,
+    deadline: Instant,
+) -> Result<Result<Item, DelegateReport>, ReconcileError> {
+    let key = cand.target.key();
+    if let Some(busy) = busy(cand) {
+        return Ok(Err(busy));
+    }
+    let holder = crate::operation::fresh_id("heal");
+    // Heal's deadline is already before the invocation's end: its lease ends with it.
+    let until = crate::operation::epoch_ms_at(deadline);
+    let leased = cand.item.lease_to(&holder, until);
+    match c.store.put(&leased).await {
+        Ok(()) => Ok(Ok(leased)),
+        Err(StoreError::Conflict { .. }) => Ok(Err(DelegateReport::one(
+            &key,
+            Outcome::Superseded,
+            "the record changed while healing (a stack operation): left to it",
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Apply a heal plan under the delegate's lease: taken on the version read, so a stack
 /// operation that changed the record meanwhile wins and heal stands down. What heal put in
 /// place (a re-registered revision, a new group) is committed; an operation left `pending` by
@@ -544,21 +674,10 @@ async fn repair(
 ) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
     let found = planned.found();
-    let holder = crate::operation::fresh_id("heal");
-    // Heal's deadline is already before the invocation's end: its lease ends with it.
-    let until = crate::operation::epoch_ms_at(deadline);
-    let leased = cand.item.lease_to(&holder, until);
-    match c.store.put(&leased).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Ok(DelegateReport::one(
-                &key,
-                Outcome::Superseded,
-                "the record changed while healing (a stack operation): left to it",
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let leased = match lease(c, cand, deadline).await? {
+        Ok(leased) => leased,
+        Err(stood_down) => return Ok(stood_down),
+    };
     let target = ServiceTarget {
         cluster: cand.target.cluster.clone(),
         record: record.clone(),

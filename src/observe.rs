@@ -305,6 +305,7 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
         network,
         tags: ecs_tags(s.tags()),
         running_count: s.running_count(),
+        created_by: s.created_by().map(String::from),
         deployment: s
             .deployments()
             .iter()

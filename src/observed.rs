@@ -125,6 +125,9 @@ pub struct ObservedService {
     pub running_count: i32,
     /// The PRIMARY deployment (the one ECS is rolling out or has rolled out).
     pub deployment: Option<ObservedDeployment>,
+    /// The principal that created the service, as ECS reports it: unlike tags, nobody can
+    /// write it.
+    pub created_by: Option<String>,
 }
 
 impl Default for ObservedService {
@@ -140,6 +143,7 @@ impl Default for ObservedService {
             tags: BTreeMap::new(),
             running_count: 0,
             deployment: None,
+            created_by: None,
         }
     }
 }

@@ -132,6 +132,14 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
+    /// Heal only: a service of a deleted delegate's name that this function created after the
+    /// Delete (a call of an aborted run that landed late).
+    DeleteOrphanService {
+        #[serde(rename = "ServiceName")]
+        service: String,
+        #[serde(rename = "Reason")]
+        reason: String,
+    },
 }
 
 /// One step of a Delete.
@@ -195,6 +203,7 @@ impl Action {
             Action::RecordSpec { .. } => "RecordSpec",
             Action::ForceNewDeployment { .. } => "ForceNewDeployment",
             Action::DeleteUnusedSecurityGroup { .. } => "DeleteUnusedSecurityGroup",
+            Action::DeleteOrphanService { .. } => "DeleteOrphanService",
         }
     }
 
@@ -211,7 +220,8 @@ impl Action {
             | Action::TagSecurityGroup { reason, .. }
             | Action::RecordSpec { reason, .. }
             | Action::ForceNewDeployment { reason, .. }
-            | Action::DeleteUnusedSecurityGroup { reason, .. } => reason,
+            | Action::DeleteUnusedSecurityGroup { reason, .. }
+            | Action::DeleteOrphanService { reason, .. } => reason,
         }
     }
 }
@@ -987,6 +997,85 @@ impl Backoff {
     }
 }
 
+/// What heal does for a deleted delegate (its item a tombstone).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tombstoned {
+    /// Nothing of it runs: nothing to do, nothing is restored.
+    Nothing(String),
+    /// A service of its name runs that nothing proves this function created: left alone.
+    LeftAlone(String),
+    /// A service this function created after the Delete: removed.
+    Remove(Action),
+}
+
+/// Heal of a deleted delegate. Nothing is restored; but a CreateService of an aborted run (in
+/// flight when its invocation was cut off) can land after the Delete looked for the last time,
+/// and its service would run with no record and no stack. Only `createdBy`, which ECS writes
+/// and nobody else can, proves that this function made it (`function_role`: its role's ARN);
+/// the delegate's tags prove nothing, since anyone may put them on any service.
+pub fn plan_tombstone(
+    service: Option<&ObservedService>,
+    function_role: Option<&str>,
+) -> Tombstoned {
+    let nothing =
+        || Tombstoned::Nothing("deleted (its record is a tombstone): nothing to resurrect".into());
+    let Some(s) = service.filter(|s| s.status == ServiceStatus::Active) else {
+        return nothing();
+    };
+    let labelled = if s.managed_by_us() {
+        "carries the delegate's tags but "
+    } else {
+        ""
+    };
+    let by = s.created_by.as_deref().unwrap_or("an unknown principal");
+    match function_role {
+        Some(role) if s.created_by.as_deref().is_some_and(|by| created_by_role(by, role)) => {
+            Tombstoned::Remove(Action::DeleteOrphanService {
+                service: s.name.clone(),
+                reason: format!("the delegate was deleted, yet service {} runs, created by this function's role ({by}): a call of an aborted run that landed late; it is removed", s.name),
+            })
+        }
+        Some(_) => Tombstoned::LeftAlone(format!(
+            "the delegate was deleted; service {} {labelled}was created by {by}, not by this function: left alone",
+            s.name
+        )),
+        None => Tombstoned::LeftAlone(format!(
+            "the delegate was deleted; service {} {labelled}runs, and without FUNCTION_ROLE_ARN nothing proves this function created it: left alone",
+            s.name
+        )),
+    }
+}
+
+/// Whether ECS's `createdBy` names `role` (`arn:P:iam::ACCOUNT:role/PATH/NAME`): the role itself,
+/// or a session of it (`arn:P:sts::ACCOUNT:assumed-role/NAME/SESSION`).
+fn created_by_role(created_by: &str, role: &str) -> bool {
+    if created_by == role {
+        return true;
+    }
+    let split = |arn: &str| -> Option<(String, String, String)> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [_, partition, _, _, account, resource] = parts.as_slice() else {
+            return None;
+        };
+        Some((
+            partition.to_string(),
+            account.to_string(),
+            resource.to_string(),
+        ))
+    };
+    let (Some((p1, a1, session)), Some((p2, a2, role_path))) = (split(created_by), split(role))
+    else {
+        return false;
+    };
+    let session_role = session
+        .strip_prefix("assumed-role/")
+        .and_then(|r| r.split('/').next());
+    let role_name = role_path
+        .strip_prefix("role/")
+        .and_then(|r| r.rsplit('/').next());
+    p1 == p2 && a1 == a2 && session_role.is_some() && session_role == role_name
+}
+
 /// Plan the repair of one delegate toward its record.
 pub fn plan_heal(
     r: &Record,
@@ -1686,6 +1775,43 @@ mod tests {
             ]
         );
         assert!(desired_network(&spec(json!({})), &o).is_none());
+    }
+
+    #[test]
+    fn tombstone_table() {
+        const ROLE: &str = "arn:aws:iam::123456789012:role/path/stack-Role-1A";
+        let svc = |status, by: Option<&str>, tags| ObservedService {
+            name: "harness-delegate".into(),
+            status,
+            tags,
+            created_by: by.map(String::from),
+            ..Default::default()
+        };
+        // Case, the service of the name, the function's role, the verdict, why.
+        type Row<'a> = (&'a str, Option<ObservedService>, Option<&'a str>, &'a str, &'a str);
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            ("nothing there", None, Some(ROLE), "Nothing", "nothing to resurrect"),
+            ("deleted service", Some(svc(ServiceStatus::Inactive, Some(ROLE), ours())), Some(ROLE), "Nothing", "nothing to resurrect"),
+            ("draining away", Some(svc(ServiceStatus::Draining, Some(ROLE), ours())), Some(ROLE), "Nothing", "nothing to resurrect"),
+            ("created by the function's role", Some(svc(ServiceStatus::Active, Some(ROLE), ours())), Some(ROLE), "Remove", "created by this function's role"),
+            ("created by an assumed-role session", Some(svc(ServiceStatus::Active, Some("arn:aws:sts::123456789012:assumed-role/stack-Role-1A/fn"), ours())), Some(ROLE), "Remove", "landed late"),
+            ("the same role name in another account", Some(svc(ServiceStatus::Active, Some("arn:aws:sts::999999999999:assumed-role/stack-Role-1A/fn"), ours())), Some(ROLE), "LeftAlone", "not by this function"),
+            ("our tags, created by a person", Some(svc(ServiceStatus::Active, Some("arn:aws:iam::123456789012:user/x"), ours())), Some(ROLE), "LeftAlone", "carries the delegate's tags but was created by arn:aws:iam::123456789012:user/x"),
+            ("someone else's service of the name", Some(svc(ServiceStatus::Active, Some("arn:aws:iam::123456789012:user/x"), BTreeMap::new())), Some(ROLE), "LeftAlone", "service harness-delegate was created by"),
+            ("no createdBy", Some(svc(ServiceStatus::Active, None, ours())), Some(ROLE), "LeftAlone", "an unknown principal"),
+            ("the function's role unknown", Some(svc(ServiceStatus::Active, Some(ROLE), ours())), None, "LeftAlone", "without FUNCTION_ROLE_ARN"),
+        ];
+        for (case, service, role, verdict, why) in rows {
+            let got = plan_tombstone(service.as_ref(), role);
+            let (name, text) = match &got {
+                Tombstoned::Nothing(t) => ("Nothing", t.clone()),
+                Tombstoned::LeftAlone(t) => ("LeftAlone", t.clone()),
+                Tombstoned::Remove(a) => ("Remove", a.reason().to_string()),
+            };
+            assert_eq!(name, verdict, "{case}: {got:?}");
+            assert!(text.contains(why), "{case}: {text}");
+        }
     }
 
     #[test]

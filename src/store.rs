@@ -187,6 +187,14 @@ impl Item {
         }
     }
 
+    /// When the delegate was deleted (epoch seconds), if its item is a tombstone.
+    pub fn deleted_at(&self) -> Option<u64> {
+        let expires = self
+            .expires_at
+            .filter(|_| self.version > 0 && !self.is_live())?;
+        Some(expires.saturating_sub(TOMBSTONE_SECONDS))
+    }
+
     /// When heal last made the service deploy `revision`, if it did.
     pub fn last_redeploy_of(&self, revision: &str) -> Option<u64> {
         self.redeployed

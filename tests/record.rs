@@ -3,9 +3,9 @@
 //! acted on unless the record table agrees, and the table's item changes atomically whatever
 //! runs at once. Each case checks that nothing foreign changed and that the end state is what
 //! the last successful stack operation asked for, next to a genuine drift that heal still
-//! repairs in the same test. Requests and heals run through the built binary (`invoke`, one
-//! process each), except where a test needs a short invocation deadline. The figures feed
-//! docs/reliability.md's tampering and race tables.
+//! repairs in the same test. Requests and heals run through the built binary, one process
+//! each: `invoke`, or the Lambda Runtime API where a test needs an invocation cut off by its
+//! deadline. The figures feed docs/reliability.md's tampering and race tables.
 
 mod support;
 
@@ -32,11 +32,17 @@ async fn invoke_in(endpoint: &str, region: &str, event: &Value) -> (Value, bool)
 
 /// The binary, `invoke FILE`, with the emulator's environment.
 fn invoke_command(endpoint: &str, region: &str, file: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = binary(endpoint, region);
+    cmd.arg("invoke").arg(file);
+    cmd
+}
+
+/// The binary with the emulator's environment: AWS through `endpoint` in `region`, the record
+/// table, and the role ECS names as the creator of what it creates through the proxy.
+fn binary(endpoint: &str, region: &str) -> tokio::process::Command {
     let mut cmd =
         tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"));
-    cmd.arg("invoke")
-        .arg(file)
-        .env_clear()
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", region)
@@ -44,8 +50,55 @@ fn invoke_command(endpoint: &str, region: &str, file: &std::path::Path) -> tokio
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
         .env("RECORD_TABLE", RECORD_TABLE)
+        .env("FUNCTION_ROLE_ARN", FUNCTION_ROLE)
         .kill_on_drop(true);
     cmd
+}
+
+/// The binary as Lambda runs it, serving `event` from a Runtime API whose invocation ends
+/// `timeout` after it starts (as the function's Timeout would). Killed when dropped.
+async fn in_lambda(
+    endpoint: &str,
+    region: &str,
+    event: Value,
+    timeout: Duration,
+) -> (RuntimeApi, tokio::process::Child) {
+    let api = runtime_api_with_deadline(Deadline::In(timeout)).await;
+    api.events
+        .lock()
+        .unwrap()
+        .push_back((unique("invocation"), event));
+    let lambda = binary(endpoint, region)
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/02/[$LATEST]0123")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the binary");
+    (api, lambda)
+}
+
+/// One CloudFormation request served by the binary as Lambda runs it ([`in_lambda`]): the body
+/// CloudFormation received. The process stops once it has answered.
+async fn cfn_in_lambda(
+    endpoint: &str,
+    region: &str,
+    rx: &Receiver,
+    event: Value,
+    timeout: Duration,
+) -> Value {
+    let before = rx.count();
+    let (api, mut lambda) = in_lambda(endpoint, region, event, timeout).await;
+    let posted = wait_for(&api.posted, 1).await;
+    lambda.start_kill().unwrap();
+    lambda.wait().await.unwrap();
+    assert_eq!(posted.len(), 1, "the invocation was answered");
+    assert_eq!(rx.count(), before + 1, "one answer to CloudFormation");
+    rx.bodies().pop().unwrap()
 }
 
 /// A CloudFormation request through the binary: the body CloudFormation received.
@@ -415,9 +468,224 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
     );
 }
 
-/// 8. An Update (image A→B) cut off by the deadline while its UpdateService is in flight: it
-/// answers FAILED, CloudFormation's rollback Update (the old properties) converges back to A,
-/// and when the cut-off call lands afterwards, heal puts A back: B was never committed.
+/// A Create cut off by its invocation's deadline (the binary as Lambda runs it, AWS through
+/// `proxy`) while its CreateService is held, then CloudFormation's rollback Delete of the
+/// physical id the FAILED answer gave. Returns once the Delete succeeded; the held call is
+/// still waiting at `gate`.
+async fn create_cut_off_then_rolled_back(c: &Clients, rx: &Receiver, proxy: &Proxy, props: &Value) {
+    let region = c.region.clone().unwrap();
+    let create = cfn_event("Create", &rx.url("cut"), props, None, None);
+    let cut = cfn_in_lambda(
+        &proxy.endpoint,
+        &region,
+        rx,
+        create,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(cut["Status"], "FAILED", "{cut}");
+    assert!(
+        cut["Reason"].as_str().unwrap().contains("timed out"),
+        "{cut}"
+    );
+    let physical = cut["PhysicalResourceId"].as_str().unwrap();
+    let delete = cfn_event("Delete", &rx.url("rollback"), props, Some(physical), None);
+    let deleted = cfn_via_binary(c, rx, delete).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+}
+
+/// 9. A Create cut off by the deadline while its CreateService is in flight, which lands only
+/// after the rollback Delete finished: ECS refuses it, because the Delete deregistered the
+/// revision it names. Nothing runs, heal restores nothing, and the stack can still install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_landing_after_its_rollback_delete_is_refused() {
+    let c = clients_at(&moto(), fresh_region()).await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    let gate = Gate::new();
+    let held = Rule {
+        operation: "CreateService",
+        fault: Fault::Held(gate.clone()),
+        times: 1,
+    };
+    let proxy = Proxy::start(vec![held]).await;
+    let props = w.fargate_props();
+    create_cut_off_then_rolled_back(&c, &rx, &proxy, &props).await;
+    gate.open();
+    let answers = proxy.wait_for_answers("CreateService", 1).await;
+    assert_eq!(answers, vec![(400, "ClientException".to_string())]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        proxy.answers("CreateService").len(),
+        1,
+        "the call was made once"
+    );
+    assert!(service(&c, &w.cluster, "harness-delegate").await.is_none());
+    let family = props["TaskDefinitionFamily"].as_str().unwrap();
+    assert_eq!(active_revisions(&c, family).await, Vec::<String>::new());
+    let region = c.region.clone().unwrap();
+    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let (heal, _) = invoke_in(&proxy.endpoint, &region, &event).await;
+    // A deleted delegate with nothing running is not even reported.
+    assert_eq!(heal, json!({"Status": "SUCCESS", "Delegates": []}));
+    assert!(service(&c, &w.cluster, "harness-delegate").await.is_none());
+    // The stack's next Create installs as ever.
+    let again = cfn_via_binary(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("again"), &props, None, None),
+    )
+    .await;
+    assert_eq!(again["Status"], "SUCCESS", "{again}");
+    record_figures(
+        "race-late-create-refused",
+        &json!([{"case": "a Create cut off with its CreateService in flight; the call lands after the rollback Delete", "interleaving": "FAILED answer, Delete SUCCESS (revision deregistered), then the call lands", "outcome": "ECS refuses it (TaskDefinition is inactive); nothing runs; a new Create installs"}]),
+    );
+}
+
+/// 9. The same, landing within the 10 minutes in which ECS may still accept a deregistered
+/// revision: a service runs with no record and no stack. Heal removes it, because ECS says the
+/// function's role created it; a service a person created at another deleted delegate's name,
+/// with that delegate's tags copied on, is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_a_late_create_left_after_its_delete_is_removed_by_heal() {
+    let c = clients_at(&moto(), fresh_region()).await;
+    let w = seed(&c, false).await;
+    let rx = Receiver::start(0).await;
+    // Another delegate, created and deleted: the forger copies its tags onto a service of its
+    // name, made by a person.
+    let mut other = w.fargate_props();
+    other["ServiceName"] = json!("other-delegate");
+    other["TaskDefinitionFamily"] = json!(format!("{}-other", w.name));
+    let made = cfn_via_binary(
+        &c,
+        &rx,
+        cfn_event("Create", &rx.url("other"), &other, None, None),
+    )
+    .await;
+    assert_eq!(made["Status"], "SUCCESS", "{made}");
+    let copied = service(&c, &w.cluster, "other-delegate")
+        .await
+        .unwrap()
+        .tags()
+        .to_vec();
+    let physical = made["PhysicalResourceId"].as_str().unwrap();
+    let gone = cfn_via_binary(
+        &c,
+        &rx,
+        cfn_event(
+            "Delete",
+            &rx.url("other-gone"),
+            &other,
+            Some(physical),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(gone["Status"], "SUCCESS", "{gone}");
+    let td = made["Data"]["TaskDefinitionArn"].as_str().unwrap();
+    let forged = register_foreign(
+        &c,
+        &format!("{}-forged", w.name),
+        "public.ecr.aws/x/y:1",
+        vec![],
+    )
+    .await;
+    c.ecs
+        .create_service()
+        .cluster(&w.cluster)
+        .service_name("other-delegate")
+        .task_definition(&forged)
+        .desired_count(1)
+        .set_tags(Some(copied))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(forged, td);
+
+    let gate = Gate::new();
+    let held = Rule {
+        operation: "CreateService",
+        fault: Fault::Held(gate.clone()),
+        times: 1,
+    };
+    let proxy = Proxy::start(vec![held]).await;
+    proxy.inactive_revisions_usable();
+    // A group of the user's: the Delete leaves it, so the late call finds it (a group the
+    // function made is deleted by the Delete, and ECS refuses a call that names it).
+    let given = c
+        .ec2
+        .create_security_group()
+        .group_name(unique("given"))
+        .description("the platform team's")
+        .vpc_id(&w.vpc)
+        .send()
+        .await
+        .unwrap();
+    let mut props = w.fargate_props();
+    props["SecurityGroupIds"] = json!(given.group_id().unwrap());
+    create_cut_off_then_rolled_back(&c, &rx, &proxy, &props).await;
+    gate.open();
+    let answers = proxy.wait_for_answers("CreateService", 1).await;
+    assert_eq!(answers, vec![(200, String::new())]);
+    let orphan = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(orphan.status(), Some("ACTIVE"));
+
+    let region = c.region.clone().unwrap();
+    let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let (heal, _) = invoke_in(&proxy.endpoint, &region, &event).await;
+    let r = report_of(&heal, &format!("{}/harness-delegate", w.cluster));
+    assert_eq!(r["Outcome"], "Repaired", "{heal}");
+    assert_eq!(action_names(&r), vec!["DeleteOrphanService"], "{r}");
+    let after = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(
+        after.status(),
+        Some("INACTIVE"),
+        "the late service is removed"
+    );
+    let f = report_of(&heal, &format!("{}/other-delegate", w.cluster));
+    assert_eq!(f["Outcome"], "NotManaged", "{heal}");
+    let why = f["Found"][0].as_str().unwrap();
+    assert!(
+        why.contains(&format!("was created by {PERSON}, not by this function")),
+        "{why}"
+    );
+    let kept = service(&c, &w.cluster, "other-delegate").await.unwrap();
+    assert_eq!(
+        (kept.status(), kept.desired_count()),
+        (Some("ACTIVE"), 1),
+        "the person's service is untouched"
+    );
+    // Removed once: the next heal finds nothing of the deleted delegate running, and does not
+    // report it.
+    let (next, _) = invoke_in(&proxy.endpoint, &region, &event).await;
+    let keys: Vec<&Value> = next["Delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["Delegate"])
+        .collect();
+    assert_eq!(
+        keys,
+        vec![&json!(format!("{}/other-delegate", w.cluster))],
+        "{next}"
+    );
+    record_figures(
+        "race-late-create-removed",
+        &json!([
+            {"case": "a Create cut off with its CreateService in flight; the call lands after the rollback Delete, while ECS still accepts the deregistered revision", "interleaving": "FAILED answer, Delete SUCCESS, then the call lands and creates the service", "outcome": "the scheduled heal removes the service: ECS's createdBy is the function's role"},
+        ]),
+    );
+    record_figures(
+        "tamper-copied-tags-at-a-tombstone",
+        &json!([{"case": "a person creates a service at a deleted delegate's name with its tags copied", "interleaving": "after the Delete", "outcome": "left alone (createdBy is the person); the genuine late service beside it is removed"}]),
+    );
+}
+
+/// 8. An Update (image A→B) cut off by its invocation's deadline (the binary as Lambda runs
+/// it) while its UpdateService is in flight: it answers FAILED, CloudFormation's rollback
+/// Update (the old properties) converges back to A, and when the cut-off call lands
+/// afterwards, heal puts A back: B was never committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_cut_off_by_the_deadline_is_never_followed() {
     let i = Installed::new().await;
@@ -428,8 +696,9 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         times: 1,
     }])
     .await;
+    // The worst case: B's call lands while ECS still accepts a revision the undo deregistered.
+    proxy.inactive_revisions_usable();
     let region = i.c.region.clone().unwrap();
-    let via = proxy.clients_in(&region).await;
     let mut b = i.props.clone();
     b["Image"] = json!("harness/delegate:26.11.2");
     let update = cfn_event(
@@ -440,8 +709,14 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         Some(&i.props),
     );
     let started = std::time::Instant::now();
-    handler(via).handle(update, deadline_in(25)).await.unwrap();
-    let cut = i.rx.bodies().pop().unwrap();
+    let cut = cfn_in_lambda(
+        &proxy.endpoint,
+        &region,
+        &i.rx,
+        update,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(cut["Status"], "FAILED", "{cut}");
     assert!(
         cut["Reason"].as_str().unwrap().contains("timed out"),
@@ -492,6 +767,69 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
     record_figures(
         "race-cut-off-update",
         &json!([{"case": "an Update (image A to B) cut off by the deadline with its UpdateService in flight", "interleaving": "FAILED answer, rollback Update to A, then B's call lands", "outcome": "the rollback converges to A; heal moves the service back to A (B was never committed)"}]),
+    );
+}
+
+/// 10. A heal that holds the lease while its UpdateService (repairing a delegate scaled to 0) is
+/// in flight, and whose invocation is then cut off; the stack's Delete waits for the lease and
+/// deletes; the heal's call lands afterwards. ECS refuses an UpdateService of a service that
+/// is no longer ACTIVE: nothing comes back, and the next heal restores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heal_cut_off_before_a_delete_brings_nothing_back() {
+    let i = Installed::new().await;
+    // A genuine drift, repaired by the same kind of heal.
+    i.scale_to_zero().await;
+    assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
+    i.scale_to_zero().await;
+    let gate = Gate::new();
+    let held = Rule {
+        operation: "UpdateService",
+        fault: Fault::Held(gate.clone()),
+        times: 1,
+    };
+    let proxy = Proxy::start(vec![held]).await;
+    let region = i.c.region.clone().unwrap();
+    let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let (_api, mut healing) =
+        in_lambda(&proxy.endpoint, &region, schedule, Duration::from_secs(30)).await;
+    for _ in 0..300 {
+        if proxy.calls("UpdateService") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxy.calls("UpdateService"),
+        1,
+        "the heal's repair is in flight"
+    );
+    // Lambda ends the invocation; its call is still on its way to ECS.
+    healing.start_kill().unwrap();
+    healing.wait().await.unwrap();
+    let started = std::time::Instant::now();
+    let delete = cfn_event("Delete", &i.rx.url("delete"), &i.props, Some(&i.arn), None);
+    let deleted = i.cfn(delete).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    let waited = started.elapsed();
+    gate.open();
+    let answers = proxy.wait_for_answers("UpdateService", 1).await;
+    assert_eq!(
+        answers,
+        vec![(400, "ServiceNotActiveException".to_string())]
+    );
+    let s = i.service().await;
+    assert_ne!(
+        s.status(),
+        Some("ACTIVE"),
+        "the deleted service stays deleted"
+    );
+    let family = i.props["TaskDefinitionFamily"].as_str().unwrap();
+    assert_eq!(active_revisions(&i.c, family).await, Vec::<String>::new());
+    let after = i.heal().await;
+    assert_eq!(after, json!({"Status": "SUCCESS", "Delegates": []}));
+    record_figures(
+        "race-heal-cut-off-before-delete",
+        &json!([{"case": "a heal cut off with its UpdateService in flight, then a stack Delete", "interleaving": format!("the Delete waits for the heal's lease ({} s), deletes; then the heal's call lands", waited.as_secs()), "outcome": "ECS refuses it (ServiceNotActiveException); nothing comes back, nothing is healed back"}]),
     );
 }
 

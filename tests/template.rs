@@ -413,6 +413,13 @@ fn the_record_table_is_the_functions_alone() {
         f["Environment"]["Variables"][TABLE_ENV]["Ref"],
         "RecordTable"
     );
+    // ECS's createdBy of the function's services is this role: heal's proof of what it made.
+    assert_eq!(
+        f["Environment"]["Variables"]["FUNCTION_ROLE_ARN"]["Fn::GetAtt"],
+        serde_json::json!(["BootstrapFunctionRole", "Arn"]),
+        "{}",
+        f["Environment"]
+    );
     // The role reaches this table alone (every_grant_is_scoped checks the resource type).
     for st in role_statements(&t) {
         if actions_of(&st).iter().any(|a| a.starts_with("dynamodb:")) {
