@@ -75,6 +75,9 @@ async fn converge_request(
     };
     spec.owner = Some(custom_resource::owner_of(req));
     spec.owner_stack_id = Some(req.stack_id.clone());
+    if let Err(p) = same_table(&spec, c.store.table.as_deref()) {
+        return Outcome::failed(req, p.to_string());
+    }
     if update {
         if let Err(p) = check_move(c, req, &spec).await {
             return Outcome::failed(req, p.to_string());
@@ -104,6 +107,18 @@ async fn converge_request(
             tracing::error!(trigger = "CloudFormation", delegate = %spec.key(), status = "FAILED", error = %e, "delegate not reconciled");
             Outcome::failed(req, e.to_string())
         }
+    }
+}
+
+/// A stack's `RecordTable` must be the table the function records in: a delegate recorded in
+/// another stack's table would be healed by nobody, or by the wrong function.
+fn same_table(spec: &DelegateSpec, ours: Option<&str>) -> Result<(), Problems> {
+    match (spec.record_table.as_deref(), ours) {
+        (Some(theirs), Some(ours)) if theirs != ours => Err(Problems(vec![Problem::new(
+            "RecordTable",
+            format!("names the table {theirs}, but this function records delegates in {ours} (its RECORD_TABLE): pass the table of the function's own stack (!Ref RecordTable)"),
+        )])),
+        _ => Ok(()),
     }
 }
 
@@ -508,5 +523,34 @@ pub fn log_outcome(
         Err(e) => {
             tracing::error!(trigger, delegate, status = "FAILED", error = %e, "delegate not reconciled");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_names_the_functions_own_table() {
+        let spec = |t: Option<&str>| {
+            let mut p =
+                serde_json::json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t"});
+            if let Some(t) = t {
+                p["RecordTable"] = serde_json::json!(t);
+            }
+            spec::parse(&p).unwrap()
+        };
+        assert!(same_table(&spec(Some("mine")), Some("mine")).is_ok());
+        assert!(
+            same_table(&spec(None), Some("mine")).is_ok(),
+            "a stack from before the table"
+        );
+        let e = same_table(&spec(Some("theirs")), Some("mine"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("RecordTable") && e.contains("records delegates in mine"),
+            "{e}"
+        );
     }
 }

@@ -1788,7 +1788,13 @@ mod tests {
             ..Default::default()
         };
         // Case, the service of the name, the function's role, the verdict, why.
-        type Row<'a> = (&'a str, Option<ObservedService>, Option<&'a str>, &'a str, &'a str);
+        type Row<'a> = (
+            &'a str,
+            Option<ObservedService>,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+        );
         #[rustfmt::skip]
         let rows: Vec<Row> = vec![
             ("nothing there", None, Some(ROLE), "Nothing", "nothing to resurrect"),

@@ -48,6 +48,7 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "Tags",
     "LogGroupName",
     "TakeOverFromStackId",
+    "RecordTable",
 ];
 
 /// The values a property with a fixed set of choices accepts (matched case-insensitively).
@@ -146,6 +147,11 @@ pub struct DelegateSpec {
     /// The StackId of the stack that owned the delegate before, when this stack takes it over on
     /// purpose (that stack was deleted with the delegate retained).
     pub take_over_from: Option<String>,
+    /// The record table the stack gives its delegate (template.yaml: its own `RecordTable`);
+    /// it must be the function's. The property is new with the table: a stack upgraded from a
+    /// version that kept the record in tags gains it, so CloudFormation sends the Update that
+    /// records the delegate in the table.
+    pub record_table: Option<String>,
     /// The full StackId of the stack asking, if any: not a property.
     pub owner_stack_id: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
@@ -434,6 +440,7 @@ struct Raw {
     tags: BTreeMap<String, String>,
     log_group: Option<String>,
     take_over_from: Option<String>,
+    record_table: Option<String>,
 }
 
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
@@ -472,6 +479,9 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     }
     if let Some(id) = raw.take_over_from.as_deref() {
         validate_stack_id(&mut p, id);
+    }
+    if let Some(t) = raw.record_table.as_deref() {
+        validate_table_name(&mut p, t);
     }
     if !p.is_empty() {
         return Err(Problems(p));
@@ -534,6 +544,7 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
         tags: r.map("Tags"),
         log_group: r.string("LogGroupName"),
         take_over_from: r.string("TakeOverFromStackId"),
+        record_table: r.string("RecordTable"),
     };
     (raw, r.problems)
 }
@@ -771,6 +782,7 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         tags: raw.tags,
         log_group: raw.log_group.filter(|g| !is_none(g)),
         take_over_from: raw.take_over_from,
+        record_table: raw.record_table,
         owner_stack_id: None,
         region: None,
         owner: None,
@@ -811,6 +823,17 @@ fn validate_stack_id(p: &mut Vec<Problem>, id: &str) {
         p.push(Problem::new(
             "TakeOverFromStackId",
             format!("\"{id}\" is not a StackId: copy the full id (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/GUID) from the refusal that named the previous owner"),
+        ));
+    }
+}
+
+/// DynamoDB's rule for table names.
+fn validate_table_name(p: &mut Vec<Problem>, table: &str) {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if !(3..=255).contains(&table.len()) || !table.chars().all(ok) {
+        p.push(Problem::new(
+            "RecordTable",
+            format!("\"{table}\" is not a DynamoDB table name: pass the stack's own table (!Ref RecordTable)"),
         ));
     }
 }
@@ -1090,6 +1113,21 @@ mod tests {
         ));
         assert_eq!(p[0].property, "Hostname");
         assert!(p[0].message.contains("networkMode=awsvpc"));
+    }
+
+    #[test]
+    fn record_table_is_a_dynamodb_table_name() {
+        for bad in ["ab", "my table", "t/1"] {
+            let p = problems(with(minimal(), json!({ "RecordTable": bad })));
+            assert_eq!(p[0].property, "RecordTable", "{bad}");
+            assert!(p[0].message.contains("!Ref RecordTable"), "{}", p[0]);
+        }
+        let s = parse(&with(
+            minimal(),
+            json!({"RecordTable": "stack-delegate-records"}),
+        ))
+        .unwrap();
+        assert_eq!(s.record_table.as_deref(), Some("stack-delegate-records"));
     }
 
     #[test]

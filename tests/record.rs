@@ -934,9 +934,10 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
         json!([]),
         "the schedule does not see it"
     );
-    // The stack's next Update (any change) records it, from its own properties.
+    // Deploying the upgraded template is an Update: the delegate gains `RecordTable`, and the
+    // function records it from the stack's own properties.
     let mut changed = i.props.clone();
-    changed["Tags"] = json!({"team": "platform", "cost-centre": "42"});
+    changed["RecordTable"] = json!(RECORD_TABLE);
     let update = cfn_event(
         "Update",
         &i.rx.url("u"),
@@ -948,6 +949,25 @@ async fn a_delegate_recorded_in_tags_by_an_earlier_version_is_imported_by_an_upd
     assert_eq!(i.service().await.desired_count(), 1);
     i.scale_to_zero().await;
     assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
+    assert_eq!(i.service().await.desired_count(), 1);
+    // Another stack's table is refused by name, and nothing changes.
+    let mut wrong = changed.clone();
+    wrong["RecordTable"] = json!("another-stack-delegate-records");
+    wrong["DesiredCount"] = json!("3");
+    let update = cfn_event(
+        "Update",
+        &i.rx.url("w"),
+        &wrong,
+        Some(&i.arn),
+        Some(&changed),
+    );
+    let refused = i.cfn(update).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let why = refused["Reason"].as_str().unwrap();
+    assert!(
+        why.contains("RecordTable") && why.contains(RECORD_TABLE),
+        "{why}"
+    );
     assert_eq!(i.service().await.desired_count(), 1);
 }
 
