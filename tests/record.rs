@@ -101,6 +101,16 @@ async fn cfn_in_lambda(
     rx.bodies().pop().unwrap()
 }
 
+/// A CloudFormation request in the binary as Lambda runs it, with a 20 s timeout that a held
+/// call outlasts: it must answer FAILED, saying it timed out. The body CloudFormation received.
+async fn cut_off(endpoint: &str, region: &str, rx: &Receiver, event: Value) -> Value {
+    let cut = cfn_in_lambda(endpoint, region, rx, event, Duration::from_secs(20)).await;
+    assert_eq!(cut["Status"], "FAILED", "{cut}");
+    let why = cut["Reason"].as_str().unwrap();
+    assert!(why.contains("timed out"), "{cut}");
+    cut
+}
+
 /// A CloudFormation request through the binary: the body CloudFormation received.
 async fn cfn_via_binary(c: &Clients, rx: &Receiver, event: Value) -> Value {
     let before = rx.count();
@@ -475,19 +485,7 @@ async fn a_create_delivered_again_after_its_delete_installs_nothing() {
 async fn create_cut_off_then_rolled_back(c: &Clients, rx: &Receiver, proxy: &Proxy, props: &Value) {
     let region = c.region.clone().unwrap();
     let create = cfn_event("Create", &rx.url("cut"), props, None, None);
-    let cut = cfn_in_lambda(
-        &proxy.endpoint,
-        &region,
-        rx,
-        create,
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(cut["Status"], "FAILED", "{cut}");
-    assert!(
-        cut["Reason"].as_str().unwrap().contains("timed out"),
-        "{cut}"
-    );
+    let cut = cut_off(&proxy.endpoint, &region, rx, create).await;
     let physical = cut["PhysicalResourceId"].as_str().unwrap();
     let delete = cfn_event("Delete", &rx.url("rollback"), props, Some(physical), None);
     let deleted = cfn_via_binary(c, rx, delete).await;
@@ -709,19 +707,7 @@ async fn an_update_cut_off_by_the_deadline_is_never_followed() {
         Some(&i.props),
     );
     let started = std::time::Instant::now();
-    let cut = cfn_in_lambda(
-        &proxy.endpoint,
-        &region,
-        &i.rx,
-        update,
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(cut["Status"], "FAILED", "{cut}");
-    assert!(
-        cut["Reason"].as_str().unwrap().contains("timed out"),
-        "{cut}"
-    );
+    cut_off(&proxy.endpoint, &region, &i.rx, update).await;
     // The rollback: the old properties, while B's UpdateService is still in flight.
     let rollback = cfn_event(
         "Update",

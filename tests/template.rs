@@ -689,6 +689,9 @@ async fn install_and_remove(
     if props["LogGroupName"] == "<DelegateLogGroup>" {
         props["LogGroupName"] = Value::from(DEPLOYED_LOG_GROUP);
     }
+    // The stack's own table: the one the function records in.
+    assert_eq!(props["RecordTable"], "<RecordTable>");
+    props["RecordTable"] = Value::from(RECORD_TABLE);
     if props["ExecutionRoleArn"] == "<DelegateExecutionRole>" {
         let arn = create_role_as_the_template_does(c, &t, params).await;
         props["ExecutionRoleArn"] = Value::from(arn);
