@@ -198,9 +198,6 @@ impl HealReport {
 struct Candidate {
     target: Target,
     item: Item,
-    /// A recently deleted delegate the scheduled heal looks at only for a late service: it is
-    /// reported only when one runs.
-    watched: bool,
 }
 
 /// The groups this function made, by delegate.
@@ -221,15 +218,7 @@ pub async fn heal(
             let mut out = BTreeMap::new();
             for target in targets {
                 let item = c.store.get(&target.key()).await?;
-                let watched = false;
-                out.insert(
-                    target.key(),
-                    Candidate {
-                        target,
-                        item,
-                        watched,
-                    },
-                );
+                out.insert(target.key(), Candidate { target, item });
             }
             out
         }
@@ -250,7 +239,7 @@ pub async fn heal(
     }
     let groups = &groups;
     let mut delegates: Vec<DelegateReport> = futures::stream::iter(by_cluster.into_values())
-        .map(|cands| heal_cluster(c, cands, groups, settings, deadline))
+        .map(|cands| heal_cluster(c, cands, groups, settings, all, deadline))
         .buffer_unordered(CLUSTERS_AT_ONCE)
         .collect::<Vec<Vec<DelegateReport>>>()
         .await
@@ -292,15 +281,7 @@ async fn scan(
             cluster: item.key.cluster().to_string(),
             service: item.key.service().to_string(),
         };
-        let watched = !item.is_live();
-        out.insert(
-            item.key.clone(),
-            Candidate {
-                target,
-                item,
-                watched,
-            },
-        );
+        out.insert(item.key.clone(), Candidate { target, item });
     }
     Ok(out)
 }
@@ -335,11 +316,14 @@ async fn managed_groups(
     Ok(out)
 }
 
+/// Heal one cluster's candidates. `all`: the scheduled heal, which looks at recently deleted
+/// delegates only for a late service, and reports them only when one runs.
 async fn heal_cluster(
     c: &Clients,
     cands: Vec<Candidate>,
     groups: &Groups,
     settings: &HealSettings,
+    all: bool,
     deadline: Instant,
 ) -> Vec<DelegateReport> {
     let cluster = cands[0].target.cluster.clone();
@@ -369,11 +353,8 @@ async fn heal_cluster(
             ));
             continue;
         }
-        let service = services
-            .as_ref()
-            .and_then(|s| s.get(&cand.target.service))
-            .filter(|s| !cand.watched || s.is_active());
-        if cand.watched && service.is_none() {
+        let service = services.as_ref().and_then(|s| s.get(&cand.target.service));
+        if all && cand.item.is_tombstone() && !service.is_some_and(|s| s.is_active()) {
             continue;
         }
         let seen = Seen {
@@ -413,7 +394,7 @@ async fn heal_one(
     deadline: Instant,
 ) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
-    if cand.item.version > 0 && !cand.item.is_live() {
+    if cand.item.is_tombstone() {
         return tombstoned(c, cand, seen.service.as_ref(), settings, deadline).await;
     }
     let record = match committed(cand, seen.service.as_ref(), settings) {
@@ -460,11 +441,6 @@ fn committed<'a>(
     let not_managed = |why: &str| DelegateReport::one(&key, Outcome::NotManaged, why);
     if item.version == 0 {
         return Err(not_managed(no_record(&key, service)));
-    }
-    if !item.is_live() {
-        return Err(not_managed(
-            "deleted (its record is a tombstone): nothing to resurrect",
-        ));
     }
     let owner = item.owner.as_ref().map(|o| o.label());
     if !settings.heals(owner.as_deref()) {

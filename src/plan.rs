@@ -1052,18 +1052,8 @@ fn created_by_role(created_by: &str, role: &str) -> bool {
     if created_by == role {
         return true;
     }
-    let split = |arn: &str| -> Option<(String, String, String)> {
-        let parts: Vec<&str> = arn.splitn(6, ':').collect();
-        let [_, partition, _, _, account, resource] = parts.as_slice() else {
-            return None;
-        };
-        Some((
-            partition.to_string(),
-            account.to_string(),
-            resource.to_string(),
-        ))
-    };
-    let (Some((p1, a1, session)), Some((p2, a2, role_path))) = (split(created_by), split(role))
+    let (Some((p1, a1, session)), Some((p2, a2, role_path))) =
+        (arn_parts(created_by), arn_parts(role))
     else {
         return false;
     };
@@ -1074,6 +1064,14 @@ fn created_by_role(created_by: &str, role: &str) -> bool {
         .strip_prefix("role/")
         .and_then(|r| r.rsplit('/').next());
     p1 == p2 && a1 == a2 && session_role.is_some() && session_role == role_name
+}
+
+/// `(partition, account, resource)` of `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
+fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    match arn.splitn(6, ':').collect::<Vec<_>>().as_slice() {
+        ["arn", partition, _, _, account, resource] => Some((partition, account, resource)),
+        _ => None,
+    }
 }
 
 /// Plan the repair of one delegate toward its record.

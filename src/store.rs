@@ -187,11 +187,14 @@ impl Item {
         }
     }
 
+    /// The table holds the item, and the delegate is deleted.
+    pub fn is_tombstone(&self) -> bool {
+        self.version > 0 && !self.is_live()
+    }
+
     /// When the delegate was deleted (epoch seconds), if its item is a tombstone.
     pub fn deleted_at(&self) -> Option<u64> {
-        let expires = self
-            .expires_at
-            .filter(|_| self.version > 0 && !self.is_live())?;
+        let expires = self.expires_at.filter(|_| self.is_tombstone())?;
         Some(expires.saturating_sub(TOMBSTONE_SECONDS))
     }
 
