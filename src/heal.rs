@@ -345,16 +345,16 @@ async fn heal_cluster(
     let mut out = Vec::new();
     for cand in cands {
         let key = cand.target.key();
+        let service = services.as_ref().and_then(|s| s.get(&cand.target.service));
+        if all && cand.item.is_tombstone() && !service.is_some_and(|s| s.is_active()) {
+            continue;
+        }
         // What the invocation has no time left for, the next heal does.
         if Instant::now() + DELEGATE_TIME >= deadline {
             out.push(DelegateReport::failed(
                 &key,
                 "not reached before the invocation's deadline: the next heal continues (raise the function's Timeout if this repeats)",
             ));
-            continue;
-        }
-        let service = services.as_ref().and_then(|s| s.get(&cand.target.service));
-        if all && cand.item.is_tombstone() && !service.is_some_and(|s| s.is_active()) {
             continue;
         }
         let seen = Seen {
