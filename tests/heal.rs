@@ -854,20 +854,14 @@ async fn many_delegates_are_described_ten_at_a_time() {
 #[tokio::test]
 async fn a_heal_stands_down_when_the_record_changes_meanwhile() {
     let gate = Gate::new();
-    let rule = Rule {
-        operation: "DescribeServices",
-        fault: Fault::Held(gate.clone()),
-        times: 1,
-    };
+    let rule = Rule::hold("DescribeServices", &gate);
     let i = Installed::new(vec![rule]).await;
     let heal = {
         let (via, event) = (i.via.clone(), i.event("heal"));
         tokio::spawn(async move { handler(via).handle(event, deadline_in(120)).await.unwrap() })
     };
     // The heal has read the record; the Update (straight to AWS) scales the delegate to 0.
-    while i.proxy.calls("DescribeServices") == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    i.proxy.wait_for_calls("DescribeServices", 1).await;
     let mut props = i.props.clone();
     props["DesiredCount"] = json!("0");
     let change = cfn_event(

@@ -69,12 +69,7 @@ async fn in_lambda(
         .unwrap()
         .push_back((unique("invocation"), event));
     let lambda = binary(endpoint, region)
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/02/[$LATEST]0123")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .envs(api.lambda_env())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -501,11 +496,7 @@ async fn a_create_landing_after_its_rollback_delete_is_refused() {
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
     let gate = Gate::new();
-    let held = Rule {
-        operation: "CreateService",
-        fault: Fault::Held(gate.clone()),
-        times: 1,
-    };
+    let held = Rule::hold("CreateService", &gate);
     let proxy = Proxy::start(vec![held]).await;
     let props = w.fargate_props();
     create_cut_off_then_rolled_back(&c, &rx, &proxy, &props).await;
@@ -602,11 +593,7 @@ async fn a_service_a_late_create_left_after_its_delete_is_removed_by_heal() {
     assert_ne!(forged, td);
 
     let gate = Gate::new();
-    let held = Rule {
-        operation: "CreateService",
-        fault: Fault::Held(gate.clone()),
-        times: 1,
-    };
+    let held = Rule::hold("CreateService", &gate);
     let proxy = Proxy::start(vec![held]).await;
     proxy.inactive_revisions_usable();
     // A group of the user's: the Delete leaves it, so the late call finds it (a group the
@@ -688,12 +675,7 @@ async fn a_service_a_late_create_left_after_its_delete_is_removed_by_heal() {
 async fn an_update_cut_off_by_the_deadline_is_never_followed() {
     let i = Installed::new().await;
     let gate = Gate::new();
-    let proxy = Proxy::start(vec![Rule {
-        operation: "UpdateService",
-        fault: Fault::Held(gate.clone()),
-        times: 1,
-    }])
-    .await;
+    let proxy = Proxy::start(vec![Rule::hold("UpdateService", &gate)]).await;
     // The worst case: B's call lands while ECS still accepts a revision the undo deregistered.
     proxy.inactive_revisions_usable();
     let region = i.c.region.clone().unwrap();
@@ -768,22 +750,13 @@ async fn a_heal_cut_off_before_a_delete_brings_nothing_back() {
     assert_eq!(report_of(&i.heal().await, &i.key())["Outcome"], "Repaired");
     i.scale_to_zero().await;
     let gate = Gate::new();
-    let held = Rule {
-        operation: "UpdateService",
-        fault: Fault::Held(gate.clone()),
-        times: 1,
-    };
+    let held = Rule::hold("UpdateService", &gate);
     let proxy = Proxy::start(vec![held]).await;
     let region = i.c.region.clone().unwrap();
     let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     let (_api, mut healing) =
         in_lambda(&proxy.endpoint, &region, schedule, Duration::from_secs(30)).await;
-    for _ in 0..300 {
-        if proxy.calls("UpdateService") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_for_calls("UpdateService", 1).await;
     assert_eq!(
         proxy.calls("UpdateService"),
         1,

@@ -594,20 +594,13 @@ async fn a_heal_during_a_delete_brings_nothing_back() {
     for step in steps {
         let setup = Setup::new(Flow::Delete).await;
         let gate = Gate::new();
-        let held = Proxy::start(vec![Rule {
-            operation: step,
-            fault: Fault::Held(gate.clone()),
-            times: 1,
-        }])
-        .await;
+        let held = Proxy::start(vec![Rule::hold(step, &gate)]).await;
         let healing = Proxy::start(vec![]).await;
         let rx = Receiver::start(0).await;
         let delete = handler(held.clients().await);
         let deleting = delete.handle(setup.event(Flow::Delete, &rx.url("d")), deadline_in(120));
         let heal_when_held = async {
-            while held.calls(step) == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            held.wait_for_calls(step, 1).await;
             let report = handler(healing.clients().await)
                 .handle(setup.event(Flow::Heal, ""), deadline_in(60))
                 .await
@@ -652,19 +645,12 @@ async fn a_heal_during_an_update_ends_in_the_update() {
     for step in steps {
         let setup = Setup::new(Flow::Update).await;
         let gate = Gate::new();
-        let held = Proxy::start(vec![Rule {
-            operation: step,
-            fault: Fault::Held(gate.clone()),
-            times: 1,
-        }])
-        .await;
+        let held = Proxy::start(vec![Rule::hold(step, &gate)]).await;
         let rx = Receiver::start(0).await;
         let update = handler(held.clients().await);
         let updating = update.handle(setup.event(Flow::Update, &rx.url("u")), deadline_in(120));
         let heal_when_held = async {
-            while held.calls(step) == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            held.wait_for_calls(step, 1).await;
             let report = handler(setup.direct.clone())
                 .handle(setup.event(Flow::Heal, ""), deadline_in(60))
                 .await

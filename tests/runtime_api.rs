@@ -133,12 +133,7 @@ async fn run_binary(
     cmd.envs(extra.iter().copied());
     let mut child = cmd
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bootstrap")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap")
+        .envs(api.lambda_env())
         .envs(emulator_env())
         // Even at the most verbose level, neither the ResponseURL nor the token may be logged.
         .env("RUST_LOG", "trace")

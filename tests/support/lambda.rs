@@ -23,6 +23,23 @@ pub struct RuntimeApi {
     pub posted: Arc<Mutex<Vec<Posted>>>,
 }
 
+impl RuntimeApi {
+    /// The environment Lambda gives a function, with this API as its Runtime API.
+    pub fn lambda_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "bootstrap".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                "2026/11/27/[$LATEST]0123".into(),
+            ),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bootstrap".into()),
+        ]
+    }
+}
+
 pub async fn runtime_api() -> RuntimeApi {
     runtime_api_with_deadline(Deadline::In(Duration::from_secs(60))).await
 }

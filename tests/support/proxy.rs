@@ -110,6 +110,17 @@ pub struct Rule {
     pub times: u32,
 }
 
+impl Rule {
+    /// The first call of `operation` waits at `gate` until the test opens it.
+    pub fn hold(operation: &'static str, gate: &Gate) -> Rule {
+        Rule {
+            operation,
+            fault: Fault::Held(gate.clone()),
+            times: 1,
+        }
+    }
+}
+
 /// The role the function runs as, as ECS names it in `createdBy` (and `FUNCTION_ROLE_ARN`).
 pub const FUNCTION_ROLE: &str = "arn:aws:iam::123456789012:role/stack-BootstrapFunctionRole-1A2B";
 
@@ -317,17 +328,17 @@ impl Proxy {
 
     /// The answers to `op`, once there are `n` of them (a held call lands when its gate opens).
     pub async fn wait_for_answers(&self, op: &str, n: usize) -> Vec<(u16, String)> {
-        for _ in 0..100 {
-            let got = self.answers(op);
-            if got.len() >= n {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{op} was answered {} times, not {n}",
-            self.answers(op).len()
+        within_10s(
+            || self.answers(op).len() >= n,
+            || format!("{op} answered {n} times"),
         )
+        .await;
+        self.answers(op)
+    }
+
+    /// Once `op` has been called `n` times (a held call counts when it arrives).
+    pub async fn wait_for_calls(&self, op: &str, n: u32) {
+        within_10s(|| self.calls(op) >= n, || format!("{op} called {n} times")).await;
     }
 
     /// How many faults were injected into this operation's calls.
@@ -416,6 +427,17 @@ impl Proxy {
     pub async fn clients_in(&self, region: &str) -> Clients {
         clients_at(&self.endpoint, region).await
     }
+}
+
+/// Wait until `done`, looking every 20 ms; panic naming `what` after 10 s.
+async fn within_10s(done: impl Fn() -> bool, what: impl Fn() -> String) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not within 10 s: {}", what())
 }
 
 pub fn json_error(status: u16, kind: &str, message: &str) -> Response {
