@@ -33,21 +33,29 @@ build: ## build the function for this machine (debug)
 	cargo build
 
 demo: venv build ## install a Fargate delegate through the function on moto, heal it, delete it
+	cargo build --quiet --example ecs_simulator
 	scripts/demo.sh
 
-# The emulator a local run uses (README: Run it locally), left running until emulator-stop.
+# The emulator a local run uses (README: Run it locally), left running until emulator-stop:
+# moto, behind the ECS simulator of the tests (examples/ecs_simulator.rs), which starts the
+# service's tasks that moto never starts, so that a request's wait for the delegate ends.
 EMULATOR_PORT := 5000
-emulator: venv ## start moto on 127.0.0.1:5000, seed it as make demo does, and leave it running
+MOTO_PORT := 5001
+SIMULATOR := $(TARGET_DIR)/debug/examples/ecs_simulator
+emulator: venv ## start moto behind the ECS simulator on 127.0.0.1:5000, seed it as make demo does, leave it running
 	@mkdir -p .moto
-	@if (exec 3<>/dev/tcp/127.0.0.1/$(EMULATOR_PORT)) 2>/dev/null; then \
-		echo "port $(EMULATOR_PORT) is in use (an emulator already running? make emulator-stop)" >&2; exit 1; fi
-	@nohup $(VENV)/bin/moto_server -H 127.0.0.1 -p $(EMULATOR_PORT) >.moto/moto.log 2>&1 & echo $$! >.moto/moto.pid
+	@for p in $(EMULATOR_PORT) $(MOTO_PORT); do if (exec 3<>/dev/tcp/127.0.0.1/$$p) 2>/dev/null; then \
+		echo "port $$p is in use (an emulator already running? make emulator-stop)" >&2; exit 1; fi; done
+	cargo build --quiet --example ecs_simulator
+	@nohup $(VENV)/bin/moto_server -H 127.0.0.1 -p $(MOTO_PORT) >.moto/moto.log 2>&1 & echo $$! >.moto/moto.pid
+	@for _ in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$(MOTO_PORT)) 2>/dev/null && break; sleep 0.2; done
+	@nohup $(SIMULATOR) 127.0.0.1:$(EMULATOR_PORT) http://127.0.0.1:$(MOTO_PORT) >.moto/simulator.log 2>&1 & echo $$! >.moto/simulator.pid
 	@for _ in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$(EMULATOR_PORT)) 2>/dev/null && break; sleep 0.2; done
 	@$(VENV)/bin/python scripts/seed_demo.py http://127.0.0.1:$(EMULATOR_PORT) >.moto/seeded.json
-	@echo "moto on http://127.0.0.1:$(EMULATOR_PORT), seeded (.moto/seeded.json); now: . scripts/local.env"
+	@echo "moto behind the ECS simulator on http://127.0.0.1:$(EMULATOR_PORT), seeded (.moto/seeded.json); now: . scripts/local.env"
 
 emulator-stop: ## stop the emulator make emulator started
-	@if [ -f .moto/moto.pid ]; then kill "$$(cat .moto/moto.pid)" 2>/dev/null || true; rm -f .moto/moto.pid; fi
+	@for p in simulator moto; do if [ -f .moto/$$p.pid ]; then kill "$$(cat .moto/$$p.pid)" 2>/dev/null || true; rm -f .moto/$$p.pid; fi; done
 
 check: venv ## formatting, clippy, template lint and SAM translation, unit tests (no root needed)
 	cargo fmt --all -- --check

@@ -5,21 +5,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PORT=5000   # the sample events' ResponseURLs point at moto's S3 on this port
+PORT=5000       # the sample events' ResponseURLs point at the emulator's S3 on this port
+MOTO_PORT=5001  # moto itself, behind the ECS simulator on $PORT
 # The binary `make demo` builds; tests/readme.rs passes the one cargo built for the tests.
 BIN="${DEMO_BIN:-${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstrap}"
+SIMULATOR="${DEMO_SIMULATOR:-${CARGO_TARGET_DIR:-target}/debug/examples/ecs_simulator}"
 PY=.venv/bin/python
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
-       RESPONSE_URL_ALLOW_LOOPBACK=true RECORD_TABLE=harness-delegate-records RUST_LOG=warn
+       RESPONSE_URL_ALLOW_LOOPBACK=true RECORD_TABLE=harness-delegate-records RUST_LOG=warn \
+       READY_POLL_SECONDS=1
 
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "port $PORT is in use: stop whatever listens there (an earlier moto?) and run make demo again" >&2
-  exit 1
-fi
-.venv/bin/moto_server -H 127.0.0.1 -p "$PORT" >/tmp/harness-demo-moto.log 2>&1 &
+for p in $PORT $MOTO_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use: stop whatever listens there (an earlier emulator? make emulator-stop) and run make demo again" >&2
+    exit 1
+  fi
+done
+.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >/tmp/harness-demo-moto.log 2>&1 &
 MOTO=$!
 trap 'kill $MOTO 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MOTO_PORT") 2>/dev/null && break; sleep 0.2; done
+# moto never starts a service's tasks; the simulator does, as ECS would: the demo's delegate
+# takes a few looks to become healthy, and a delegate whose image does not exist never starts.
+SIM_SCRIPTS="harness-demo/harness-delegate=slow;harness-demo/broken-delegate=pull-error:harness/delegate:no-such-tag" \
+  "$SIMULATOR" "127.0.0.1:$PORT" "http://127.0.0.1:$MOTO_PORT" >/tmp/harness-demo-simulator.log 2>&1 &
+SIM=$!
+trap 'kill $SIM $MOTO 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -34,8 +46,9 @@ for a in p["Actions"]:
     print("  %s: %s" % (a["Action"], a["Reason"]))
 print("  network:", json.dumps(p["Desired"].get("Network")))'
 
-step "3. CloudFormation Create: $BIN invoke events/create.json"
-$BIN invoke events/create.json
+step "3. CloudFormation Create: $BIN invoke events/create.json (it answers once the delegate is ready)"
+RUST_LOG=info $BIN invoke events/create.json 2>/tmp/harness-demo-create.log >/dev/null
+grep -oE "(waiting for the delegate: [0-9]+/[0-9]+ running(, [0-9]+/[0-9]+ healthy)?|the delegate is ready)" /tmp/harness-demo-create.log | sed 's/^/  /'
 
 step "4. The response CloudFormation received (from the presigned S3 URL)"
 show_response() {
@@ -62,6 +75,36 @@ print(f"  token from: {[x['valueFrom'] for x in c.get('secrets', [])]}")
 PY
 }
 show_service
+
+step "5b. A second delegate whose image does not exist: the Create fails fast, with the reason"
+$PY - <<'PY' >/tmp/harness-demo-broken.json
+import json
+e = json.load(open("events/create.json"))
+e["RequestId"] = "7d0e5c9c-0001-4f6e-9d1a-broken000001"
+e["ResponseURL"] = e["ResponseURL"].replace("/cfn-responses/create?", "/cfn-responses/create-broken?")
+e["LogicalResourceId"] = "BrokenDelegate"
+e["ResourceProperties"].update(ServiceName="broken-delegate", Image="harness/delegate:no-such-tag", TaskDefinitionFamily="broken-delegate")
+print(json.dumps(e))
+PY
+$BIN invoke /tmp/harness-demo-broken.json >/dev/null 2>&1 || true
+$PY - <<'PY'
+import boto3, json
+r = json.loads(boto3.client("s3").get_object(Bucket="cfn-responses", Key="create-broken")["Body"].read())
+print("  Status:", r["Status"])
+print("  Reason:", r["Reason"])
+PY
+$BIN invoke <($PY - <<'PY'
+import json
+e = json.load(open("/tmp/harness-demo-broken.json"))
+e.update(RequestType="Delete", RequestId="7d0e5c9c-0001-4f6e-9d1a-broken000002", PhysicalResourceId="arn:aws:ecs:us-east-1:123456789012:service/harness-demo/broken-delegate")
+print(json.dumps(e))
+PY
+) >/dev/null
+$PY - <<'PY'
+import boto3
+s = boto3.client("ecs").describe_services(cluster="harness-demo", services=["broken-delegate"])["services"]
+print("  CloudFormation's rollback Delete: broken-delegate's service is", s[0]["status"] if s else "gone")
+PY
 
 step "6. Create again (Lambda may deliver a request twice): nothing changes"
 $BIN plan events/plan.json | $PY -c 'import json,sys; print("  actions:", json.load(sys.stdin)["Actions"])'

@@ -94,6 +94,9 @@ pub struct Applied {
     /// The delegate's log group, or `none` (filled in by the pipeline, from the spec).
     #[serde(rename = "LogGroupName")]
     pub log_group_name: String,
+    /// The delegate's running tasks once it was ready; absent when the request did not wait.
+    #[serde(rename = "RunningCount", skip_serializing_if = "Option::is_none")]
+    pub running_count: Option<String>,
     /// The configuration now in place, with the revision and the group filled in: what the
     /// operation commits.
     #[serde(skip)]
@@ -1185,6 +1188,7 @@ fn applied(p: &Progress, plan: &Plan, cluster_arn: &str) -> Result<Applied, Appl
             .map(|n| n.assign_public_ip.to_string())
             .unwrap_or_default(),
         log_group_name: String::new(),
+        running_count: None,
         record: p.record.clone(),
     })
 }

@@ -67,6 +67,40 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Apply the part of `patch` that patches containers by name, `{"containerDefinitions":
+/// {"<name>": <merge patch>}}`, to `doc`, and return the rest of the patch. RFC 7396 replaces
+/// arrays whole, so without this, changing one field of the delegate's container (its health
+/// check, say) would mean restating the whole container list. A name no container has adds
+/// one; `null` removes the named container. A list is left to the plain merge patch.
+pub fn patch_containers_by_name(doc: &mut Value, patch: &Value) -> Value {
+    let mut rest = patch.clone();
+    let Some(by_name) = patch["containerDefinitions"].as_object() else {
+        return rest;
+    };
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("containerDefinitions");
+    }
+    let Some(containers) = doc["containerDefinitions"].as_array_mut() else {
+        return rest;
+    };
+    for (name, p) in by_name {
+        let at = containers.iter().position(|c| c["name"] == name.as_str());
+        match (at, p.is_null()) {
+            (Some(i), true) => {
+                containers.remove(i);
+            }
+            (Some(i), false) => merge_patch(&mut containers[i], p),
+            (None, true) => {}
+            (None, false) => {
+                let mut c = json!({"name": name});
+                merge_patch(&mut c, p);
+                containers.push(c);
+            }
+        }
+    }
+    rest
+}
+
 /// What a field of the supported document holds.
 pub enum Field {
     Str,
@@ -180,14 +214,23 @@ fn check_field(p: &str, v: &Value, field: &Field, out: &mut Vec<String>) {
             check_fields(p, v, inner, out);
             true
         }
-        ObjectList(inner) => match v.as_array() {
-            Some(a) => {
+        ObjectList(inner) => match (v.as_array(), v.as_object()) {
+            (Some(a), _) => {
                 for (i, item) in a.iter().enumerate() {
                     check_fields(&format!("{p}[{i}]"), item, inner, out);
                 }
                 true
             }
-            None => false,
+            // Containers patched by name (see `patch_containers_by_name`).
+            (None, Some(by_name)) if p.ends_with(".containerDefinitions") => {
+                for (name, item) in by_name {
+                    if !item.is_null() {
+                        check_fields(&format!("{p}.{name}"), item, inner, out);
+                    }
+                }
+                true
+            }
+            _ => false,
         },
     };
     if !ok {

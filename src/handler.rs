@@ -45,6 +45,7 @@ impl HandlerError {
             HandlerError::Reconcile(ReconcileError::Invalid(_)) => "InvalidProperties",
             HandlerError::Reconcile(ReconcileError::Observe(_)) => "AwsReadFailed",
             HandlerError::Reconcile(ReconcileError::Apply(_)) => "AwsWriteFailed",
+            HandlerError::Reconcile(ReconcileError::NotReady(_)) => "DelegateNotReady",
             HandlerError::Reconcile(ReconcileError::Operation(
                 crate::operation::OperationError::Refused(_),
             )) => "Refused",
@@ -82,6 +83,8 @@ pub struct Handler {
     /// The function's own account and region, from the first invocation's function ARN: ECS
     /// events and Heal targets from anywhere else are ignored. Unset (a local run): not checked.
     pub home: std::sync::OnceLock<Home>,
+    /// How often a wait for the delegate looks at its rollout (`READY_POLL_SECONDS`).
+    pub poll: Duration,
 }
 
 impl Handler {
@@ -95,6 +98,7 @@ impl Handler {
             retry: RetryPolicy::default(),
             heal: HealSettings::from_env(),
             home: std::sync::OnceLock::new(),
+            poll: crate::wait::poll_from_env(),
         }
     }
 
@@ -242,7 +246,8 @@ impl Handler {
                 let claim = direct_claim("reconcile", force);
                 // A direct request's id is new each time: nothing to remember for a redelivery.
                 let done =
-                    pipeline::converge(&self.clients, &spec, &claim, deadline, |_| None).await?;
+                    pipeline::converge(&self.clients, &spec, &claim, deadline, self.poll, |_| None)
+                        .await?;
                 let result = match done {
                     Done::Ran(result) => result,
                     Done::Replayed(answer) => return Ok(replayed(&answer)),
@@ -288,8 +293,10 @@ impl Handler {
         let work_req = req.clone();
         // Apply stops its own waits a little earlier, so it can still undo what it created.
         let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
-        let work =
-            async move { pipeline::cloudformation(&clients, &work_req, apply_deadline).await };
+        let poll = self.poll;
+        let work = async move {
+            pipeline::cloudformation(&clients, &work_req, apply_deadline, poll).await
+        };
         self.answer(req, url, deadline, work).await
     }
 

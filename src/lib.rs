@@ -27,6 +27,7 @@ pub mod operation;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
+pub mod ready;
 pub mod record;
 pub mod respond;
 pub mod spec;
@@ -34,6 +35,7 @@ pub mod store;
 pub mod task_definition;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod wait;
 
 pub use model::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RESOURCE_TAG};
 

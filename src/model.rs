@@ -93,6 +93,52 @@ string_enum! {
     pub enum RolloutState { InProgress = "IN_PROGRESS", Completed = "COMPLETED", Failed = "FAILED" }
 }
 
+string_enum! {
+    /// A task's last status, as far as a wait cares: ECS moves a task through more states
+    /// (PROVISIONING, ACTIVATING, DEACTIVATING, …), which all count as not yet (or no longer)
+    /// running.
+    #[derive(Default)]
+    pub enum TaskStatus { #[default] Pending = "PENDING", Running = "RUNNING", Stopped = "STOPPED" }
+}
+
+string_enum! {
+    /// A task's (or container's) health, from the container health check.
+    #[derive(Default)]
+    pub enum HealthStatus { Healthy = "HEALTHY", Unhealthy = "UNHEALTHY", #[default] Unknown = "UNKNOWN" }
+}
+
+string_enum! {
+    /// Why a task stopped, in ECS's categories.
+    pub enum StopCode {
+        TaskFailedToStart = "TaskFailedToStart",
+        EssentialContainerExited = "EssentialContainerExited",
+        UserInitiated = "UserInitiated",
+        ServiceSchedulerInitiated = "ServiceSchedulerInitiated",
+        SpotInterruption = "SpotInterruption",
+        TerminationNotice = "TerminationNotice",
+    }
+}
+
+impl TaskStatus {
+    /// From the SDK's string: RUNNING and STOPPED as such, every state between as PENDING.
+    pub fn from_aws(text: Option<&str>) -> Self {
+        match text.and_then(Self::parse) {
+            Some(s) => s,
+            None if matches!(text, Some("DEACTIVATING" | "STOPPING" | "DEPROVISIONING")) => {
+                TaskStatus::Stopped
+            }
+            None => TaskStatus::Pending,
+        }
+    }
+}
+
+impl HealthStatus {
+    /// From the SDK's string; none (no health check) is UNKNOWN, as ECS reports it.
+    pub fn from_aws(text: Option<&str>) -> Self {
+        text.and_then(Self::parse).unwrap_or(HealthStatus::Unknown)
+    }
+}
+
 impl ServiceStatus {
     /// From the SDK's string. ECS documents no other value; an unknown one counts as ACTIVE, so
     /// that the function never plans a create on a name that may be taken.
@@ -181,7 +227,7 @@ impl fmt::Display for DelegateKey {
 
 /// A delegate as an event or a request names it: the cluster as given (a name or an ARN, what
 /// ECS calls take) and the service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub cluster: String,
     pub service: String,

@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use crate::aws_error::{AwsError, AwsErrorKind};
 use crate::model::{
-    AssignPublicIp, ClusterStatus, DelegateKey, LaunchType, NetworkMode, RevisionStatus,
-    RolloutState, ServiceStatus, Target, MANAGED_BY_TAG, MANAGED_BY_VALUE, RESOURCE_TAG,
+    AssignPublicIp, ClusterStatus, DelegateKey, HealthStatus, LaunchType, NetworkMode,
+    RevisionStatus, RolloutState, ServiceStatus, StopCode, Target, TaskStatus, MANAGED_BY_TAG,
+    MANAGED_BY_VALUE, RESOURCE_TAG,
 };
 pub use crate::observed::*;
 use crate::spec::DelegateSpec;
@@ -306,14 +307,24 @@ pub fn observed_service(s: &ecs::Service) -> ObservedService {
         tags: ecs_tags(s.tags()),
         running_count: s.running_count(),
         created_by: s.created_by().map(String::from),
+        events: s
+            .events()
+            .iter()
+            .map(|e| ServiceEvent {
+                at_ms: e.created_at().map(epoch_ms).unwrap_or_default(),
+                message: e.message().unwrap_or_default().to_string(),
+            })
+            .collect(),
         deployment: s
             .deployments()
             .iter()
             .find(|d| d.status() == Some("PRIMARY"))
             .map(|d| ObservedDeployment {
+                task_definition: d.task_definition().unwrap_or_default().to_string(),
                 rollout_state: d
                     .rollout_state()
                     .and_then(|r| RolloutState::parse(r.as_str())),
+                rollout_reason: d.rollout_state_reason().map(String::from),
                 failed_tasks: d.failed_tasks(),
                 running_count: d.running_count(),
             }),
@@ -928,6 +939,99 @@ async fn our_revisions(
         }
     }
     Ok(records)
+}
+
+/// Epoch milliseconds of an AWS timestamp (0 before the epoch).
+fn epoch_ms(t: &aws_sdk_ecs::primitives::DateTime) -> u64 {
+    u64::try_from(t.to_millis().unwrap_or(0)).unwrap_or(0)
+}
+
+/// What a wait needs to judge a rollout of `revision` (an ARN): the service, and its tasks of
+/// that revision, running or stopped in the last hour (ECS keeps stopped tasks about that long).
+/// Three or four reads: DescribeServices, ListTasks twice, DescribeTasks when there are tasks.
+pub async fn rollout(
+    c: &Clients,
+    target: &Target,
+    revision: &str,
+) -> Result<ObservedRollout, ObserveError> {
+    let Some(service) = service(c, &target.cluster, &target.service).await? else {
+        return Ok(ObservedRollout::default());
+    };
+    let mut arns = Vec::new();
+    for desired in [ecs::DesiredStatus::Running, ecs::DesiredStatus::Stopped] {
+        // One page each: a delegate runs a few tasks, and the newest are what a wait judges.
+        let page = c
+            .ecs
+            .list_tasks()
+            .cluster(&target.cluster)
+            .service_name(&target.service)
+            .desired_status(desired)
+            .send()
+            .await
+            .map_err(|e| {
+                err(
+                    format!("the tasks of {}", target.key()),
+                    AwsError::new("ecs:ListTasks", e),
+                )
+            })?;
+        arns.extend(page.task_arns().iter().cloned());
+    }
+    let tasks = tasks(c, &target.cluster, &arns).await?;
+    Ok(ObservedRollout {
+        service: Some(service),
+        tasks: tasks
+            .into_iter()
+            .filter(|t| t.task_definition == revision)
+            .collect(),
+    })
+}
+
+/// The tasks `arns` of `cluster`, described a hundred at a time (DescribeTasks' limit).
+async fn tasks(
+    c: &Clients,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<ObservedTask>, ObserveError> {
+    let mut out = Vec::new();
+    for chunk in arns.chunks(100) {
+        let d = c
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                err(
+                    format!("tasks of {cluster}"),
+                    AwsError::new("ecs:DescribeTasks", e),
+                )
+            })?;
+        out.extend(d.tasks().iter().map(observed_task));
+    }
+    Ok(out)
+}
+
+fn observed_task(t: &ecs::Task) -> ObservedTask {
+    ObservedTask {
+        arn: t.task_arn().unwrap_or_default().to_string(),
+        task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+        status: TaskStatus::from_aws(t.last_status()),
+        health: HealthStatus::from_aws(t.health_status().map(|h| h.as_str())),
+        created_at_ms: t.created_at().map(epoch_ms).unwrap_or_default(),
+        stopped_at_ms: t.stopped_at().or(t.stopping_at()).map(epoch_ms),
+        stopped_reason: t.stopped_reason().map(String::from),
+        stop_code: t.stop_code().and_then(|s| StopCode::parse(s.as_str())),
+        containers: t
+            .containers()
+            .iter()
+            .map(|k| ObservedContainer {
+                name: k.name().unwrap_or_default().to_string(),
+                reason: k.reason().map(String::from),
+                exit_code: k.exit_code(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

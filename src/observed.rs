@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::model::{
-    self, AssignPublicIp, ClusterStatus, DelegateKey, LaunchType, RevisionStatus, RolloutState,
-    ServiceStatus,
+    self, AssignPublicIp, ClusterStatus, DelegateKey, HealthStatus, LaunchType, RevisionStatus,
+    RolloutState, ServiceStatus, StopCode, TaskStatus,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +128,49 @@ pub struct ObservedService {
     /// The principal that created the service, as ECS reports it: unlike tags, nobody can
     /// write it.
     pub created_by: Option<String>,
+    /// The service's latest events (ECS keeps 100), newest first.
+    pub events: Vec<ServiceEvent>,
+}
+
+/// One of a service's events: what the ECS scheduler said (a placement failure, a steady state).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceEvent {
+    /// Epoch milliseconds.
+    pub at_ms: u64,
+    pub message: String,
+}
+
+/// One task of a service, as a wait reads it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedTask {
+    pub arn: String,
+    /// The revision's ARN.
+    pub task_definition: String,
+    pub status: TaskStatus,
+    pub health: HealthStatus,
+    /// Epoch milliseconds.
+    pub created_at_ms: u64,
+    pub stopped_at_ms: Option<u64>,
+    pub stopped_reason: Option<String>,
+    pub stop_code: Option<StopCode>,
+    pub containers: Vec<ObservedContainer>,
+}
+
+/// A container of a task: why it stopped, if it did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedContainer {
+    pub name: String,
+    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// What a wait sees of a delegate's service: the service (its deployment and events) and its
+/// tasks of the revision waited for, running and recently stopped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedRollout {
+    /// `None`: the service (or its cluster) is gone.
+    pub service: Option<ObservedService>,
+    pub tasks: Vec<ObservedTask>,
 }
 
 impl Default for ObservedService {
@@ -144,14 +187,19 @@ impl Default for ObservedService {
             running_count: 0,
             deployment: None,
             created_by: None,
+            events: vec![],
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObservedDeployment {
+    /// The revision it deploys (ARN).
+    pub task_definition: String,
     /// `None`: ECS gives no rollout state for this deployment.
     pub rollout_state: Option<RolloutState>,
+    /// Why it is in that state (the circuit breaker's words when it failed).
+    pub rollout_reason: Option<String>,
     /// Tasks of this deployment that failed in a row (stopped before or after RUNNING).
     pub failed_tasks: i32,
     /// Tasks of this deployment (this configuration, this network) running now.

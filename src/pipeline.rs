@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::time::Duration;
 
 use futures::FutureExt;
 
@@ -22,7 +23,8 @@ use crate::operation::{self, Claim, OperationError, Start};
 use crate::plan::{self, DeleteAction, Plan};
 use crate::spec::{self, DelegateSpec, Problem, Problems};
 use crate::store::{Item, StoreError};
-use crate::{document, metrics, preflight, record, task_definition, Clients};
+use crate::wait::{self, Wait, Waited};
+use crate::{document, metrics, preflight, ready, record, task_definition, Clients};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -36,6 +38,9 @@ pub enum ReconcileError {
     Operation(#[from] OperationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// AWS was changed, but the delegate did not become ready: nothing is committed.
+    #[error("the delegate is not ready: {0}")]
+    NotReady(ready::Failure),
     /// AWS was changed, but the change could not be committed to the record.
     #[error("the delegate was changed in AWS but its record could not be committed ({0}); the configuration committed before stays the one self-healing restores: retry the request")]
     NotCommitted(StoreError),
@@ -50,11 +55,17 @@ pub fn spec_of(props: &Value, region: Option<&str>) -> Result<DelegateSpec, Prob
     Ok(spec)
 }
 
-/// The work of one CloudFormation request, as the outcome to answer with.
-pub async fn cloudformation(c: &Clients, req: &CfnRequest, deadline: Instant) -> Outcome {
+/// The work of one CloudFormation request, as the outcome to answer with. A wait for the
+/// delegate looks at its rollout every `poll`.
+pub async fn cloudformation(
+    c: &Clients,
+    req: &CfnRequest,
+    deadline: Instant,
+    poll: Duration,
+) -> Outcome {
     match &req.request_type {
-        Ok(RequestType::Create) => converge_request(c, req, false, deadline).await,
-        Ok(RequestType::Update) => converge_request(c, req, true, deadline).await,
+        Ok(RequestType::Create) => converge_request(c, req, false, deadline, poll).await,
+        Ok(RequestType::Update) => converge_request(c, req, true, deadline, poll).await,
         Ok(RequestType::Delete) => delete_request(c, req, deadline).await,
         Err(raw) => Outcome::failed(
             req,
@@ -68,6 +79,7 @@ async fn converge_request(
     req: &CfnRequest,
     update: bool,
     deadline: Instant,
+    poll: Duration,
 ) -> Outcome {
     let mut spec = match spec_of(&req.properties, c.region.as_deref()) {
         Ok(s) => s,
@@ -93,7 +105,7 @@ async fn converge_request(
         Ok((_, applied)) => Outcome::success(applied.service_arn.clone(), applied.data()),
         Err(e) => Outcome::failed(req, e.to_string()),
     };
-    let result = converge(c, &spec, &claim, deadline, |r| {
+    let result = converge(c, &spec, &claim, deadline, poll, |r| {
         Some(outcome_of(r).to_answer())
     })
     .await;
@@ -152,6 +164,7 @@ pub async fn converge(
     spec: &DelegateSpec,
     claim: &Claim,
     deadline: Instant,
+    poll: Duration,
     answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> Option<String>,
 ) -> Result<Done<Result<(Plan, Applied), ReconcileError>>, OperationError> {
     let begin = |item: &Item, holder: &str, until| item.begin(holder, until);
@@ -159,7 +172,13 @@ pub async fn converge(
         Start::Answered(a) => return Ok(Done::Replayed(a)),
         Start::Begun(item) => *item,
     };
-    let mut result = unwinding(c, &item, reconcile(c, spec, claim.force, deadline)).await;
+    // Boxed: each step's state is large, and a debug build's stack is not.
+    let work = async {
+        let (plan, applied) = Box::pin(reconcile(c, spec, claim.force, deadline)).await?;
+        let applied = Box::pin(until_ready(c, spec, applied, deadline, poll)).await?;
+        Ok((plan, applied))
+    };
+    let mut result = unwinding(c, &item, work).await;
     let answer = answer_of(&result);
     let stored = match &result {
         Ok((_, applied)) => {
@@ -180,6 +199,60 @@ pub async fn converge(
         (Err(_), Ok(_)) => {}
     }
     Ok(Done::Ran(result))
+}
+
+/// Wait until the delegate `applied` put in place is ready, when the spec asks to: `Ok` with
+/// the running count in the answer's data, or why it is not ready.
+async fn until_ready(
+    c: &Clients,
+    spec: &DelegateSpec,
+    mut applied: Applied,
+    deadline: Instant,
+    poll: Duration,
+) -> Result<Applied, ReconcileError> {
+    if !spec.wait_for_ready {
+        return Ok(applied);
+    }
+    let w = wait_of(spec, &applied);
+    match wait::wait(c, &w, poll, deadline).await {
+        Waited::Ready(p) => {
+            applied.running_count = Some(p.running.to_string());
+            Ok(applied)
+        }
+        Waited::Failed(f) => Err(ReconcileError::NotReady(f)),
+        Waited::OutOfTime(p) => Err(ReconcileError::NotReady(ready::Failure {
+            what: format!("the delegate was not ready before this invocation's time ran out: {p}"),
+            check: "the function's Timeout (the wait goes on for at most that long)".into(),
+        })),
+    }
+}
+
+/// The wait for what `applied` put in place: its revision, from the moment it was applied.
+pub fn wait_of(spec: &DelegateSpec, applied: &Applied) -> Wait {
+    let since_ms = applied.record.applied_at;
+    let doc = task_definition::render(spec);
+    let health_check = doc["containerDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["name"] == task_definition::CONTAINER_NAME
+                && c.get("healthCheck").is_some_and(|h| !h.is_null())
+        });
+    Wait {
+        target: Target {
+            cluster: spec.cluster.clone(),
+            service: spec.service_name.clone(),
+        },
+        expect: ready::Expect {
+            revision: applied.task_definition_arn.clone(),
+            desired: spec.desired_count,
+            health_check,
+            since_ms,
+            hints: ready::Hints::of(spec),
+        },
+        ready_by_ms: since_ms + u64::from(spec.ready_timeout_seconds) * 1000,
+    }
 }
 
 /// After an Update moved the delegate to another family (the service now runs the new one),

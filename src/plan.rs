@@ -1956,6 +1956,7 @@ mod tests {
                     rollout_state: Some(RolloutState::Completed),
                     failed_tasks: 0,
                     running_count: 1,
+                    ..Default::default()
                 }),
                 ..s
             }),

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::model::{self, string_enum, DelegateKey};
 pub use crate::model::{AssignPublicIp, LaunchType, NetworkMode, DEFAULT_SERVICE_NAME};
 
-/// The properties a `Custom::HarnessDelegate` accepts. `ServiceToken` is accepted and ignored.
+/// The properties a `Custom::HarnessDelegate` accepts (and CloudFormation's own, ignored).
 pub const KNOWN_PROPERTIES: &[&str] = &[
     "ClusterName",
     "ServiceName",
@@ -49,7 +49,12 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "LogGroupName",
     "TakeOverFromStackId",
     "RecordTable",
+    "WaitForReady",
+    "ReadyTimeoutSeconds",
 ];
+
+/// What CloudFormation itself reads of a custom resource and passes on: accepted, ignored.
+const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
 
 /// The values a property with a fixed set of choices accepts (matched case-insensitively).
 pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {
@@ -68,6 +73,10 @@ pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {
 pub const DEFAULT_FAMILY: &str = "harness-delegate-task-spec";
 pub const DEFAULT_IMAGE: &str = "harness/delegate:latest";
 pub const DEFAULT_MANAGER: &str = "https://app.harness.io";
+/// How long a request waits for the delegate to be ready by default, and the bounds a stack may
+/// choose within (a Lambda invocation lasts at most 900 s; the wait goes on in another).
+pub const DEFAULT_READY_TIMEOUT_SECONDS: u32 = 1800;
+pub const READY_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 60..=3600;
 pub const DEFAULT_BRIDGE_HOSTNAME: &str = "Harness-ECS-Delegate";
 /// ECS allows 50 tags a resource; the function's own (identity, owner and the record heal works
 /// from) take up to 12.
@@ -152,6 +161,11 @@ pub struct DelegateSpec {
     /// version that kept the record in tags gains it, so CloudFormation sends the Update that
     /// records the delegate in the table.
     pub record_table: Option<String>,
+    /// Whether a Create, Update or Reconcile answers only once the delegate is ready (its
+    /// tasks running, and healthy where they have a health check), or right after applying.
+    pub wait_for_ready: bool,
+    /// How long that wait may take in all, in seconds.
+    pub ready_timeout_seconds: u32,
     /// The full StackId of the stack asking, if any: not a property.
     pub owner_stack_id: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
@@ -288,6 +302,20 @@ impl<'a> Reader<'a> {
                     name,
                     format!("\"{s}\" is not {what}: pass a whole number, e.g. \"1024\""),
                 ));
+                None
+            }
+        }
+    }
+
+    /// `true` or `false` (CloudFormation passes them as strings), in any case.
+    fn flag(&mut self, name: &str) -> Option<bool> {
+        let s = self.string(name)?;
+        match s.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.problems
+                    .push(Problem::new(name, format!("\"{s}\" is not true or false")));
                 None
             }
         }
@@ -441,6 +469,8 @@ struct Raw {
     log_group: Option<String>,
     take_over_from: Option<String>,
     record_table: Option<String>,
+    wait_for_ready: bool,
+    ready_timeout_seconds: u32,
 }
 
 /// Parse and validate `ResourceProperties`. Every problem is reported, not just the first.
@@ -482,6 +512,17 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     }
     if let Some(t) = raw.record_table.as_deref() {
         validate_table_name(&mut p, t);
+    }
+    if !READY_TIMEOUT_RANGE.contains(&raw.ready_timeout_seconds) {
+        p.push(Problem::new(
+            "ReadyTimeoutSeconds",
+            format!(
+                "{} s is outside {}–{} s: choose how long a stack may wait for the delegate to be ready within that range (default {DEFAULT_READY_TIMEOUT_SECONDS}), or set WaitForReady to false not to wait",
+                raw.ready_timeout_seconds,
+                READY_TIMEOUT_RANGE.start(),
+                READY_TIMEOUT_RANGE.end()
+            ),
+        ));
     }
     if !p.is_empty() {
         return Err(Problems(p));
@@ -545,6 +586,10 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
         log_group: r.string("LogGroupName"),
         take_over_from: r.string("TakeOverFromStackId"),
         record_table: r.string("RecordTable"),
+        wait_for_ready: r.flag("WaitForReady").unwrap_or(true),
+        ready_timeout_seconds: r
+            .number("ReadyTimeoutSeconds", "a number of seconds")
+            .unwrap_or(DEFAULT_READY_TIMEOUT_SECONDS),
     };
     (raw, r.problems)
 }
@@ -552,7 +597,8 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
 fn unknown_properties(props: &Map<String, Value>) -> Vec<Problem> {
     props
         .keys()
-        .filter(|k| *k != "ServiceToken" && !KNOWN_PROPERTIES.contains(&k.as_str()))
+        .filter(|k| !CLOUDFORMATION_PROPERTIES.contains(&k.as_str()))
+        .filter(|k| !KNOWN_PROPERTIES.contains(&k.as_str()))
         .map(|k| {
             let hint = match closest_property(k) {
                 Some(close) => format!("did you mean {close}?"),
@@ -783,6 +829,8 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         log_group: raw.log_group.filter(|g| !is_none(g)),
         take_over_from: raw.take_over_from,
         record_table: raw.record_table,
+        wait_for_ready: raw.wait_for_ready,
+        ready_timeout_seconds: raw.ready_timeout_seconds,
         owner_stack_id: None,
         region: None,
         owner: None,
@@ -1113,6 +1161,51 @@ mod tests {
         ));
         assert_eq!(p[0].property, "Hostname");
         assert!(p[0].message.contains("networkMode=awsvpc"));
+    }
+
+    #[test]
+    fn the_wait_for_ready_is_on_by_default_and_bounded() {
+        let s = parse(&minimal()).unwrap();
+        assert!(s.wait_for_ready);
+        assert_eq!(s.ready_timeout_seconds, DEFAULT_READY_TIMEOUT_SECONDS);
+        let s = parse(&with(
+            minimal(),
+            json!({"WaitForReady": "False", "ReadyTimeoutSeconds": "60"}),
+        ))
+        .unwrap();
+        assert!(!s.wait_for_ready);
+        assert_eq!(s.ready_timeout_seconds, 60);
+        assert!(
+            parse(&with(minimal(), json!({"ServiceTimeout": "2100"}))).is_ok(),
+            "CloudFormation's own property passes through"
+        );
+        for (extra, property, says) in [
+            (
+                json!({"ReadyTimeoutSeconds": "59"}),
+                "ReadyTimeoutSeconds",
+                "60–3600",
+            ),
+            (
+                json!({"ReadyTimeoutSeconds": "3601"}),
+                "ReadyTimeoutSeconds",
+                "WaitForReady",
+            ),
+            (
+                json!({"ReadyTimeoutSeconds": "soon"}),
+                "ReadyTimeoutSeconds",
+                "whole number",
+            ),
+            (
+                json!({"WaitForReady": "yes"}),
+                "WaitForReady",
+                "not true or false",
+            ),
+        ] {
+            let p = problems(with(minimal(), extra.clone()));
+            assert_eq!(p.len(), 1, "{extra}: {p:?}");
+            assert_eq!(p[0].property, property, "{extra}");
+            assert!(p[0].message.contains(says), "{extra}: {}", p[0]);
+        }
     }
 
     #[test]

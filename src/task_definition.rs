@@ -37,7 +37,8 @@ pub fn render(spec: &DelegateSpec) -> Value {
         doc["requiresCompatibilities"] = json!([LaunchType::Fargate.as_str()]);
     }
     if let Some(patch) = &spec.task_definition_overrides {
-        merge_patch(&mut doc, patch);
+        let patch = crate::document::patch_containers_by_name(&mut doc, patch);
+        merge_patch(&mut doc, &patch);
         // CloudFormation hands nested scalars over as strings ("30", "true").
         coerce(&mut doc, SCHEMA);
     }
@@ -64,6 +65,9 @@ fn container(spec: &DelegateSpec) -> Value {
         container["portMappings"] =
             json!([{"containerPort": 8080, "hostPort": 8080, "protocol": "tcp"}]);
     }
+    if spec.generation == DelegateGeneration::NextGen {
+        container["healthCheck"] = health_check();
+    }
     if let (Some(group), Some(region)) = (&spec.log_group, &spec.region) {
         container["logConfiguration"] = json!({
             "logDriver": "awslogs",
@@ -75,6 +79,55 @@ fn container(spec: &DelegateSpec) -> Value {
         });
     }
     container
+}
+
+/// The NextGen delegate's health check: its own endpoint, which answers 500 until the delegate's
+/// first heartbeat reached Harness, so a HEALTHY task is a connected delegate. The image's
+/// HEALTHCHECK runs the same curl (ECS ignores an image's HEALTHCHECK); the port follows
+/// `DELEGATE_HTTP_PORT` as the image's does. The start period is ECS's longest: a delegate
+/// takes minutes to start, and a check that passes ends the start period at once.
+pub fn health_check() -> Value {
+    json!({
+        "command": [
+            "CMD-SHELL",
+            "curl --fail --silent --max-time 4 http://localhost:${DELEGATE_HTTP_PORT:-3460}/api/health || exit 1"
+        ],
+        "interval": 15,
+        "timeout": 5,
+        "retries": 4,
+        "startPeriod": 300,
+    })
+}
+
+/// ECS's limits on a container health check's settings.
+const HEALTH_CHECK_LIMITS: &[(&str, i64, i64, &str)] = &[
+    ("interval", 5, 300, " s"),
+    ("timeout", 2, 120, " s"),
+    ("retries", 1, 10, ""),
+    ("startPeriod", 0, 300, " s"),
+];
+
+/// Problems with the delegate container's health check, as overrides left it.
+fn check_health_check(hc: &Value) -> Vec<Problem> {
+    let prop = "TaskDefinitionOverrides";
+    let mut p = Vec::new();
+    let command = hc["command"].as_array().cloned().unwrap_or_default();
+    let kind = command.first().and_then(Value::as_str);
+    if !matches!(kind, Some("CMD" | "CMD-SHELL")) || command.len() < 2 {
+        p.push(Problem::new(
+            prop,
+            format!("container {CONTAINER_NAME}'s healthCheck.command must be [\"CMD-SHELL\", \"<command>\"] or [\"CMD\", \"<program>\", …]"),
+        ));
+    }
+    for (field, min, max, unit) in HEALTH_CHECK_LIMITS {
+        if let Some(v) = hc[*field].as_i64().filter(|v| !(min..=max).contains(&v)) {
+            p.push(Problem::new(
+                prop,
+                format!("container {CONTAINER_NAME}'s healthCheck.{field} is {v}: ECS allows {min} to {max}{unit}"),
+            ));
+        }
+    }
+    p
 }
 
 /// The container's environment, as the Harness template of the spec's generation sets it.
@@ -177,6 +230,9 @@ pub fn check_rendered(spec: &DelegateSpec, doc: &Value) -> Vec<Problem> {
         )];
     };
     let mut p = Vec::new();
+    if c.get("healthCheck").is_some_and(|hc| !hc.is_null()) {
+        p.extend(check_health_check(&c["healthCheck"]));
+    }
     if !c["image"].is_string() {
         p.push(Problem::new(
             prop,
@@ -231,6 +287,54 @@ mod tests {
             .iter()
             .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_nextgen_delegate_is_healthy_once_connected_and_overrides_may_change_that() {
+        let hc = |d: &Value| d["containerDefinitions"][0]["healthCheck"].clone();
+        let d = render(&spec_of(json!({})));
+        let command = hc(&d)["command"][1].as_str().unwrap().to_string();
+        assert_eq!(hc(&d)["command"][0], "CMD-SHELL");
+        assert!(
+            command.contains("curl --fail")
+                && command.contains("localhost:${DELEGATE_HTTP_PORT:-3460}/api/health"),
+            "{command}"
+        );
+        assert_eq!(hc(&d)["startPeriod"], 300, "ECS's longest start period");
+        assert!(
+            check_health_check(&hc(&d)).is_empty(),
+            "within ECS's limits"
+        );
+        let first_gen = render(&spec_of(json!({"DelegateGeneration": "FirstGen"})));
+        assert!(hc(&first_gen).is_null(), "FirstGen has no health endpoint");
+
+        let by_name = |patch: Value| {
+            spec_of(
+                json!({"TaskDefinitionOverrides": {"containerDefinitions": {CONTAINER_NAME: patch}}}),
+            )
+        };
+        let removed = by_name(json!({"healthCheck": null}));
+        assert!(hc(&render(&removed)).is_null());
+        assert!(check(&removed).is_ok());
+        let shorter = by_name(json!({"healthCheck": {"startPeriod": "120"}}));
+        let d = render(&shorter);
+        assert_eq!(hc(&d)["startPeriod"], 120, "coerced, the rest kept");
+        assert_eq!(hc(&d)["command"][0], "CMD-SHELL");
+        assert_eq!(
+            env(&d)["ACCOUNT_ID"],
+            "acct123",
+            "the container keeps its environment"
+        );
+        let e = check(&by_name(
+            json!({"healthCheck": {"interval": 1, "retries": 11}}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("healthCheck.interval is 1: ECS allows 5 to 300 s")
+                && e.contains("healthCheck.retries is 11: ECS allows 1 to 10"),
+            "{e}"
+        );
     }
 
     #[test]

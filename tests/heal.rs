@@ -37,7 +37,7 @@ impl Installed {
 
     async fn with(rules: Vec<Rule>, props: impl FnOnce(&mut Value)) -> Installed {
         let region = fresh_region();
-        let c = clients_at(&moto(), region).await;
+        let c = clients_at(&aws(), region).await;
         let w = seed(&c, false).await;
         let mut p = w.fargate_props();
         props(&mut p);
@@ -145,8 +145,8 @@ async fn everything_as_recorded_means_no_write_call() {
     assert_eq!(r["Found"], json!(["as recorded"]));
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
     assert!(i.proxy.calls("DescribeServices") >= 1);
-    // A targeted heal of the same delegate reads no more than the service and its revision
-    // (and its security group, which only a read can prove is still there).
+    // A targeted heal of the same delegate, steady (its tasks run its revision), reads the
+    // record and the service only: neither its revision nor its group can go while it runs.
     let r = report_of(&i.run(i.event("heal")).await, &i.key());
     assert_eq!(r["Outcome"], "Converged", "{r}");
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
@@ -156,7 +156,7 @@ async fn everything_as_recorded_means_no_write_call() {
             i.proxy.calls("DescribeServices"),
             i.proxy.calls("DescribeTaskDefinition"),
         ),
-        (1, 1, 1)
+        (1, 1, 0)
     );
 }
 
@@ -293,6 +293,8 @@ async fn a_deregistered_revision_is_registered_again_and_used() {
         .await
         .unwrap();
     assert!(active_revisions(&i.c, family).await.is_empty());
+    // A deregistered revision goes on running; it matters once ECS must start tasks again.
+    ecs_sim::crash_tasks(&i.w.cluster, "harness-delegate");
 
     let r = i.heal().await;
     assert_eq!(
@@ -406,7 +408,8 @@ async fn a_network_configuration_changed_out_of_band_is_put_back() {
 async fn a_deleted_security_group_is_created_again_and_used() {
     let i = Installed::new(vec![]).await;
     let old = i.data["SecurityGroupIds"].as_str().unwrap().to_string();
-    // AWS refuses while tasks' ENIs use it; moto runs no tasks, so it can go at once.
+    // AWS refuses while tasks' ENIs use it: the delegate's tasks are down.
+    ecs_sim::crash_tasks(&i.w.cluster, "harness-delegate");
     i.c.ec2
         .delete_security_group()
         .group_id(&old)
@@ -781,7 +784,7 @@ async fn ecs_events_heal_their_delegate_and_ignore_other_services() {
 #[tokio::test]
 async fn an_ec2_bridge_delegate_is_healed_too() {
     let region = fresh_region();
-    let c = clients_at(&moto(), region).await;
+    let c = clients_at(&aws(), region).await;
     let w = seed(&c, true).await;
     let rx = Receiver::start(0).await;
     let props = w.ec2_props();
@@ -814,7 +817,7 @@ async fn an_ec2_bridge_delegate_is_healed_too() {
 #[tokio::test]
 async fn many_delegates_are_described_ten_at_a_time() {
     let region = fresh_region();
-    let c = clients_at(&moto(), region).await;
+    let c = clients_at(&aws(), region).await;
     let w = seed(&c, false).await;
     let h = handler(c.clone());
     for n in 0..12 {
@@ -840,7 +843,11 @@ async fn many_delegates_are_described_ten_at_a_time() {
         "{result}"
     );
     assert_eq!(proxy.calls("DescribeServices"), 2, "12 services, 10 a call");
-    assert_eq!(proxy.calls("DescribeTaskDefinition"), 12);
+    assert_eq!(
+        proxy.calls("DescribeTaskDefinition"),
+        0,
+        "steady delegates: their revisions need no read"
+    );
     assert_eq!(
         proxy.calls("DescribeSecurityGroups"),
         1,

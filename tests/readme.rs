@@ -201,7 +201,10 @@ fn make_demo_runs_as_the_readme_says() {
         "the README no longer shows make demo"
     );
     let out = std::process::Command::new("bash")
-        .args(["-c", "make -s venv && scripts/demo.sh"])
+        .args([
+            "-c",
+            "make -s venv && cargo build --quiet --example ecs_simulator && scripts/demo.sh",
+        ])
         .env(
             "DEMO_BIN",
             env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"),
@@ -216,6 +219,12 @@ fn make_demo_runs_as_the_readme_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     for said in [
+        "waiting for the delegate: 0/1 running, 0/1 healthy",
+        "waiting for the delegate: 1/1 running, 0/1 healthy",
+        "the delegate is ready",
+        "Status: FAILED",
+        "harness/delegate:no-such-tag: not found (×2). Check: that the image",
+        "broken-delegate's service is INACTIVE",
         "\"Status\": \"SUCCESS\"",
         "harness-demo/harness-delegate: Repaired",
         "resurrects nothing",

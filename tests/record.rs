@@ -51,6 +51,7 @@ fn binary(endpoint: &str, region: &str) -> tokio::process::Command {
         .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
         .env("RECORD_TABLE", RECORD_TABLE)
         .env("FUNCTION_ROLE_ARN", FUNCTION_ROLE)
+        .env(READY_POLL_ENV.0, READY_POLL_ENV.1)
         .kill_on_drop(true);
     cmd
 }
@@ -109,7 +110,7 @@ async fn cut_off(endpoint: &str, region: &str, rx: &Receiver, event: Value) -> V
 /// A CloudFormation request through the binary: the body CloudFormation received.
 async fn cfn_via_binary(c: &Clients, rx: &Receiver, event: Value) -> Value {
     let before = rx.count();
-    invoke_in(&moto(), c.region.as_deref().unwrap(), &event).await;
+    invoke_in(&aws(), c.region.as_deref().unwrap(), &event).await;
     assert_eq!(rx.count(), before + 1, "one answer to CloudFormation");
     rx.bodies().pop().unwrap()
 }
@@ -117,7 +118,7 @@ async fn cfn_via_binary(c: &Clients, rx: &Receiver, event: Value) -> Value {
 /// The scheduled heal through the binary, in `c`'s region.
 async fn scheduled_heal(c: &Clients) -> Value {
     let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-    invoke_in(&moto(), c.region.as_deref().unwrap(), &event)
+    invoke_in(&aws(), c.region.as_deref().unwrap(), &event)
         .await
         .0
 }
@@ -135,7 +136,7 @@ struct Installed {
 
 impl Installed {
     async fn new() -> Installed {
-        let c = clients_at(&moto(), fresh_region()).await;
+        let c = clients_at(&aws(), fresh_region()).await;
         let w = seed(&c, false).await;
         let props = w.fargate_props();
         let rx = Receiver::start(0).await;
@@ -178,7 +179,7 @@ impl Installed {
             .map(|s| json!({"ClusterName": self.w.cluster, "ServiceName": s}))
             .collect();
         let event = json!({"Action": "Heal", "Targets": targets});
-        invoke_in(&moto(), self.c.region.as_deref().unwrap(), &event)
+        invoke_in(&aws(), self.c.region.as_deref().unwrap(), &event)
             .await
             .0
     }
@@ -426,7 +427,7 @@ async fn another_stack_of_the_same_name_is_refused_until_it_takes_over_on_purpos
 
 #[tokio::test]
 async fn a_create_delivered_again_after_its_delete_installs_nothing() {
-    let c = clients_at(&moto(), fresh_region()).await;
+    let c = clients_at(&aws(), fresh_region()).await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
     let props = w.fargate_props();
@@ -492,7 +493,7 @@ async fn create_cut_off_then_rolled_back(c: &Clients, rx: &Receiver, proxy: &Pro
 /// revision it names. Nothing runs, heal restores nothing, and the stack can still install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_landing_after_its_rollback_delete_is_refused() {
-    let c = clients_at(&moto(), fresh_region()).await;
+    let c = clients_at(&aws(), fresh_region()).await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
     let gate = Gate::new();
@@ -538,7 +539,7 @@ async fn a_create_landing_after_its_rollback_delete_is_refused() {
 /// with that delegate's tags copied on, is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_a_late_create_left_after_its_delete_is_removed_by_heal() {
-    let c = clients_at(&moto(), fresh_region()).await;
+    let c = clients_at(&aws(), fresh_region()).await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
     // Another delegate, created and deleted: the forger copies its tags onto a service of its
@@ -865,7 +866,7 @@ async fn two_stacks_racing_for_one_name_in_two_processes() {
         .await
         .unwrap();
     let heal_event = json!({"Action": "Heal", "Targets": [{"ClusterName": w.cluster, "ServiceName": "harness-delegate"}]});
-    let (heal, _) = invoke_in(&moto(), "us-east-1", &heal_event).await;
+    let (heal, _) = invoke_in(&aws(), "us-east-1", &heal_event).await;
     assert_eq!(heal["Delegates"][0]["Outcome"], "Repaired", "{heal}");
     record_figures(
         "race-two-stacks",

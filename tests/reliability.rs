@@ -730,6 +730,8 @@ async fn two_heals_at_once_keep_one_copy_of_a_deregistered_revision() {
         .send()
         .await
         .unwrap();
+    // A deregistered revision goes on running; it matters once ECS must start tasks again.
+    ecs_sim::crash_tasks(&setup.w.cluster, "harness-delegate");
     let proxy = Proxy::start(vec![Rule {
         operation: "RegisterTaskDefinition",
         fault: Fault::Delay(Duration::from_secs(1)),

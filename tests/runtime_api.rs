@@ -109,12 +109,13 @@ async fn the_arm64_package_serves_events_under_qemu() {
 /// ResponseURLs of the test receiver.
 fn emulator_env() -> Vec<(&'static str, String)> {
     vec![
-        ("AWS_ENDPOINT_URL", moto()),
+        ("AWS_ENDPOINT_URL", aws()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("RESPONSE_URL_ALLOW_LOOPBACK", "true".into()),
         ("RECORD_TABLE", RECORD_TABLE.into()),
+        (READY_POLL_ENV.0, READY_POLL_ENV.1.into()),
     ]
 }
 

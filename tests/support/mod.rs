@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod ecs_sim;
 pub mod lambda;
 pub mod proxy;
 #[allow(unused_imports)] // not every test binary uses these
@@ -220,7 +221,8 @@ pub async fn clients_with_attempt_timeout(
 /// Record figures for docs/reliability.md: `scripts/reliability_report.py` gathers what every
 /// test of the run wrote (under cargo's target dir) into that page.
 pub fn record_figures(name: &str, figures: &Value) {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    let dir = std::path::Path::new(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("target/tmp"))
+        .join("reliability");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join(format!("{name}.json")),
@@ -231,7 +233,32 @@ pub fn record_figures(name: &str, figures: &Value) {
 }
 
 pub async fn clients() -> Clients {
-    clients_for(&moto()).await
+    clients_for(&aws()).await
+}
+
+static AWS: OnceLock<String> = OnceLock::new();
+
+/// AWS as the function meets it: moto behind a proxy that injects no fault but simulates what
+/// ECS does and moto does not (refusals, tasks, deployments, events; see [`ecs_sim`]). One per
+/// test binary, on a runtime of its own, since each test's runtime ends with the test.
+pub fn aws() -> String {
+    AWS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let proxy = Proxy::start(vec![]).await;
+                tx.send(proxy.endpoint.clone()).unwrap();
+                std::future::pending::<()>().await
+            });
+        });
+        rx.recv().expect("the simulated AWS starts")
+    })
+    .clone()
 }
 
 /// A region no other test of this binary uses (moto knows these).
@@ -278,8 +305,15 @@ pub fn handler(clients: Clients) -> Handler {
         },
         heal: Default::default(),
         home: Default::default(),
+        poll: READY_POLL,
     }
 }
+
+/// How often the tests' function looks at a rollout: the simulator moves on each look, and a
+/// test has no wall time to spare.
+pub const READY_POLL: Duration = Duration::from_millis(200);
+/// The same for the built binary (`READY_POLL_SECONDS`).
+pub const READY_POLL_ENV: (&str, &str) = ("READY_POLL_SECONDS", "0.2");
 
 // ---- reading AWS state back ------------------------------------------------------------------
 
@@ -455,7 +489,14 @@ pub type Service = Arc<dyn Fn(Request) -> BoxFut + Send + Sync>;
 
 /// Serve HTTP/1.1 on a free loopback port, one request per connection.
 pub async fn serve(service: Service) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_at("127.0.0.1:0", service).await
+}
+
+/// [`serve`] on a given address (the ECS simulator of `make emulator` listens on a known port).
+pub async fn serve_at(addr: &str, service: Service) -> SocketAddr {
+    let listener = TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

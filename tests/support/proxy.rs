@@ -169,6 +169,11 @@ pub fn operation(req: &Request) -> String {
 
 impl Proxy {
     pub async fn start(rules: Vec<Rule>) -> Proxy {
+        Self::start_at("127.0.0.1:0", rules).await
+    }
+
+    /// A proxy listening on `addr`.
+    pub async fn start_at(addr: &str, rules: Vec<Rule>) -> Proxy {
         let upstream = moto();
         let rules = Arc::new(Mutex::new(rules));
         let calls: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
@@ -189,7 +194,7 @@ impl Proxy {
             upstream_time.clone(),
         );
         let http = reqwest::Client::new();
-        let addr = serve(Arc::new(move |req: Request| {
+        let addr = serve_at(addr, Arc::new(move |req: Request| {
             let ecs_state = e.clone();
             let answered = a.clone();
             let (rules, calls, bodies, order, injected, upstream_time, http, upstream) = (
@@ -440,6 +445,15 @@ async fn within_10s(done: impl Fn() -> bool, what: impl Fn() -> String) {
     panic!("not within 10 s: {}", what())
 }
 
+/// A successful ECS answer.
+fn ecs_json(body: Value) -> Response {
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
 pub fn json_error(status: u16, kind: &str, message: &str) -> Response {
     Response {
         status,
@@ -469,6 +483,13 @@ async fn land(
     if let Some(refusal) = refusal(ecs, &moto, op, &body).await {
         return refusal;
     }
+    match op {
+        "ListTasks" => return ecs_json(super::ecs_sim::SIM.lock().unwrap().list_tasks(&body)),
+        "DescribeTasks" => {
+            return ecs_json(super::ecs_sim::SIM.lock().unwrap().describe_tasks(&body))
+        }
+        _ => {}
+    }
     let mut resp = forward(moto.http, moto.upstream, req).await;
     if resp.status != 200 {
         return resp;
@@ -493,6 +514,7 @@ async fn land(
                     PERSON
                 };
                 s["createdBy"] = json!(by);
+                super::ecs_sim::SIM.lock().unwrap().on_describe(s);
             }
         }
         _ => return resp,
