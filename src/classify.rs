@@ -28,6 +28,26 @@ pub struct CfnRequest {
 }
 
 impl CfnRequest {
+    /// The request as CloudFormation sent it (the fields the function reads).
+    pub fn to_event(&self) -> Value {
+        let mut e = serde_json::json!({
+            "RequestType": self.request_type_name(),
+            "RequestId": self.request_id,
+            "ResponseURL": self.response_url,
+            "StackId": self.stack_id,
+            "LogicalResourceId": self.logical_resource_id,
+            "ResourceType": self.resource_type,
+            "ResourceProperties": self.properties,
+        });
+        if let Some(id) = &self.physical_resource_id {
+            e["PhysicalResourceId"] = Value::String(id.clone());
+        }
+        if let Some(old) = &self.old_properties {
+            e["OldResourceProperties"] = old.clone();
+        }
+        e
+    }
+
     /// The RequestType as sent, for logs.
     pub fn request_type_name(&self) -> &str {
         match &self.request_type {
@@ -74,6 +94,11 @@ pub enum Trigger {
     Heal {
         targets: Option<Vec<Target>>,
     },
+    /// The function's own hand-on of a wait for the delegate (continuation.rs): internal.
+    Continuation {
+        request: Box<CfnRequest>,
+        operation: String,
+    },
 }
 
 /// An ECS event: the delegate it calls to heal, or why it calls for nothing.
@@ -83,6 +108,33 @@ pub struct EcsEvent {
     pub target: Result<Target, String>,
     /// The accounts and regions the event names (its envelope, the ARNs it carries).
     pub origin: Origin,
+}
+
+/// The key that marks a continuation's payload (continuation.rs); its value names what
+/// continues.
+pub const CONTINUATION_MARKER: &str = "HarnessDelegateBootstrap";
+pub const CONTINUE_WAIT: &str = "ContinueWait";
+
+/// A continuation: its request must be a CloudFormation request the function can answer.
+fn continuation(event: &Value, what: &Value) -> Result<Trigger, ClassifyError> {
+    let operation = event
+        .get("Operation")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if what != CONTINUE_WAIT || operation.is_empty() {
+        return Err(ClassifyError::BadContinuation(
+            "it names what continues (ContinueWait) and its Operation",
+        ));
+    }
+    match classify(event.get("Request").unwrap_or(&Value::Null))? {
+        Trigger::CloudFormation(request) => Ok(Trigger::Continuation {
+            request,
+            operation: operation.to_string(),
+        }),
+        _ => Err(ClassifyError::BadContinuation(
+            "it carries the CloudFormation request it answers",
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +151,8 @@ pub enum ClassifyError {
     MissingProperties(String),
     #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\", \"Targets\": […]}}")]
     Unrecognised,
+    #[error("a malformed continuation ({0}): continuations are internal, sent by the function to itself; nothing was done")]
+    BadContinuation(&'static str),
 }
 
 fn str_field(v: &Value, k: &str) -> Option<String> {
@@ -106,6 +160,9 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
 }
 
 pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
+    if let Some(what) = event.get(CONTINUATION_MARKER) {
+        return continuation(event, what);
+    }
     let is_cfn = ["RequestType", "ResponseURL", "StackId"]
         .iter()
         .any(|k| event.get(k).is_some());
@@ -339,6 +396,32 @@ mod tests {
                 properties: json!({"a": 1})
             }
         );
+    }
+
+    #[test]
+    fn a_continuation_carries_a_cloudformation_request() {
+        let ok = json!({"HarnessDelegateBootstrap": "ContinueWait", "Operation": "op-1", "Request": cfn("Create")});
+        let Trigger::Continuation { request, operation } = classify(&ok).unwrap() else {
+            panic!("not a continuation")
+        };
+        assert_eq!(
+            (operation.as_str(), request.request_id.as_str()),
+            ("op-1", "r-1")
+        );
+        // What the continuation sends on is the request as it came.
+        let Ok(Trigger::CloudFormation(again)) = classify(&request.to_event()) else {
+            panic!("the request sent on is a CloudFormation request")
+        };
+        assert_eq!(again.to_event(), request.to_event());
+        assert_eq!(again.response_url, request.response_url);
+        for bad in [
+            json!({"HarnessDelegateBootstrap": "ContinueWait", "Request": cfn("Create")}),
+            json!({"HarnessDelegateBootstrap": "Upgrade", "Operation": "op-1", "Request": cfn("Create")}),
+            json!({"HarnessDelegateBootstrap": "ContinueWait", "Operation": "op-1", "Request": {"Action": "Heal"}}),
+        ] {
+            let e = classify(&bad).unwrap_err().to_string();
+            assert!(e.contains("continuations are internal"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,11 +11,12 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, EcsEvent, Trigger};
+use crate::continuation::Waiter;
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
 use crate::heal::{DelegateReport, HealReport, HealSettings, Scope};
 use crate::model::{Home, Origin, Target};
 use crate::operation::Claim;
-use crate::pipeline::{self, Done, ReconcileError};
+use crate::pipeline::{self, Converged, Done, ReconcileError};
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy};
 use crate::Clients;
 
@@ -85,6 +86,8 @@ pub struct Handler {
     pub home: std::sync::OnceLock<Home>,
     /// How often a wait for the delegate looks at its rollout (`READY_POLL_SECONDS`).
     pub poll: Duration,
+    /// The function's own ARN, from the first invocation: a long wait is handed on to it.
+    pub function_arn: std::sync::OnceLock<String>,
 }
 
 impl Handler {
@@ -99,6 +102,7 @@ impl Handler {
             heal: HealSettings::from_env(),
             home: std::sync::OnceLock::new(),
             poll: crate::wait::poll_from_env(),
+            function_arn: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,6 +116,7 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         if let Some(home) = Home::from_function_arn(function_arn) {
             let _ = self.home.set(home);
+            let _ = self.function_arn.set(function_arn.to_string());
         }
         match read_event(event) {
             Ok(event) => self.handle(event, deadline).await,
@@ -132,7 +137,7 @@ impl Handler {
         };
         let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
         let failed = Outcome::failed(&req, unreadable.to_string());
-        self.answer(*req, url, deadline, async move { failed })
+        self.answer(*req, url, deadline, async move { Some(failed) })
             .await
     }
 
@@ -156,6 +161,9 @@ impl Handler {
                 targets: Some(targets),
             } => Ok(self.heal_targets(targets, deadline).await?),
             Trigger::EcsEvent(e) => Ok(self.ecs_event(e, deadline).await?),
+            Trigger::Continuation { request, operation } => {
+                self.continuation(*request, operation, deadline).await
+            }
         }
     }
 
@@ -245,12 +253,20 @@ impl Handler {
             DirectAction::Reconcile => {
                 let claim = direct_claim("reconcile", force);
                 // A direct request's id is new each time: nothing to remember for a redelivery.
+                // A direct request's caller waits for its answer: its wait is never handed on.
+                let waiter = Waiter {
+                    poll: self.poll,
+                    function_arn: None,
+                };
                 let done =
-                    pipeline::converge(&self.clients, &spec, &claim, deadline, self.poll, |_| None)
+                    pipeline::converge(&self.clients, &spec, &claim, deadline, &waiter, |_| None)
                         .await?;
                 let result = match done {
-                    Done::Ran(result) => result,
-                    Done::Replayed(answer) => return Ok(replayed(&answer)),
+                    Converged::Ran(result) => *result,
+                    Converged::Replayed(answer) => return Ok(replayed(&answer)),
+                    Converged::HandedOn(_) => {
+                        unreachable!("a wait without a function is never handed on")
+                    }
                 };
                 pipeline::log_outcome("Reconcile", &spec, &result);
                 let (plan, applied) = result?;
@@ -293,15 +309,44 @@ impl Handler {
         let work_req = req.clone();
         // Apply stops its own waits a little earlier, so it can still undo what it created.
         let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
-        let poll = self.poll;
+        let waiter = self.waiter();
         let work = async move {
-            pipeline::cloudformation(&clients, &work_req, apply_deadline, poll).await
+            pipeline::cloudformation(&clients, &work_req, apply_deadline, &waiter).await
         };
         self.answer(req, url, deadline, work).await
     }
 
+    /// Take up a wait for the delegate that an earlier invocation handed on, and answer its
+    /// request when the wait ends (or hand it on again).
+    async fn continuation(
+        &self,
+        req: CfnRequest,
+        operation: String,
+        deadline: Instant,
+    ) -> Result<Value, HandlerError> {
+        let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
+        let clients = self.clients.clone();
+        let work_req = req.clone();
+        let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
+        let waiter = self.waiter();
+        let work = async move {
+            crate::continuation::resume(&clients, &work_req, &operation, apply_deadline, &waiter)
+                .await
+        };
+        self.answer(req, url, deadline, work).await
+    }
+
+    /// How a CloudFormation request's wait runs in this invocation.
+    fn waiter(&self) -> Waiter {
+        Waiter {
+            poll: self.poll,
+            function_arn: self.function_arn.get().cloned(),
+        }
+    }
+
     /// Run `work` and answer CloudFormation with its outcome exactly once: FAILED if it panics,
-    /// FAILED [`DEADLINE_MARGIN`] before `deadline` (the invocation's end) if it has not finished.
+    /// FAILED [`DEADLINE_MARGIN`] before `deadline` (the invocation's end) if it has not finished;
+    /// nothing when the work handed its wait on (`None`): the invocation that ends it answers.
     pub async fn answer<F>(
         &self,
         req: CfnRequest,
@@ -310,9 +355,14 @@ impl Handler {
         work: F,
     ) -> Result<Value, HandlerError>
     where
-        F: std::future::Future<Output = Outcome> + Send + 'static,
+        F: std::future::Future<Output = Option<Outcome>> + Send + 'static,
     {
-        let outcome = run_to_outcome(&req, respond_by(deadline), work).await;
+        let Some(outcome) = run_to_outcome(&req, respond_by(deadline), work).await else {
+            tracing::info!(trigger = "CloudFormation", request_type = req.request_type_name(), logical_resource_id = %req.logical_resource_id, "not answered here: the wait for the delegate goes on in another invocation, which answers");
+            return Ok(
+                json!({"Status": "WAITING", "Reason": "the wait for the delegate goes on in another invocation, which answers CloudFormation"}),
+            );
+        };
         let resp = CfnResponse {
             status: outcome.status,
             reason: outcome.reason,
@@ -372,9 +422,9 @@ impl Handler {
 }
 
 /// The work's outcome, or FAILED when it panics or is still running at `respond_by`.
-async fn run_to_outcome<F>(req: &CfnRequest, respond_by: Instant, work: F) -> Outcome
+async fn run_to_outcome<F>(req: &CfnRequest, respond_by: Instant, work: F) -> Option<Outcome>
 where
-    F: std::future::Future<Output = Outcome> + Send + 'static,
+    F: std::future::Future<Output = Option<Outcome>> + Send + 'static,
 {
     let task = tokio::spawn(work);
     let abort = task.abort_handle();
@@ -387,17 +437,17 @@ where
                 "the work was cancelled"
             };
             tracing::error!(error = %join, "reconcile task failed");
-            Outcome::failed(
+            Some(Outcome::failed(
                 req,
                 format!("internal error: {why}; nothing more was changed"),
-            )
+            ))
         }
         Err(_) => {
             abort.abort();
-            Outcome::failed(
+            Some(Outcome::failed(
                 req,
                 "timed out: the function was about to reach its Lambda timeout; check the stack's resources and retry (raise the function's Timeout if this repeats)".into(),
-            )
+            ))
         }
     }
 }

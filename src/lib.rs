@@ -14,11 +14,13 @@
 pub mod apply;
 pub mod aws_error;
 pub mod classify;
+pub mod continuation;
 pub mod custom_resource;
 pub mod document;
 pub mod ecs_convert;
 pub mod handler;
 pub mod heal;
+pub mod invoke;
 pub mod metrics;
 pub mod model;
 pub mod observe;
@@ -47,6 +49,8 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     /// The record store (a DynamoDB table): the only record heal trusts.
     pub store: store::Store,
+    /// Lambda, for the one call the function makes to it: invoking itself.
+    pub invoker: invoke::SelfInvoker,
     /// The region the clients call: where the delegate's logs go, too.
     pub region: Option<String>,
 }
@@ -58,6 +62,7 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
             store: store::Store::new(config, store::Store::table_from_env()),
+            invoker: invoke::SelfInvoker::new(config),
             region: config.region().map(|r| r.to_string()),
         }
     }

@@ -41,12 +41,17 @@ fn init_tracing() {
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     // At DEBUG and TRACE the runtime logs raw events, whose ResponseURL must never reach a
-    // log: cap its crates at INFO (and leave them alone at quieter levels).
+    // log: cap its crates at INFO (and leave them alone at quieter levels). The same for the
+    // signer, which prints what it signs (a continuation holds a ResponseURL).
     if filter
         .max_level_hint()
         .is_none_or(|max| max > tracing_subscriber::filter::LevelFilter::INFO)
     {
-        for d in ["lambda_runtime=info", "lambda_runtime_api_client=info"] {
+        for d in [
+            "lambda_runtime=info",
+            "lambda_runtime_api_client=info",
+            "aws_sigv4=info",
+        ] {
             filter = filter.add_directive(d.parse().expect("a valid directive"));
         }
     }
@@ -168,7 +173,9 @@ fn read_event(path: &str) -> Result<Value, lambda_runtime::Error> {
 /// Any event that carries delegate properties, turned into a dry-run Plan request.
 fn as_plan(event: &Value) -> Result<Value, lambda_runtime::Error> {
     let props = match classify(event)? {
-        Trigger::CloudFormation(req) => req.properties,
+        Trigger::CloudFormation(req) | Trigger::Continuation { request: req, .. } => {
+            req.properties
+        }
         Trigger::Direct {
             action: DirectAction::Delete,
             ..

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::time::Duration;
 
 use futures::FutureExt;
 
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
 use crate::classify::{CfnRequest, RequestType};
+use crate::continuation::{Handoff, Waiter, HANDOFF_GRACE, HANDOFF_TIME};
 use crate::custom_resource::{self, Outcome};
 use crate::model::{cluster_short_name, DelegateKey, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
@@ -55,23 +55,24 @@ pub fn spec_of(props: &Value, region: Option<&str>) -> Result<DelegateSpec, Prob
     Ok(spec)
 }
 
-/// The work of one CloudFormation request, as the outcome to answer with. A wait for the
-/// delegate looks at its rollout every `poll`.
+/// The work of one CloudFormation request, as the outcome to answer with; `None`: the wait
+/// for the delegate was handed on, and the invocation that ends it answers.
 pub async fn cloudformation(
     c: &Clients,
     req: &CfnRequest,
     deadline: Instant,
-    poll: Duration,
-) -> Outcome {
-    match &req.request_type {
-        Ok(RequestType::Create) => converge_request(c, req, false, deadline, poll).await,
-        Ok(RequestType::Update) => converge_request(c, req, true, deadline, poll).await,
+    waiter: &Waiter,
+) -> Option<Outcome> {
+    let outcome = match &req.request_type {
+        Ok(RequestType::Create) => return converge_request(c, req, false, deadline, waiter).await,
+        Ok(RequestType::Update) => return converge_request(c, req, true, deadline, waiter).await,
         Ok(RequestType::Delete) => delete_request(c, req, deadline).await,
         Err(raw) => Outcome::failed(
             req,
             format!("RequestType \"{raw}\" is not one of Create, Update, Delete"),
         ),
-    }
+    };
+    Some(outcome)
 }
 
 async fn converge_request(
@@ -79,22 +80,12 @@ async fn converge_request(
     req: &CfnRequest,
     update: bool,
     deadline: Instant,
-    poll: Duration,
-) -> Outcome {
-    let mut spec = match spec_of(&req.properties, c.region.as_deref()) {
+    waiter: &Waiter,
+) -> Option<Outcome> {
+    let spec = match request_spec(c, req, update).await {
         Ok(s) => s,
-        Err(p) => return Outcome::failed(req, p.to_string()),
+        Err(p) => return Some(Outcome::failed(req, p.to_string())),
     };
-    spec.owner = Some(custom_resource::owner_of(req));
-    spec.owner_stack_id = Some(req.stack_id.clone());
-    if let Err(p) = same_table(&spec, c.store.table.as_deref()) {
-        return Outcome::failed(req, p.to_string());
-    }
-    if update {
-        if let Err(p) = check_move(c, req, &spec).await {
-            return Outcome::failed(req, p.to_string());
-        }
-    }
     let claim = Claim {
         request_id: req.request_id.clone(),
         owner: Some(custom_resource::stack_owner(req)),
@@ -105,21 +96,43 @@ async fn converge_request(
         Ok((_, applied)) => Outcome::success(applied.service_arn.clone(), applied.data()),
         Err(e) => Outcome::failed(req, e.to_string()),
     };
-    let result = converge(c, &spec, &claim, deadline, poll, |r| {
+    let result = converge(c, &spec, &claim, deadline, waiter, |r| {
         Some(outcome_of(r).to_answer())
     })
     .await;
-    match result {
-        Ok(Done::Replayed(answer)) => replayed(req, &answer),
-        Ok(Done::Ran(r)) => {
+    let outcome = match result {
+        Ok(Converged::Replayed(answer)) => replayed(req, &answer),
+        Ok(Converged::Ran(r)) => {
             log_outcome("CloudFormation", &spec, &r);
             outcome_of(&r)
+        }
+        Ok(Converged::HandedOn(h)) => {
+            return crate::continuation::pass_on(c, req, &claim, *h, waiter).await
         }
         Err(e) => {
             tracing::error!(trigger = "CloudFormation", delegate = %spec.key(), status = "FAILED", error = %e, "delegate not reconciled");
             Outcome::failed(req, e.to_string())
         }
+    };
+    Some(outcome)
+}
+
+/// The spec a Create or Update declares, owned by its stack resource, with what must hold
+/// before anything is read: the stack's table is the function's, and a move between clusters
+/// can be finished.
+pub async fn request_spec(
+    c: &Clients,
+    req: &CfnRequest,
+    update: bool,
+) -> Result<DelegateSpec, Problems> {
+    let mut spec = spec_of(&req.properties, c.region.as_deref())?;
+    spec.owner = Some(custom_resource::owner_of(req));
+    spec.owner_stack_id = Some(req.stack_id.clone());
+    same_table(&spec, c.store.table.as_deref())?;
+    if update {
+        check_move(c, req, &spec).await?;
     }
+    Ok(spec)
 }
 
 /// A stack's `RecordTable` must be the table the function records in: a delegate recorded in
@@ -155,30 +168,89 @@ pub enum Done<T> {
     Ran(T),
 }
 
+/// What a converge came to.
+#[derive(Debug)]
+pub enum Converged {
+    /// The request was answered before: the answer (JSON); nothing was done.
+    Replayed(String),
+    /// The operation ran: its result (committed when it succeeded).
+    Ran(Box<Result<(Plan, Applied), ReconcileError>>),
+    /// The changes are in place and the wait for the delegate goes on in another invocation.
+    HandedOn(Box<Handoff>),
+}
+
 /// Converge `spec` under the delegate's record: take the lease (the item goes `pending`),
-/// reconcile, then commit what succeeded, or keep what was committed before; either way the
-/// answer (`answer_of` the result; `None`: nothing to remember) is kept for a redelivery.
+/// reconcile, wait for the delegate, then commit what succeeded, or keep what was committed
+/// before; either way the answer (`answer_of` the result; `None`: nothing to remember) is kept
+/// for a redelivery. A wait that outlasts the invocation is handed on, committing nothing yet.
 /// `Err`: nothing was done.
 pub async fn converge(
     c: &Clients,
     spec: &DelegateSpec,
     claim: &Claim,
     deadline: Instant,
-    poll: Duration,
+    waiter: &Waiter,
     answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> Option<String>,
-) -> Result<Done<Result<(Plan, Applied), ReconcileError>>, OperationError> {
+) -> Result<Converged, OperationError> {
     let begin = |item: &Item, holder: &str, until| item.begin(holder, until);
     let item = match operation::start(&c.store, &spec.key(), claim, deadline, begin).await? {
-        Start::Answered(a) => return Ok(Done::Replayed(a)),
+        Start::Answered(a) => return Ok(Converged::Replayed(a)),
         Start::Begun(item) => *item,
     };
     // Boxed: each step's state is large, and a debug build's stack is not.
     let work = async {
         let (plan, applied) = Box::pin(reconcile(c, spec, claim.force, deadline)).await?;
-        let applied = Box::pin(until_ready(c, spec, applied, deadline, poll)).await?;
-        Ok((plan, applied))
+        let ready = Box::pin(until_ready(c, spec, applied, deadline, waiter)).await?;
+        Ok((plan, ready))
     };
-    let mut result = unwinding(c, &item, work).await;
+    let result = match unwinding(c, &item, work).await {
+        Ok((_, Readiness::Waiting(waiting))) => {
+            let (applied, w, progress) = *waiting;
+            match hand_on(c, &item, claim, &applied, &w, deadline).await {
+                Ok(item) => return Ok(Converged::HandedOn(Box::new(Handoff { item, progress }))),
+                Err(e) => Err(ReconcileError::NotCommitted(e)),
+            }
+        }
+        Ok((plan, Readiness::Ready(applied))) => Ok((plan, *applied)),
+        Err(e) => Err(e),
+    };
+    let settled = settle(c, spec, &item, claim, result, answer_of, deadline).await;
+    Ok(Converged::Ran(Box::new(settled)))
+}
+
+/// Keep what the next invocation needs to take the wait up, and hold the lease for it.
+async fn hand_on(
+    c: &Clients,
+    item: &Item,
+    claim: &Claim,
+    applied: &Applied,
+    w: &Wait,
+    deadline: Instant,
+) -> Result<Item, StoreError> {
+    let waiting = crate::store::Waiting {
+        request_id: claim.request_id.clone(),
+        record: applied.record.clone(),
+        wait: serde_json::to_string(w).unwrap_or_default(),
+        data: serde_json::to_string(&applied.data()).unwrap_or_default(),
+    };
+    let until = operation::epoch_ms_at(deadline) + HANDOFF_GRACE.as_millis() as u64;
+    let next = item.hand_on(waiting, until);
+    c.store.put(&next).await?;
+    Ok(next)
+}
+
+/// End an operation: commit what succeeded (then retire a family it left), or abandon what
+/// did not; the answer is remembered either way.
+async fn settle(
+    c: &Clients,
+    spec: &DelegateSpec,
+    item: &Item,
+    claim: &Claim,
+    mut result: Result<(Plan, Applied), ReconcileError>,
+    answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> Option<String>,
+    deadline: Instant,
+) -> Result<(Plan, Applied), ReconcileError> {
+    let item = item.clone();
     let answer = answer_of(&result);
     let stored = match &result {
         Ok((_, applied)) => {
@@ -198,31 +270,49 @@ pub async fn converge(
         }
         (Err(_), Ok(_)) => {}
     }
-    Ok(Done::Ran(result))
+    result
 }
 
-/// Wait until the delegate `applied` put in place is ready, when the spec asks to: `Ok` with
-/// the running count in the answer's data, or why it is not ready.
+/// Where a converge's wait stands.
+#[derive(Debug)]
+enum Readiness {
+    /// The delegate is ready (or the spec does not wait).
+    Ready(Box<Applied>),
+    /// This invocation's time ran out first; the wait may go on in another.
+    Waiting(Box<(Applied, Wait, ready::Progress)>),
+}
+
+/// Wait until the delegate `applied` put in place is ready, when the spec asks to: ready with
+/// the running count in the answer's data, still waiting when time runs out and the wait can
+/// be handed on, or why it is not ready.
 async fn until_ready(
     c: &Clients,
     spec: &DelegateSpec,
     mut applied: Applied,
     deadline: Instant,
-    poll: Duration,
-) -> Result<Applied, ReconcileError> {
+    waiter: &Waiter,
+) -> Result<Readiness, ReconcileError> {
     if !spec.wait_for_ready {
-        return Ok(applied);
+        return Ok(Readiness::Ready(Box::new(applied)));
     }
     let w = wait_of(spec, &applied);
-    match wait::wait(c, &w, poll, deadline).await {
+    let stop = if waiter.function_arn.is_some() {
+        deadline.checked_sub(HANDOFF_TIME).unwrap_or(deadline)
+    } else {
+        deadline
+    };
+    match wait::wait(c, &w, waiter.poll, stop).await {
         Waited::Ready(p) => {
             applied.running_count = Some(p.running.to_string());
-            Ok(applied)
+            Ok(Readiness::Ready(Box::new(applied)))
         }
         Waited::Failed(f) => Err(ReconcileError::NotReady(f)),
+        Waited::OutOfTime(p) if waiter.function_arn.is_some() => {
+            Ok(Readiness::Waiting(Box::new((applied, w, p))))
+        }
         Waited::OutOfTime(p) => Err(ReconcileError::NotReady(ready::Failure {
             what: format!("the delegate was not ready before this invocation's time ran out: {p}"),
-            check: "the function's Timeout (the wait goes on for at most that long)".into(),
+            check: "the delegate's progress in the ECS console; a direct request waits as long as its invocation lasts (a stack's request waits up to ReadyTimeoutSeconds)".into(),
         })),
     }
 }

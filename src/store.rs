@@ -98,6 +98,28 @@ pub struct Item {
     /// The security groups the function made for the delegate (their ids): the only groups it
     /// ever deletes as unused.
     pub groups_made: Vec<String>,
+    /// The pending operation's wait for the delegate, when another invocation carries it on.
+    pub waiting: Option<Waiting>,
+}
+
+/// An operation whose changes are in place and whose wait for the delegate to be ready goes
+/// on in another invocation: what that invocation needs, kept where only the function writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    /// The request that waits (and is answered when the wait ends).
+    pub request_id: String,
+    /// The configuration in place: committed when the delegate is ready.
+    pub record: Record,
+    /// The wait (JSON).
+    pub wait: String,
+    /// The answer's data when the delegate is ready (JSON).
+    pub data: String,
+}
+
+/// The lease holder while a wait passes from one invocation to the next: the next takes the
+/// lease from it (or once it expired), and nobody else may.
+pub fn handoff_holder(operation: &str) -> String {
+    format!("handoff:{operation}")
 }
 
 /// Heal's last forced deployment of a delegate.
@@ -131,6 +153,7 @@ impl Item {
             expires_at: None,
             redeployed: None,
             groups_made: vec![],
+            waiting: None,
         }
     }
 
@@ -171,6 +194,7 @@ impl Item {
                 until_ms,
             }),
             expires_at: None,
+            waiting: None,
             ..self.clone()
         }
     }
@@ -233,6 +257,7 @@ impl Item {
             pending: None,
             lease: None,
             expires_at: None,
+            waiting: None,
             ..self.clone()
         }
     }
@@ -246,6 +271,7 @@ impl Item {
                 state: State::Committed,
                 pending: None,
                 lease: None,
+                waiting: None,
                 ..self.clone()
             },
             None => self.tombstone(now_s, None),
@@ -260,11 +286,27 @@ impl Item {
             state: State::Deleted,
             committed: None,
             pending: None,
+            waiting: None,
             lease: holder.map(|(h, until_ms)| Lease {
                 holder: h.to_string(),
                 until_ms,
             }),
             expires_at: Some(now_s + TOMBSTONE_SECONDS),
+            ..self.clone()
+        }
+    }
+
+    /// The pending operation's changes are in place and its wait goes on in another
+    /// invocation: remember what that one needs, and hold the lease for it until `until_ms`.
+    pub fn hand_on(&self, waiting: Waiting, until_ms: u64) -> Item {
+        let operation = self.pending.clone().unwrap_or_default();
+        Item {
+            version: self.version + 1,
+            lease: Some(Lease {
+                holder: handoff_holder(&operation),
+                until_ms,
+            }),
+            waiting: Some(waiting),
             ..self.clone()
         }
     }
@@ -333,6 +375,21 @@ impl Item {
             a.insert("redeployed_at".into(), n(r.at));
             a.insert("redeployed_revision".into(), s(&r.revision));
         }
+        if let Some(w) = &self.waiting {
+            let record = w.record.all_tags(On::Service).into_iter();
+            a.insert(
+                "waiting".into(),
+                AttributeValue::M(HashMap::from([
+                    ("request_id".to_string(), s(&w.request_id)),
+                    ("wait".to_string(), s(&w.wait)),
+                    ("data".to_string(), s(&w.data)),
+                    (
+                        "record".to_string(),
+                        AttributeValue::M(record.map(|(k, v)| (k, s(&v))).collect()),
+                    ),
+                ])),
+            );
+        }
         a
     }
 
@@ -347,17 +404,11 @@ impl Item {
             .ok_or("no state")?;
         let committed = match a.get("committed").and_then(|v| v.as_m().ok()) {
             None => None,
-            Some(m) => {
-                let tags: BTreeMap<String, String> = m
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_s().ok()?.clone())))
-                    .collect();
-                match Record::from_tags(&tags, None) {
-                    Some(Ok(r)) => Some(r),
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("a committed configuration without its time".into()),
-                }
-            }
+            Some(m) => Some(record_from(m)?),
+        };
+        let waiting = match a.get("waiting").and_then(|v| v.as_m().ok()) {
+            None => None,
+            Some(m) => Some(waiting_from(m)?),
         };
         let served = a
             .get("served")
@@ -399,8 +450,40 @@ impl Item {
                 at,
                 revision: text("redeployed_revision").unwrap_or_default(),
             }),
+            waiting,
         })
     }
+}
+
+fn record_from(m: &HashMap<String, AttributeValue>) -> Result<Record, String> {
+    let tags: BTreeMap<String, String> = m
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_s().ok()?.clone())))
+        .collect();
+    match Record::from_tags(&tags, None) {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("a configuration without its time".into()),
+    }
+}
+
+fn waiting_from(m: &HashMap<String, AttributeValue>) -> Result<Waiting, String> {
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or(format!("a wait without {k}"))
+    };
+    let record = m
+        .get("record")
+        .and_then(|v| v.as_m().ok())
+        .ok_or("a wait without its configuration")?;
+    Ok(Waiting {
+        request_id: text("request_id")?,
+        record: record_from(record)?,
+        wait: text("wait")?,
+        data: text("data")?,
+    })
 }
 
 /// The TTL attribute (template.yaml's `TimeToLiveSpecification`).
@@ -596,6 +679,27 @@ mod tests {
         assert_eq!(back, gone);
         assert_eq!(back.expires_at, Some(100 + TOMBSTONE_SECONDS));
         assert_eq!(back.answer_to("req-1"), Some("{\"Status\":\"SUCCESS\"}"));
+
+        // A wait handed on keeps what the next invocation needs; ending the operation drops it.
+        let waiting = Waiting {
+            request_id: "req-3".into(),
+            record: record(),
+            wait: "{\"ready_by_ms\":1}".into(),
+            data: "{\"ServiceArn\":\"arn\"}".into(),
+        };
+        let handed = item
+            .begin("req-3-op", 8_000)
+            .hand_on(waiting.clone(), 9_000);
+        assert_eq!(
+            handed.lease.as_ref().unwrap().holder,
+            handoff_holder("req-3-op")
+        );
+        let back = Item::from_attributes(&handed.to_attributes()).unwrap();
+        assert_eq!(back, handed);
+        assert_eq!(back.waiting, Some(waiting));
+        assert_eq!(handed.commit(record(), None).waiting, None);
+        assert_eq!(handed.abandon(1).waiting, None);
+        assert_eq!(handed.begin("req-4", 1).waiting, None, "a newer operation");
     }
 
     #[test]

@@ -280,12 +280,12 @@ async fn a_panic_is_answered_failed() {
             if std::env::var("NEVER_SET_3f1").is_err() {
                 panic!("a bug");
             }
-            Outcome {
+            Some(Outcome {
                 status: Status::Success,
                 reason: String::new(),
                 physical_resource_id: String::new(),
                 data: Default::default(),
-            }
+            })
         })
         .await
         .unwrap();

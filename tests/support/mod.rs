@@ -306,6 +306,7 @@ pub fn handler(clients: Clients) -> Handler {
         heal: Default::default(),
         home: Default::default(),
         poll: READY_POLL,
+        function_arn: Default::default(),
     }
 }
 

@@ -135,6 +135,8 @@ struct Ecs {
     /// Deregistered revisions stay usable, as during the up-to-10-minute window after
     /// deregistration in which ECS's restrictions "have not yet taken effect".
     inactive_usable: bool,
+    /// The payloads of asynchronous Lambda invocations Lambda accepted, in order.
+    invoked: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -157,6 +159,9 @@ pub struct Proxy {
 
 /// The operation a request calls: ECS names it in X-Amz-Target, EC2 and IAM in the form body.
 pub fn operation(req: &Request) -> String {
+    if req.path.starts_with("/2015-03-31/functions/") && req.path.ends_with("/invocations") {
+        return "Invoke".into();
+    }
     if let Some(t) = req.header("x-amz-target") {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }
@@ -319,6 +324,11 @@ impl Proxy {
     /// after a deregistration.
     pub fn inactive_revisions_usable(&self) {
         self.ecs.lock().unwrap().inactive_usable = true;
+    }
+
+    /// The payloads of the asynchronous invocations Lambda accepted so far.
+    pub fn invocations(&self) -> Vec<Value> {
+        self.ecs.lock().unwrap().invoked.clone()
     }
 
     /// The answers given to `op` so far: HTTP status and error type (empty on success).
@@ -484,6 +494,11 @@ async fn land(
         return refusal;
     }
     match op {
+        // Lambda queues an asynchronous invocation; the test delivers it (`invocations`).
+        "Invoke" => {
+            ecs.lock().unwrap().invoked.push(body);
+            return Response::status(202, "");
+        }
         "ListTasks" => return ecs_json(super::ecs_sim::SIM.lock().unwrap().list_tasks(&body)),
         "DescribeTasks" => {
             return ecs_json(super::ecs_sim::SIM.lock().unwrap().describe_tasks(&body))

@@ -1,0 +1,222 @@
+//! The function invokes itself: one asynchronous Lambda Invoke (InvocationType Event), which
+//! hands a wait for the delegate on to a new invocation when this one's time runs low.
+//!
+//! The call is signed by the SDK's own SigV4 signer with the SDK's credentials and sent with
+//! reqwest; the endpoint is the SDK's (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or
+//! Lambda's regional one. The payload holds a CloudFormation request, ResponseURL included: it
+//! is never logged (main.rs keeps the signer's TRACE, which prints what it signs, out).
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+
+/// Attempts of one Invoke: Lambda throttles bursts (429) and has the odd 5xx.
+const ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the function's credentials could not be read: {0}")]
+    Credentials(String),
+    #[error("the Lambda Invoke of {function} could not be signed: {why}")]
+    Signing { function: String, why: String },
+    /// Lambda refused (4xx): its error type and message.
+    #[error("Lambda refused to invoke {function} (lambda:InvokeFunction): {kind}: {message}")]
+    Refused {
+        function: String,
+        kind: String,
+        message: String,
+    },
+    #[error("Lambda did not accept the Invoke of {function} after {ATTEMPTS} attempts: {last}")]
+    Unavailable { function: String, last: String },
+}
+
+/// Invokes the function itself; built once per process from the SDK's configuration.
+#[derive(Clone, Debug)]
+pub struct SelfInvoker {
+    /// Built at the first invocation that hands a wait on: most never do.
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
+    credentials: Option<SharedCredentialsProvider>,
+    region: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl SelfInvoker {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_LAMBDA")
+            .ok()
+            .or_else(|| config.endpoint_url().map(String::from));
+        SelfInvoker {
+            http: Default::default(),
+            credentials: config.credentials_provider(),
+            region: config.region().map(|r| r.to_string()),
+            endpoint,
+        }
+    }
+
+    /// Invoke `function` (the ARN this invocation was invoked as) asynchronously with
+    /// `payload`: `Ok` once Lambda has queued it (202).
+    pub async fn invoke_async(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+        let http = self.http.get_or_init(reqwest::Client::new);
+        let url = self.url(function);
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let headers = self.signed_headers(function, &url, payload).await?;
+            let mut req = http
+                .post(&url)
+                .header("x-amz-invocation-type", "Event")
+                .header("content-type", "application/json")
+                .timeout(Duration::from_secs(10));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            match req.body(payload.to_vec()).send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(()),
+                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
+                    last = describe(resp).await.1;
+                }
+                Ok(resp) => {
+                    let (kind, message) = describe(resp).await;
+                    return Err(InvokeError::Refused {
+                        function: function.to_string(),
+                        kind,
+                        message,
+                    });
+                }
+                Err(e) => last = e.without_url().to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        Err(InvokeError::Unavailable {
+            function: function.to_string(),
+            last,
+        })
+    }
+
+    /// Lambda's Invoke URL for `function`, whose ARN names the partition.
+    fn url(&self, function: &str) -> String {
+        let base = match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => {
+                let region = self.region.as_deref().unwrap_or("us-east-1");
+                let suffix = if function.starts_with("arn:aws-cn:") {
+                    "amazonaws.com.cn"
+                } else {
+                    "amazonaws.com"
+                };
+                format!("https://lambda.{region}.{suffix}")
+            }
+        };
+        // As the SDK sends it: the ARN's colons percent-encoded in the path.
+        format!(
+            "{base}/2015-03-31/functions/{}/invocations",
+            function.replace(':', "%3A")
+        )
+    }
+
+    async fn signed_headers(
+        &self,
+        function: &str,
+        url: &str,
+        payload: &[u8],
+    ) -> Result<Vec<(String, String)>, InvokeError> {
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| InvokeError::Credentials("no credentials provider".into()))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| InvokeError::Credentials(e.to_string()))?;
+        let identity: Identity = credentials.into();
+        let signing_error = |why: String| InvokeError::Signing {
+            function: function.to_string(),
+            why,
+        };
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(self.region.as_deref().unwrap_or("us-east-1"))
+            .name("lambda")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| signing_error(e.to_string()))?
+            .into();
+        let headers = [
+            ("x-amz-invocation-type", "Event"),
+            ("content-type", "application/json"),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            url,
+            headers.into_iter(),
+            SignableBody::Bytes(payload),
+        )
+        .map_err(|e| signing_error(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| signing_error(e.to_string()))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+}
+
+/// Lambda's error type and message from a refusal.
+async fn describe(resp: reqwest::Response) -> (String, String) {
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).to_string());
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let kind = kind
+        .or_else(|| body["Type"].as_str().map(String::from))
+        .or_else(|| body["__type"].as_str().map(String::from))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let message = body["message"]
+        .as_str()
+        .or(body["Message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    (kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_invoke_url_is_lambdas_own_or_the_configured_endpoint() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:stack-BootstrapFunction-1";
+        let regional = SelfInvoker {
+            http: Default::default(),
+            credentials: None,
+            region: Some("eu-west-1".into()),
+            endpoint: None,
+        };
+        assert_eq!(
+            regional.url(arn),
+            "https://lambda.eu-west-1.amazonaws.com/2015-03-31/functions/arn%3Aaws%3Alambda%3Aeu-west-1%3A123456789012%3Afunction%3Astack-BootstrapFunction-1/invocations"
+        );
+        let china = SelfInvoker {
+            region: Some("cn-north-1".into()),
+            ..regional.clone()
+        };
+        assert!(china
+            .url("arn:aws-cn:lambda:cn-north-1:1:function:f")
+            .starts_with("https://lambda.cn-north-1.amazonaws.com.cn/"));
+        let local = SelfInvoker {
+            endpoint: Some("http://127.0.0.1:5000/".into()),
+            ..regional
+        };
+        assert!(local
+            .url("f")
+            .starts_with("http://127.0.0.1:5000/2015-03-31/functions/f/"));
+    }
+}
