@@ -54,7 +54,7 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
 ];
 
 /// What CloudFormation itself reads of a custom resource and passes on: accepted, ignored.
-const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
+pub const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
 
 /// The values a property with a fixed set of choices accepts (matched case-insensitively).
 pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {

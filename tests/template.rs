@@ -22,7 +22,10 @@ fn the_custom_resource_passes_only_properties_the_function_accepts() {
     let props = t["Resources"]["HarnessDelegate"]["Properties"]
         .as_object()
         .expect("HarnessDelegate has properties");
-    for name in props.keys().filter(|k| *k != "ServiceToken") {
+    for name in props
+        .keys()
+        .filter(|k| !spec::CLOUDFORMATION_PROPERTIES.contains(&k.as_str()))
+    {
         assert!(
             spec::KNOWN_PROPERTIES.contains(&name.as_str()),
             "template.yaml passes {name}, which the function rejects"
@@ -118,6 +121,10 @@ fn operations_called() -> BTreeSet<String> {
                 }
             }
         }
+        // Lambda's one call, made without the SDK's client (invoke.rs).
+        if compact.contains(".invoker.invoke_async(") {
+            out.insert("lambda:InvokeFunction".into());
+        }
     }
     out
 }
@@ -130,12 +137,24 @@ fn role_statements(t: &Value) -> Vec<Value> {
         "SAM Policies would add AWSLambdaBasicExecutionRole: keep the role's grants in BootstrapFunctionRole"
     );
     assert_eq!(f["Role"]["Fn::GetAtt"][0], "BootstrapFunctionRole");
-    let mut out = Vec::new();
-    for policy in t["Resources"]["BootstrapFunctionRole"]["Properties"]["Policies"]
+    let mut documents: Vec<&Value> = t["Resources"]["BootstrapFunctionRole"]["Properties"]
+        ["Policies"]
         .as_array()
         .expect("the function role's policies")
-    {
-        for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+        .iter()
+        .map(|p| &p["PolicyDocument"])
+        .collect();
+    // Policies of their own on the role: the ones that name the function cannot be inline.
+    for r in t["Resources"].as_object().unwrap().values() {
+        if r["Type"] == "AWS::IAM::RolePolicy"
+            && r["Properties"]["RoleName"]["Ref"] == "BootstrapFunctionRole"
+        {
+            documents.push(&r["Properties"]["PolicyDocument"]);
+        }
+    }
+    let mut out = Vec::new();
+    for document in documents {
+        for statement in document["Statement"].as_array().unwrap() {
             assert_eq!(statement["Effect"], "Allow", "{statement}");
             out.push(statement.clone());
         }
@@ -207,6 +226,8 @@ const RESOURCE_TYPES: &[(&str, &[&str])] = &[
     ("ecs:ListContainerInstances", &[":cluster/"]),
     ("ecs:DescribeContainerInstances", &[":container-instance/"]),
     ("ecs:DescribeServices", &[":service/"]),
+    ("ecs:DescribeTasks", &[":task/"]),
+    ("lambda:InvokeFunction", &["BootstrapFunction"]),
     ("ecs:CreateService", &[":service/"]),
     ("ecs:UpdateService", &[":service/"]),
     ("ecs:DeleteService", &[":service/"]),
@@ -260,7 +281,7 @@ fn every_grant_is_scoped_as_far_as_iam_allows() {
                 }
                 continue;
             }
-            let by_condition = action == "ecs:ListServices"
+            let by_condition = ["ecs:ListServices", "ecs:ListTasks"].contains(&action.as_str())
                 && st["Condition"]["ArnEquals"]["ecs:cluster"].is_object();
             assert!(
                 UNSCOPABLE.contains(&action.as_str()) || by_condition,
@@ -305,6 +326,11 @@ fn every_grant_is_scoped_as_far_as_iam_allows() {
     assert_eq!(
         create["Condition"]["StringEquals"]["aws:RequestTag/harness-delegate:managed-by"],
         harness_ecs_delegate_bootstrap::MANAGED_BY_VALUE
+    );
+    // The function invokes itself alone.
+    assert_eq!(
+        by_sid("InvokeItself")["Resource"],
+        serde_json::json!({"Fn::GetAtt": ["BootstrapFunction", "Arn"]})
     );
     // Logs go to the function's own group only.
     assert_eq!(
@@ -482,6 +508,8 @@ fn parameters_default_to_what_the_function_defaults_to() {
         ("Cpu", s.cpu.to_string()),
         ("Memory", s.memory.to_string()),
         ("DesiredCount", s.desired_count.to_string()),
+        ("WaitForReady", s.wait_for_ready.to_string()),
+        ("ReadyTimeoutSeconds", s.ready_timeout_seconds.to_string()),
     ] {
         let default = &t["Parameters"][parameter]["Default"];
         let default = default
@@ -514,6 +542,8 @@ fn every_choice_a_user_makes_is_a_parameter_that_reaches_the_function() {
         "SecurityGroupIds",
         "TaskRoleArn",
         "ExecutionRoleArn",
+        "WaitForReady",
+        "ReadyTimeoutSeconds",
     ] {
         let p = &t["Parameters"][name];
         assert!(p.is_object(), "no parameter {name}");
@@ -622,6 +652,15 @@ fn resolve(t: &Value, v: &Value, params: &serde_json::Map<String, Value>) -> Opt
                     Some(Value::from(s))
                 }
                 "Fn::GetAtt" => Some(Value::from(format!("<{}>", arg[0].as_str()?))),
+                "Fn::FindInMap" => {
+                    let key = |i: usize| {
+                        let v = resolve(t, &arg[i], params)?;
+                        Some(v.as_str().map(String::from).unwrap_or(v.to_string()))
+                    };
+                    let found = &t["Mappings"][arg[0].as_str()?][key(1)?][key(2)?];
+                    // Every scalar reaches the function as a string.
+                    Some(Value::from(found.to_string()))
+                }
                 _ => Some(Value::Object(
                     o.iter()
                         .filter_map(|(k, v)| Some((k.clone(), resolve(t, v, params)?)))
@@ -1095,4 +1134,35 @@ fn the_stackset_template_is_transform_free_with_the_same_parameters() {
         "cfn-lint: {}",
         String::from_utf8_lossy(&lint.stdout)
     );
+}
+
+/// CloudFormation waits for the custom resource's answer `ServiceTimeout` seconds: longer than
+/// any wait the stack allows, by the time the change itself and the answer take, and within
+/// CloudFormation's limit; so a lost answer fails the stack in bounded time.
+#[test]
+fn the_custom_resource_times_out_a_margin_after_the_longest_wait() {
+    let t = template();
+    let cr = &t["Resources"]["HarnessDelegate"];
+    assert_eq!(
+        cr["Properties"]["ServiceTimeout"]["Fn::FindInMap"],
+        serde_json::json!(["ServiceTimeoutFor", {"Ref": "ReadyTimeoutSeconds"}, "Seconds"])
+    );
+    assert_eq!(cr["DependsOn"], "BootstrapFunctionInvokesItself");
+    let allowed = t["Parameters"]["ReadyTimeoutSeconds"]["AllowedValues"]
+        .as_array()
+        .unwrap();
+    for ready in allowed {
+        let ready = ready.as_u64().unwrap();
+        let timeout = t["Mappings"]["ServiceTimeoutFor"][ready.to_string()]["Seconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no ServiceTimeout for {ready}"));
+        assert!(
+            (ready + 300..=3600).contains(&timeout),
+            "ReadyTimeoutSeconds {ready}: ServiceTimeout {timeout}"
+        );
+        assert!(
+            spec::READY_TIMEOUT_RANGE.contains(&(ready as u32)),
+            "{ready} is a timeout the function accepts"
+        );
+    }
 }
