@@ -149,7 +149,7 @@ impl Handler {
     /// Handle one event. `deadline` is when the invocation is cut off.
     pub async fn handle(&self, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
         match classify(&event)? {
-            Trigger::CloudFormation(req) => self.cloudformation(*req, deadline).await,
+            Trigger::CloudFormation(req) => self.cloudformation(*req, None, deadline).await,
             Trigger::Direct {
                 action,
                 properties,
@@ -162,7 +162,8 @@ impl Handler {
             } => Ok(self.heal_targets(targets, deadline).await?),
             Trigger::EcsEvent(e) => Ok(self.ecs_event(e, deadline).await?),
             Trigger::Continuation { request, operation } => {
-                self.continuation(*request, operation, deadline).await
+                self.cloudformation(*request, Some(operation), deadline)
+                    .await
             }
         }
     }
@@ -248,7 +249,7 @@ impl Handler {
         match action {
             DirectAction::Plan => {
                 let (_, plan, _) = pipeline::prepare(&self.clients, &spec).await?;
-                Ok(pipeline::plan_json(&plan))
+                Ok(pipeline::plan_json(&plan, &spec))
             }
             DirectAction::Reconcile => {
                 let claim = direct_claim("reconcile", force);
@@ -264,8 +265,9 @@ impl Handler {
                 let result = match done {
                     Converged::Ran(result) => *result,
                     Converged::Replayed(answer) => return Ok(replayed(&answer)),
-                    Converged::HandedOn(_) => {
-                        unreachable!("a wait without a function is never handed on")
+                    // A direct request's id is new each time, and its wait is never handed on.
+                    Converged::HandedOn(_) | Converged::InProgress => {
+                        return Ok(json!({"Status": "WAITING"}))
                     }
                 };
                 pipeline::log_outcome("Reconcile", &spec, &result);
@@ -297,9 +299,12 @@ impl Handler {
         }
     }
 
+    /// A CloudFormation request, or the continuation of its wait (`continued`: the operation
+    /// that waits), answered once by [`Handler::answer`].
     async fn cloudformation(
         &self,
         req: CfnRequest,
+        continued: Option<String>,
         deadline: Instant,
     ) -> Result<Value, HandlerError> {
         // Without a usable URL there is no one to answer; say so in the invocation error.
@@ -311,27 +316,11 @@ impl Handler {
         let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
         let waiter = self.waiter();
         let work = async move {
-            pipeline::cloudformation(&clients, &work_req, apply_deadline, &waiter).await
-        };
-        self.answer(req, url, deadline, work).await
-    }
-
-    /// Take up a wait for the delegate that an earlier invocation handed on, and answer its
-    /// request when the wait ends (or hand it on again).
-    async fn continuation(
-        &self,
-        req: CfnRequest,
-        operation: String,
-        deadline: Instant,
-    ) -> Result<Value, HandlerError> {
-        let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
-        let clients = self.clients.clone();
-        let work_req = req.clone();
-        let apply_deadline = earlier(respond_by(deadline), Duration::from_secs(5));
-        let waiter = self.waiter();
-        let work = async move {
-            crate::continuation::resume(&clients, &work_req, &operation, apply_deadline, &waiter)
-                .await
+            let (c, r, w) = (&clients, &work_req, &waiter);
+            match continued {
+                None => pipeline::cloudformation(c, r, apply_deadline, w).await,
+                Some(op) => crate::continuation::resume(c, r, &op, apply_deadline, w).await,
+            }
         };
         self.answer(req, url, deadline, work).await
     }

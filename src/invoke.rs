@@ -13,8 +13,11 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
-/// Attempts of one Invoke: Lambda throttles bursts (429) and has the odd 5xx.
+/// Attempts of one Invoke: Lambda throttles bursts (429) and has the odd 5xx. Each is short:
+/// an asynchronous Invoke only queues the event, and all of them must end well within the
+/// time an invocation keeps for handing its wait on.
 const ATTEMPTS: u32 = 3;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -68,7 +71,7 @@ impl SelfInvoker {
                 .post(&url)
                 .header("x-amz-invocation-type", "Event")
                 .header("content-type", "application/json")
-                .timeout(Duration::from_secs(10));
+                .timeout(ATTEMPT_TIMEOUT);
             for (k, v) in headers {
                 req = req.header(k, v);
             }

@@ -55,6 +55,9 @@ pub enum OperationError {
 pub enum Start {
     /// The request was answered before: this is the answer (JSON), nothing more is done.
     Answered(String),
+    /// The request is being waited for by another invocation, which answers it: nothing is
+    /// done, and nothing is answered here.
+    Waiting,
     /// The lease is taken; the item is the one written.
     Begun(Box<Item>),
 }
@@ -120,6 +123,13 @@ pub async fn start(
         let item = store.get(key).await?;
         if let Some(answer) = item.answer_to(&claim.request_id) {
             return Ok(Start::Answered(answer.to_string()));
+        }
+        if item
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.request_id == claim.request_id)
+        {
+            return Ok(Start::Waiting);
         }
         check_claim(&item, claim)?;
         if let Some(held) = item.held(&holder, now_millis()) {

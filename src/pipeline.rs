@@ -106,6 +106,10 @@ async fn converge_request(
             log_outcome("CloudFormation", &spec, &r);
             outcome_of(&r)
         }
+        Ok(Converged::InProgress) => {
+            tracing::info!(delegate = %spec.key(), request_id = %req.request_id, "a request delivered again while its wait goes on in another invocation: that one answers");
+            return None;
+        }
         Ok(Converged::HandedOn(h)) => {
             return crate::continuation::pass_on(c, req, &claim, *h, waiter).await
         }
@@ -177,6 +181,9 @@ pub enum Converged {
     Ran(Box<Result<(Plan, Applied), ReconcileError>>),
     /// The changes are in place and the wait for the delegate goes on in another invocation.
     HandedOn(Box<Handoff>),
+    /// The same request, delivered again while another invocation waits for its delegate:
+    /// that one answers.
+    InProgress,
 }
 
 /// Converge `spec` under the delegate's record: take the lease (the item goes `pending`),
@@ -195,6 +202,7 @@ pub async fn converge(
     let begin = |item: &Item, holder: &str, until| item.begin(holder, until);
     let item = match operation::start(&c.store, &spec.key(), claim, deadline, begin).await? {
         Start::Answered(a) => return Ok(Converged::Replayed(a)),
+        Start::Waiting => return Ok(Converged::InProgress),
         Start::Begun(item) => *item,
     };
     // Boxed: each step's state is large, and a debug build's stack is not.
@@ -480,6 +488,8 @@ pub async fn remove(
     let key = target.key();
     let item = match operation::start(&c.store, &key, claim, deadline, begin).await? {
         Start::Answered(a) => return Ok(Done::Replayed(a)),
+        // A Delete never shares its id with the request whose wait goes on.
+        Start::Waiting => return Ok(Done::Ran(vec![])),
         Start::Begun(item) => *item,
     };
     let work = async {
@@ -652,14 +662,25 @@ fn respect_stack(
     )]))
 }
 
-/// The plan as shown to a person: actions with reasons, a summary, the desired state, and the
-/// rendered task definition with secrets redacted.
-pub fn plan_json(plan: &Plan) -> Value {
+/// The plan as shown to a person: actions with reasons, a summary, the desired state, the
+/// rendered task definition with secrets redacted, and the wait for the delegate that follows.
+pub fn plan_json(plan: &Plan, spec: &DelegateSpec) -> Value {
+    let (wait, summary) = if spec.wait_for_ready {
+        let s = spec.ready_timeout_seconds;
+        let then = format!("then wait up to {s} s for the delegate to be ready (WaitForReady)");
+        (
+            json!({"ForReady": true, "TimeoutSeconds": s}),
+            format!("{}; {then}", plan.summary()),
+        )
+    } else {
+        (json!({"ForReady": false}), plan.summary())
+    };
     json!({
         "Actions": plan.actions,
-        "Summary": plan.summary(),
+        "Summary": summary,
         "Desired": plan.desired,
         "TaskDefinition": document::redacted(&plan.desired.task_definition),
+        "Wait": wait,
     })
 }
 

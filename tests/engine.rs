@@ -637,6 +637,15 @@ async fn direct_plan_changes_nothing_and_reconcile_converges() {
             "CreateService"
         ]
     );
+    // The plan says that the request would wait for the delegate, and for how long.
+    assert_eq!(plan["Wait"], json!({"ForReady": true, "TimeoutSeconds": 1800}));
+    assert!(
+        plan["Summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("then wait up to 1800 s for the delegate to be ready (WaitForReady)"),
+        "{plan}"
+    );
     assert!(active_revisions(&c, &family).await.is_empty());
     assert!(service(&c, &w.cluster, "harness-delegate").await.is_none());
     assert!(groups_named(&c, &w.vpc, "harness-delegate-delegate")

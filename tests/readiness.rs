@@ -33,25 +33,14 @@ struct Lambda {
 impl Lambda {
     async fn start(proxy: &Proxy, region: &str, timeout: Duration, log_level: &str) -> Lambda {
         let api = runtime_api_with_deadline(Deadline::In(timeout)).await;
-        let mut child =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"))
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("AWS_ENDPOINT_URL", &proxy.endpoint)
-                .env("AWS_REGION", region)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
-                .env("RECORD_TABLE", RECORD_TABLE)
-                .env("FUNCTION_ROLE_ARN", FUNCTION_ROLE)
-                .env(READY_POLL_ENV.0, READY_POLL_ENV.1)
-                .env("AWS_LAMBDA_LOG_LEVEL", log_level)
-                .envs(api.lambda_env())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start the binary");
+        let mut child = function_binary(&proxy.endpoint, region)
+            .env("AWS_LAMBDA_LOG_LEVEL", log_level)
+            .envs(api.lambda_env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
         let log: Arc<Mutex<String>> = Default::default();
         let mut stderr = child.stderr.take().unwrap();
         let l = log.clone();
@@ -107,12 +96,7 @@ impl Lambda {
     /// only answer.
     async fn request(&self, rx: &Receiver, event: Value) -> Value {
         let before = rx.count();
-        *self.requests.lock().unwrap() += 1;
-        self.api
-            .events
-            .lock()
-            .unwrap()
-            .push_back((unique("invocation"), event));
+        self.send(event);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while !(rx.count() > before && self.all_ended()) {
             assert!(std::time::Instant::now() < deadline, "no answer in 120 s");
@@ -125,6 +109,16 @@ impl Lambda {
         rx.bodies().pop().unwrap()
     }
 
+    /// Hand the binary one invocation.
+    fn send(&self, event: Value) {
+        *self.requests.lock().unwrap() += 1;
+        self.api
+            .events
+            .lock()
+            .unwrap()
+            .push_back((unique("invocation"), event));
+    }
+
     /// Every invocation handed to the binary (requests and continuations) has ended.
     fn all_ended(&self) -> bool {
         let invocations = *self.requests.lock().unwrap() + *self.delivered.lock().unwrap();
@@ -134,12 +128,7 @@ impl Lambda {
     /// Deliver an event that must not answer CloudFormation: what the invocation returned.
     async fn silent(&self, rx: &Receiver, event: Value) -> Value {
         let before = rx.count();
-        *self.requests.lock().unwrap() += 1;
-        self.api
-            .events
-            .lock()
-            .unwrap()
-            .push_back((unique("invocation"), event));
+        self.send(event);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while !self.all_ended() {
             assert!(std::time::Instant::now() < deadline, "not done in 60 s");
@@ -592,14 +581,7 @@ async fn a_continuation_stands_down_when_the_record_moved_on() {
         s.lambda
             .hold
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let event = create(&s.rx, &s.w, json!({}));
-        *s.lambda.requests.lock().unwrap() += 1;
-        s.lambda
-            .api
-            .events
-            .lock()
-            .unwrap()
-            .push_back((unique("invocation"), event));
+        s.lambda.send(create(&s.rx, &s.w, json!({})));
         while s.proxy.invocations().is_empty() || !s.lambda.all_ended() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -639,4 +621,39 @@ async fn a_continuation_stands_down_when_the_record_moved_on() {
             "{what}: the record as it was"
         );
     }
+}
+
+/// Lambda may deliver CloudFormation's request again while its wait goes on in a
+/// continuation: the second delivery does nothing and answers nothing, and the continuation
+/// answers, once.
+#[tokio::test]
+async fn a_request_delivered_again_while_it_waits_is_answered_once() {
+    let s = Scenario::new(
+        Script::of(vec![Fate::Up { ticks: 60 }]),
+        Duration::from_secs(30),
+    )
+    .await;
+    s.lambda
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let event = create(&s.rx, &s.w, json!({}));
+    s.lambda.send(event.clone());
+    while s.proxy.invocations().is_empty() || !s.lambda.all_ended() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.proxy.reset_counts();
+    let again = s.lambda.silent(&s.rx, event).await;
+    assert_eq!(again["Status"], "WAITING", "{again}");
+    assert!(s.proxy.writes().is_empty(), "{:?}", s.proxy.writes());
+    s.lambda
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while s.rx.count() == 0 || !s.lambda.all_ended() {
+        assert!(std::time::Instant::now() < deadline, "no answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.rx.count(), 1, "one answer");
+    assert_eq!(s.rx.bodies()[0]["Status"], "SUCCESS", "{:?}", s.rx.bodies());
 }

@@ -32,27 +32,8 @@ async fn invoke_in(endpoint: &str, region: &str, event: &Value) -> (Value, bool)
 
 /// The binary, `invoke FILE`, with the emulator's environment.
 fn invoke_command(endpoint: &str, region: &str, file: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = binary(endpoint, region);
+    let mut cmd = function_binary(endpoint, region);
     cmd.arg("invoke").arg(file);
-    cmd
-}
-
-/// The binary with the emulator's environment: AWS through `endpoint` in `region`, the record
-/// table, and the role ECS names as the creator of what it creates through the proxy.
-fn binary(endpoint: &str, region: &str) -> tokio::process::Command {
-    let mut cmd =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", region)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
-        .env("RECORD_TABLE", RECORD_TABLE)
-        .env("FUNCTION_ROLE_ARN", FUNCTION_ROLE)
-        .env(READY_POLL_ENV.0, READY_POLL_ENV.1)
-        .kill_on_drop(true);
     cmd
 }
 
@@ -69,7 +50,7 @@ async fn in_lambda(
         .lock()
         .unwrap()
         .push_back((unique("invocation"), event));
-    let lambda = binary(endpoint, region)
+    let lambda = function_binary(endpoint, region)
         .envs(api.lambda_env())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -119,3 +119,25 @@ pub async fn wait_for(posted: &Arc<Mutex<Vec<Posted>>>, n: usize) -> Vec<Posted>
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The built function with the emulator's environment: AWS through `endpoint` (moto, or a
+/// proxy in front of it) in `region`, the record table, the role ECS names as the creator of
+/// what it creates through the proxy, and the tests' quick look at rollouts.
+pub fn function_binary(endpoint: &str, region: &str) -> tokio::process::Command {
+    // Integration tests know the built function; the simulator example never starts it.
+    let bin = option_env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap")
+        .unwrap_or("harness-ecs-delegate-bootstrap");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", region)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RESPONSE_URL_ALLOW_LOOPBACK", "true")
+        .env("RECORD_TABLE", RECORD_TABLE)
+        .env("FUNCTION_ROLE_ARN", FUNCTION_ROLE)
+        .env(READY_POLL_ENV.0, READY_POLL_ENV.1)
+        .kill_on_drop(true);
+    cmd
+}
