@@ -15,6 +15,11 @@ import platform
 import subprocess
 import sys
 
+READINESS = ["readiness-" + n for n in [
+    "healthy", "image", "secret", "unhealthy", "placement", "circuit-breaker", "first-fails",
+    "across-invocations", "invoke-refused", "update-rolled-back",
+]]
+
 EXPECTED = [
     "transient-create", "transient-update", "transient-delete", "transient-heal",
     "persistent-create", "persistent-update", "persistent-delete",
@@ -27,7 +32,9 @@ EXPECTED = [
     "tamper-copied-tags-at-a-tombstone",
     "race-cut-off-update", "race-replay-after-delete", "race-two-stacks",
     "race-late-create-refused", "race-late-create-removed", "race-heal-cut-off-before-delete",
-]
+] + READINESS
+
+
 
 
 def case_table(f, names, columns):
@@ -126,6 +133,15 @@ def main():
                         ["case", "interleaving", "outcome"])
     lines += [
         "",
+        "## Waiting for the delegate (tests/readiness.rs)",
+        "",
+        "Stack requests through the built binary as Lambda runs it, against the ECS simulator of tests/support/ecs_sim.rs "
+        "(moto starts no tasks). Each case got exactly one answer; FAILED ones name what ECS said and the one thing to check.",
+        "",
+    ]
+    lines += case_table(f, READINESS, ["scenario", "answer", "invocations", "said"])
+    lines += [
+        "",
         "## The CloudFormation response and panics",
         "",
         f"- Response PUT answered 500, then reset: {put['attempts']} attempts, delivered {put['delivered']} time.",
@@ -158,6 +174,7 @@ def main():
         "",
         "- AWS itself: moto answers in place of AWS, so AWS's own consistency delays (a register not yet listed, the tagging index behind) are not exercised.",
         "- AWS's refusal of a second CreateService (\"not idempotent\") is played by the proxy; moto accepts it silently.",
+        "- ECS's tasks, their health, deployments and service events are the simulator's: moto starts no task. The stop reasons and event texts are ECS's documented ones, not captured from an account.",
         "- DynamoDB is moto's: conditional writes and consistent reads behave as documented, but moto never expires items (TTL), so the tombstones' expiry is not exercised.",
         "",
     ]

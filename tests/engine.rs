@@ -638,7 +638,10 @@ async fn direct_plan_changes_nothing_and_reconcile_converges() {
         ]
     );
     // The plan says that the request would wait for the delegate, and for how long.
-    assert_eq!(plan["Wait"], json!({"ForReady": true, "TimeoutSeconds": 1800}));
+    assert_eq!(
+        plan["Wait"],
+        json!({"ForReady": true, "TimeoutSeconds": 1800})
+    );
     assert!(
         plan["Summary"]
             .as_str()

@@ -240,6 +240,35 @@ fn failed_props(_failed: &Value, w: &World) -> Value {
     w.fargate_props()
 }
 
+/// The case's row in docs/reliability.md: the answer CloudFormation got and from how many
+/// invocations, with the start of its reason.
+fn record(name: &str, scenario: &str, body: &Value, lambda: &Lambda) {
+    let said = match body["Status"].as_str() {
+        Some("SUCCESS") => format!(
+            "RunningCount {}",
+            body["Data"]["RunningCount"].as_str().unwrap_or("?")
+        ),
+        _ => model_within(reason(body), 160),
+    };
+    record_figures(
+        &format!("readiness-{name}"),
+        &json!([{
+            "scenario": scenario,
+            "answer": body["Status"].as_str().unwrap_or_default(),
+            "invocations": lambda.results().len().to_string(),
+            "said": said.replace('|', "/"),
+        }]),
+    );
+}
+
+/// The first `max` characters of `text`, marked when cut.
+fn model_within(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 fn assert_says(body: &Value, words: &[&str]) {
     let why = reason(body);
     for w in words {
@@ -258,6 +287,12 @@ async fn a_create_answers_once_the_delegate_is_healthy() {
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["RunningCount"], "1", "{body}");
     let log = s.lambda.log();
+    record(
+        "healthy",
+        "tasks pending, then running, then healthy",
+        &body,
+        &s.lambda,
+    );
     for said in [
         "waiting for the delegate: 0/1 running, 0/1 healthy",
         "waiting for the delegate: 1/1 running, 0/1 healthy",
@@ -286,6 +321,12 @@ async fn an_image_that_cannot_be_pulled_fails_the_create_and_its_rollback_remove
             "Check: that the image harness/delegate:26.99.1 exists",
         ],
     );
+    record(
+        "image",
+        "the image cannot be pulled (CannotPullContainerError)",
+        &body,
+        &s.lambda,
+    );
     s.roll_back(&body).await;
 }
 
@@ -307,6 +348,12 @@ async fn a_secret_the_execution_role_cannot_read_fails_naming_both() {
             &format!("Check: that the execution role {role} can read the secret {secret}"),
         ],
     );
+    record(
+        "secret",
+        "the execution role cannot read the token's secret",
+        &body,
+        &s.lambda,
+    );
     s.roll_back(&body).await;
 }
 
@@ -325,6 +372,12 @@ async fn a_delegate_that_never_reports_healthy_fails_saying_it_did_not_reach_har
             "Task failed container health checks (×2)",
             "Check: that the delegate can reach Harness at https://app.harness.io",
         ],
+    );
+    record(
+        "unhealthy",
+        "the health check never passes (tasks replaced)",
+        &body,
+        &s.lambda,
     );
 }
 
@@ -352,6 +405,12 @@ async fn no_capacity_fails_with_the_placement_event() {
             "Check: the cluster's capacity",
         ],
     );
+    record(
+        "placement",
+        "no container instance can fit the task",
+        &body,
+        &lambda,
+    );
 }
 
 #[tokio::test]
@@ -370,6 +429,12 @@ async fn the_circuit_breaker_failing_the_deployment_fails_the_create() {
             "CannotPullContainerError",
         ],
     );
+    record(
+        "circuit-breaker",
+        "the deployment circuit breaker fails the deployment",
+        &body,
+        &s.lambda,
+    );
 }
 
 #[tokio::test]
@@ -382,6 +447,12 @@ async fn a_first_task_failing_and_the_second_coming_up_is_ready() {
     let body = s.create(json!({})).await;
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["RunningCount"], "1");
+    record(
+        "first-fails",
+        "the first task cannot pull its image, the second comes up",
+        &body,
+        &s.lambda,
+    );
 }
 
 #[tokio::test]
@@ -397,6 +468,12 @@ async fn a_wait_longer_than_an_invocation_goes_on_in_another_and_answers_once() 
     assert_eq!(body["Data"]["RunningCount"], "1");
     let invoked = s.proxy.invocations();
     assert!(!invoked.is_empty(), "the wait was handed on");
+    record(
+        "across-invocations",
+        "the delegate takes longer than an invocation (30 s timeout)",
+        &body,
+        &s.lambda,
+    );
     let results = s.lambda.results();
     assert_eq!(results.len(), 1 + invoked.len());
     assert!(
@@ -465,6 +542,12 @@ async fn a_self_invocation_lambda_refuses_fails_the_request_with_the_reason() {
             "AccessDeniedException",
             "lambda:InvokeFunction",
         ],
+    );
+    record(
+        "invoke-refused",
+        "Lambda refuses the function's invocation of itself",
+        &body,
+        &s.lambda,
     );
     // Nothing waits on: the record keeps nothing of the Create, and its rollback removes it.
     s.roll_back(&body).await;
@@ -540,6 +623,7 @@ async fn a_failed_update_is_rolled_back_to_the_old_revision_which_becomes_ready(
     );
     let back = s.lambda.request(&s.rx, rollback).await;
     assert_eq!(back["Status"], "SUCCESS", "{back}");
+    record("update-rolled-back", "an Update to an image that cannot be pulled, then CloudFormation's rollback (the rollback's answer)", &back, &s.lambda);
     assert_eq!(back["Data"]["RunningCount"], "1");
     let c = clients_at(&aws(), &s.region).await;
     let svc = service(&c, &s.w.cluster, SERVICE).await.unwrap();
