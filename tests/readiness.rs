@@ -185,13 +185,18 @@ impl Scenario {
 
     /// A scenario whose AWS also plays `rules`.
     async fn with_rules(script: Script, timeout: Duration, rules: Vec<Rule>) -> Scenario {
+        Self::logged(script, timeout, rules, "info").await
+    }
+
+    /// A scenario whose function logs at `level`.
+    async fn logged(script: Script, timeout: Duration, rules: Vec<Rule>, level: &str) -> Scenario {
         let region = fresh_region();
         let c = clients_at(&aws(), region).await;
         let w = seed(&c, false).await;
         ecs_sim::script(&w.cluster, SERVICE, script);
         let proxy = Proxy::start(rules).await;
         let region = region.to_string();
-        let lambda = Lambda::start(&proxy, &region, timeout, "info").await;
+        let lambda = Lambda::start(&proxy, &region, timeout, level).await;
         Scenario {
             w,
             proxy,
@@ -457,10 +462,13 @@ async fn a_first_task_failing_and_the_second_coming_up_is_ready() {
 
 #[tokio::test]
 async fn a_wait_longer_than_an_invocation_goes_on_in_another_and_answers_once() {
-    // Each invocation may wait a few seconds; the delegate needs many looks.
-    let s = Scenario::new(
+    // Each invocation may wait a few seconds; the delegate needs many looks. At TRACE, as a
+    // user chasing a problem would run it: the ResponseURL travels in the payload.
+    let s = Scenario::logged(
         Script::of(vec![Fate::Up { ticks: 40 }]),
         Duration::from_secs(30),
+        vec![],
+        "trace",
     )
     .await;
     let body = s.create(json!({})).await;
@@ -486,9 +494,12 @@ async fn a_wait_longer_than_an_invocation_goes_on_in_another_and_answers_once() 
     assert_eq!(invoked[0]["HarnessDelegateBootstrap"], "ContinueWait");
     assert!(invoked[0].get("Wait").is_none());
     let url = s.rx.url("create");
+    let log = s.lambda.log();
+    assert!(log.contains("TRACE"), "not at TRACE");
+    assert!(!log.contains(&url), "the ResponseURL reached the log");
     assert!(
-        !s.lambda.log().contains(&url),
-        "the ResponseURL reached the log"
+        !log.contains("cfn-responses"),
+        "the ResponseURL's path reached the log"
     );
 
     // Lambda delivers the same continuation again: the request was answered, nothing happens.
