@@ -49,6 +49,8 @@ pub struct Waiter {
 pub struct Handoff {
     pub item: Item,
     pub progress: Progress,
+    /// When the invocation's work must end: no Invoke attempt may still be under way then.
+    pub by: Instant,
 }
 
 /// The payload that hands the wait of `operation` for `req` on.
@@ -69,7 +71,11 @@ pub async fn pass_on(
     let operation = h.item.pending.clone().unwrap_or_default();
     let function = waiter.function_arn.as_deref().unwrap_or_default();
     let body = payload(req, &operation).to_string();
-    match c.invoker.invoke_async(function, body.as_bytes()).await {
+    match c
+        .invoker
+        .invoke_async(function, body.as_bytes(), h.by)
+        .await
+    {
         Ok(()) => {
             tracing::info!(delegate = %h.item.key, progress = %h.progress, "the wait for the delegate goes on in a new invocation, which answers CloudFormation");
             None
@@ -136,6 +142,7 @@ pub async fn resume(
             let h = Handoff {
                 item: next,
                 progress,
+                by: deadline,
             };
             pass_on(c, req, &claim, h, waiter).await
         }

@@ -60,12 +60,23 @@ impl SelfInvoker {
     }
 
     /// Invoke `function` (the ARN this invocation was invoked as) asynchronously with
-    /// `payload`: `Ok` once Lambda has queued it (202).
-    pub async fn invoke_async(&self, function: &str, payload: &[u8]) -> Result<(), InvokeError> {
+    /// `payload`: `Ok` once Lambda has queued it (202). No attempt starts that could still be
+    /// under way at `by`: the invocation answers FAILED itself after that, and an Invoke that
+    /// Lambda accepted meanwhile would answer too.
+    pub async fn invoke_async(
+        &self,
+        function: &str,
+        payload: &[u8],
+        by: tokio::time::Instant,
+    ) -> Result<(), InvokeError> {
         let http = self.http.get_or_init(reqwest::Client::new);
         let url = self.url(function);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
+            if tokio::time::Instant::now() + ATTEMPT_TIMEOUT > by {
+                last = format!("{last} (no time was left in this invocation for another attempt)");
+                break;
+            }
             let headers = self.signed_headers(function, &url, payload).await?;
             let mut req = http
                 .post(&url)

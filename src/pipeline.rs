@@ -215,7 +215,14 @@ pub async fn converge(
         Ok((_, Readiness::Waiting(waiting))) => {
             let (applied, w, progress) = *waiting;
             match hand_on(c, &item, claim, &applied, &w, deadline).await {
-                Ok(item) => return Ok(Converged::HandedOn(Box::new(Handoff { item, progress }))),
+                Ok(item) => {
+                    let h = Handoff {
+                        item,
+                        progress,
+                        by: deadline,
+                    };
+                    return Ok(Converged::HandedOn(Box::new(h)));
+                }
                 Err(e) => Err(ReconcileError::NotCommitted(e)),
             }
         }

@@ -752,3 +752,38 @@ async fn a_request_delivered_again_while_it_waits_is_answered_once() {
     assert_eq!(s.rx.count(), 1, "one answer");
     assert_eq!(s.rx.bodies()[0]["Status"], "SUCCESS", "{:?}", s.rx.bodies());
 }
+
+/// An Invoke that Lambda is slow to take: the function gives up on it in time and answers
+/// FAILED, and when Lambda does start the continuation after all, the record already holds
+/// that answer, so the continuation stays silent. CloudFormation gets one answer.
+#[tokio::test]
+async fn a_self_invocation_lambda_takes_too_late_is_answered_failed_once() {
+    let slow = Rule {
+        operation: "Invoke",
+        fault: Fault::Delay(Duration::from_secs(3)),
+        times: u32::MAX,
+    };
+    let s = Scenario::with_rules(
+        Script::of(vec![Fate::Up { ticks: 400 }]),
+        Duration::from_secs(30),
+        vec![slow],
+    )
+    .await;
+    let body = s.create(json!({})).await;
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    assert_says(
+        &body,
+        &[
+            "the wait could not go on in a new invocation",
+            "did not accept the Invoke",
+        ],
+    );
+    let started = s.proxy.invocations().len();
+    assert!(started >= 1, "Lambda took the Invoke in the end");
+    let results = s.lambda.results();
+    assert_eq!(results.len(), 1 + started, "{results:?}");
+    assert!(
+        results[1..].iter().all(|r| r["Status"] == "WAITING"),
+        "the late continuations stayed silent: {results:?}"
+    );
+}
