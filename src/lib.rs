@@ -19,6 +19,7 @@ pub mod custom_resource;
 pub mod document;
 pub mod ecs_convert;
 pub mod handler;
+pub mod harness;
 pub mod heal;
 pub mod invoke;
 pub mod metrics;

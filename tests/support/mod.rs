@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub mod ecs_sim;
+pub mod harness_api;
 pub mod lambda;
 pub mod proxy;
 #[allow(unused_imports)] // not every test binary uses these
