@@ -528,6 +528,22 @@ async fn a_wait_longer_than_an_invocation_goes_on_in_another_and_answers_once() 
     );
 }
 
+/// A Create whose delegate is not ready within an invocation, every Invoke of the function
+/// going as `invoke` says: the scenario and the FAILED answer, which says the wait could not go
+/// on.
+async fn handed_on_through(invoke: Rule) -> (Scenario, Value) {
+    let s = Scenario::with_rules(
+        Script::of(vec![Fate::Up { ticks: 400 }]),
+        Duration::from_secs(30),
+        vec![invoke],
+    )
+    .await;
+    let body = s.create(json!({})).await;
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    assert_says(&body, &["the wait could not go on in a new invocation"]);
+    (s, body)
+}
+
 #[tokio::test]
 async fn a_self_invocation_lambda_refuses_fails_the_request_with_the_reason() {
     let refused = Rule {
@@ -538,22 +554,8 @@ async fn a_self_invocation_lambda_refuses_fails_the_request_with_the_reason() {
         ),
         times: u32::MAX,
     };
-    let s = Scenario::with_rules(
-        Script::of(vec![Fate::Up { ticks: 400 }]),
-        Duration::from_secs(30),
-        vec![refused],
-    )
-    .await;
-    let body = s.create(json!({})).await;
-    assert_eq!(body["Status"], "FAILED", "{body}");
-    assert_says(
-        &body,
-        &[
-            "the wait could not go on in a new invocation",
-            "AccessDeniedException",
-            "lambda:InvokeFunction",
-        ],
-    );
+    let (s, body) = handed_on_through(refused).await;
+    assert_says(&body, &["AccessDeniedException", "lambda:InvokeFunction"]);
     record(
         "invoke-refused",
         "Lambda refuses the function's invocation of itself",
@@ -763,21 +765,8 @@ async fn a_self_invocation_lambda_takes_too_late_is_answered_failed_once() {
         fault: Fault::Delay(Duration::from_secs(3)),
         times: u32::MAX,
     };
-    let s = Scenario::with_rules(
-        Script::of(vec![Fate::Up { ticks: 400 }]),
-        Duration::from_secs(30),
-        vec![slow],
-    )
-    .await;
-    let body = s.create(json!({})).await;
-    assert_eq!(body["Status"], "FAILED", "{body}");
-    assert_says(
-        &body,
-        &[
-            "the wait could not go on in a new invocation",
-            "did not accept the Invoke",
-        ],
-    );
+    let (s, body) = handed_on_through(slow).await;
+    assert_says(&body, &["did not accept the Invoke"]);
     let started = s.proxy.invocations().len();
     assert!(started >= 1, "Lambda took the Invoke in the end");
     let results = s.lambda.results();
