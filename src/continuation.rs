@@ -53,6 +53,20 @@ pub struct Handoff {
     pub by: Instant,
 }
 
+/// Keep `waiting` in the record for the next invocation and hold the lease for it, past
+/// `deadline` (this invocation's) by [`HANDOFF_GRACE`]: the item as written.
+pub async fn keep_for_next(
+    c: &Clients,
+    item: &Item,
+    waiting: Waiting,
+    deadline: Instant,
+) -> Result<Item, StoreError> {
+    let until = operation::epoch_ms_at(deadline) + HANDOFF_GRACE.as_millis() as u64;
+    let next = item.hand_on(waiting, until);
+    c.store.put(&next).await?;
+    Ok(next)
+}
+
 /// The payload that hands the wait of `operation` for `req` on.
 pub fn payload(req: &CfnRequest, operation: &str) -> Value {
     json!({CONTINUATION_MARKER: CONTINUE_WAIT, "Operation": operation, "Request": req.to_event()})
@@ -133,12 +147,13 @@ pub async fn resume(
             Some(failed)
         }
         Waited::OutOfTime(progress) => {
-            let until = operation::epoch_ms_at(deadline) + HANDOFF_GRACE.as_millis() as u64;
-            let next = item.hand_on(waiting, until);
-            if let Err(e) = c.store.put(&next).await {
-                let why = format!("the wait for the delegate could not be handed on: {e}");
-                return Some(Outcome::failed(req, why));
-            }
+            let next = match keep_for_next(c, &item, waiting, deadline).await {
+                Ok(next) => next,
+                Err(e) => {
+                    let why = format!("the wait for the delegate could not be handed on: {e}");
+                    return Some(Outcome::failed(req, why));
+                }
+            };
             let h = Handoff {
                 item: next,
                 progress,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
 use crate::classify::{CfnRequest, RequestType};
-use crate::continuation::{Handoff, Waiter, HANDOFF_GRACE, HANDOFF_TIME};
+use crate::continuation::{self, Handoff, Waiter, HANDOFF_TIME};
 use crate::custom_resource::{self, Outcome};
 use crate::model::{cluster_short_name, DelegateKey, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
@@ -111,7 +111,7 @@ async fn converge_request(
             return None;
         }
         Ok(Converged::HandedOn(h)) => {
-            return crate::continuation::pass_on(c, req, &claim, *h, waiter).await
+            return continuation::pass_on(c, req, &claim, *h, waiter).await
         }
         Err(e) => {
             tracing::error!(trigger = "CloudFormation", delegate = %spec.key(), status = "FAILED", error = %e, "delegate not reconciled");
@@ -124,7 +124,7 @@ async fn converge_request(
 /// The spec a Create or Update declares, owned by its stack resource, with what must hold
 /// before anything is read: the stack's table is the function's, and a move between clusters
 /// can be finished.
-pub async fn request_spec(
+async fn request_spec(
     c: &Clients,
     req: &CfnRequest,
     update: bool,
@@ -208,7 +208,8 @@ pub async fn converge(
     // Boxed: each step's state is large, and a debug build's stack is not.
     let work = async {
         let (plan, applied) = Box::pin(reconcile(c, spec, claim.force, deadline)).await?;
-        let ready = Box::pin(until_ready(c, spec, applied, deadline, waiter)).await?;
+        let doc = &plan.desired.task_definition;
+        let ready = Box::pin(until_ready(c, spec, doc, applied, deadline, waiter)).await?;
         Ok((plan, ready))
     };
     let result = match unwinding(c, &item, work).await {
@@ -248,10 +249,7 @@ async fn hand_on(
         wait: serde_json::to_string(w).unwrap_or_default(),
         data: serde_json::to_string(&applied.data()).unwrap_or_default(),
     };
-    let until = operation::epoch_ms_at(deadline) + HANDOFF_GRACE.as_millis() as u64;
-    let next = item.hand_on(waiting, until);
-    c.store.put(&next).await?;
-    Ok(next)
+    continuation::keep_for_next(c, item, waiting, deadline).await
 }
 
 /// End an operation: commit what succeeded (then retire a family it left), or abandon what
@@ -265,14 +263,13 @@ async fn settle(
     answer_of: impl FnOnce(&Result<(Plan, Applied), ReconcileError>) -> Option<String>,
     deadline: Instant,
 ) -> Result<(Plan, Applied), ReconcileError> {
-    let item = item.clone();
     let answer = answer_of(&result);
     let stored = match &result {
         Ok((_, applied)) => {
             let record = applied.record.clone();
-            operation::commit(&c.store, &item, record, claim, answer).await
+            operation::commit(&c.store, item, record, claim, answer).await
         }
-        Err(_) => operation::abandon(&c.store, &item, claim, answer).await,
+        Err(_) => operation::abandon(&c.store, item, claim, answer).await,
     };
     match (&result, stored) {
         (Ok(_), Ok(_)) => retire_old_family(c, spec, item.committed.as_ref(), deadline).await,
@@ -303,6 +300,7 @@ enum Readiness {
 async fn until_ready(
     c: &Clients,
     spec: &DelegateSpec,
+    doc: &Value,
     mut applied: Applied,
     deadline: Instant,
     waiter: &Waiter,
@@ -310,7 +308,7 @@ async fn until_ready(
     if !spec.wait_for_ready {
         return Ok(Readiness::Ready(Box::new(applied)));
     }
-    let w = wait_of(spec, &applied);
+    let w = wait_of(spec, doc, &applied);
     let stop = if waiter.function_arn.is_some() {
         deadline.checked_sub(HANDOFF_TIME).unwrap_or(deadline)
     } else {
@@ -332,18 +330,10 @@ async fn until_ready(
     }
 }
 
-/// The wait for what `applied` put in place: its revision, from the moment it was applied.
-pub fn wait_of(spec: &DelegateSpec, applied: &Applied) -> Wait {
+/// The wait for what `applied` put in place (the plan's rendered `doc`): its revision, from
+/// the moment it was applied.
+fn wait_of(spec: &DelegateSpec, doc: &Value, applied: &Applied) -> Wait {
     let since_ms = applied.record.applied_at;
-    let doc = task_definition::render(spec);
-    let health_check = doc["containerDefinitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c["name"] == task_definition::CONTAINER_NAME
-                && c.get("healthCheck").is_some_and(|h| !h.is_null())
-        });
     Wait {
         target: Target {
             cluster: spec.cluster.clone(),
@@ -352,7 +342,7 @@ pub fn wait_of(spec: &DelegateSpec, applied: &Applied) -> Wait {
         expect: ready::Expect {
             revision: applied.task_definition_arn.clone(),
             desired: spec.desired_count,
-            health_check,
+            health_check: task_definition::has_health_check(doc),
             since_ms,
             hints: ready::Hints::of(spec),
         },
@@ -495,8 +485,16 @@ pub async fn remove(
     let key = target.key();
     let item = match operation::start(&c.store, &key, claim, deadline, begin).await? {
         Start::Answered(a) => return Ok(Done::Replayed(a)),
-        // A Delete never shares its id with the request whose wait goes on.
-        Start::Waiting => return Ok(Done::Ran(vec![])),
+        // A Delete never shares its id with a request whose wait goes on; were it to, it must
+        // not answer SUCCESS having removed nothing.
+        Start::Waiting => {
+            return Err(OperationError::Busy {
+                key,
+                holder: format!("the wait of request {}", claim.request_id),
+                left_s: 0,
+            }
+            .into())
+        }
         Start::Begun(item) => *item,
     };
     let work = async {

@@ -108,11 +108,7 @@ pub fn judge(expect: &Expect, seen: &ObservedRollout) -> Verdict {
             check: "who deleted it (CloudTrail: ecs:DeleteService); run the request again to recreate it".into(),
         });
     };
-    let ours: Vec<&ObservedTask> = seen
-        .tasks
-        .iter()
-        .filter(|t| t.task_definition == expect.revision)
-        .collect();
+    let ours = of_revision(expect, seen);
     let progress = progress(expect, &ours);
     if expect.desired == 0 {
         return Verdict::Ready(progress);
@@ -195,14 +191,26 @@ fn progress(expect: &Expect, ours: &[&ObservedTask]) -> Progress {
     }
 }
 
+/// The tasks of the revision waited for.
+fn of_revision<'a>(expect: &Expect, seen: &'a ObservedRollout) -> Vec<&'a ObservedTask> {
+    seen.tasks
+        .iter()
+        .filter(|t| t.task_definition == expect.revision)
+        .collect()
+}
+
+/// Those of `ours` that stopped, started since the deployment began.
+fn stopped_since<'a>(expect: &Expect, ours: &[&'a ObservedTask]) -> Vec<&'a ObservedTask> {
+    ours.iter()
+        .copied()
+        .filter(|t| t.status == TaskStatus::Stopped && t.created_at_ms >= expect.since_ms)
+        .collect()
+}
+
 /// The revision's most recent stops since the deployment began, newest first, as long as each
 /// stopped for a reason that will not fix itself.
 fn failed_in_a_row<'a>(expect: &Expect, ours: &[&'a ObservedTask]) -> Vec<&'a ObservedTask> {
-    let mut stopped: Vec<&ObservedTask> = ours
-        .iter()
-        .copied()
-        .filter(|t| t.status == TaskStatus::Stopped && t.created_at_ms >= expect.since_ms)
-        .collect();
+    let mut stopped = stopped_since(expect, ours);
     stopped.sort_by_key(|t| std::cmp::Reverse(t.stopped_at_ms.unwrap_or(t.created_at_ms)));
     stopped
         .into_iter()
@@ -268,11 +276,7 @@ fn cause(t: &ObservedTask) -> Option<Cause> {
 
 /// The failure of a wait that ran out of time after `timeout_s`, with what was last seen.
 pub fn timed_out(expect: &Expect, last: &ObservedRollout, timeout_s: u64) -> Failure {
-    let ours: Vec<&ObservedTask> = last
-        .tasks
-        .iter()
-        .filter(|t| t.task_definition == expect.revision)
-        .collect();
+    let ours = of_revision(expect, last);
     let progress = progress(expect, &ours);
     let what = format!(
         "the delegate was not ready within ReadyTimeoutSeconds ({timeout_s} s): {progress}"
@@ -305,11 +309,7 @@ fn failure(
     ours: &[&ObservedTask],
     events: &[ServiceEvent],
 ) -> Failure {
-    let stopped: Vec<&ObservedTask> = ours
-        .iter()
-        .copied()
-        .filter(|t| t.status == TaskStatus::Stopped && t.created_at_ms >= expect.since_ms)
-        .collect();
+    let stopped = stopped_since(expect, ours);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for t in &stopped {
         *counts.entry(describe(t)).or_default() += 1;

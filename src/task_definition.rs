@@ -99,6 +99,15 @@ pub fn health_check() -> Value {
     })
 }
 
+/// Whether the delegate's container in the rendered document `doc` has a health check.
+pub fn has_health_check(doc: &Value) -> bool {
+    doc["containerDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == CONTAINER_NAME && c.get("healthCheck").is_some_and(|h| !h.is_null()))
+}
+
 /// ECS's limits on a container health check's settings.
 const HEALTH_CHECK_LIMITS: &[(&str, i64, i64, &str)] = &[
     ("interval", 5, 300, " s"),

@@ -267,13 +267,7 @@ impl Proxy {
                             };
                         }
                         Some(Fault::Reject(kind, message)) => return json_error(400, kind, message),
-                        Some(Fault::Respond(body)) => {
-                            return Response {
-                                status: 200,
-                                headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
-                                body: body.to_string().into_bytes(),
-                            }
-                        }
+                        Some(Fault::Respond(body)) => return ecs_json(body),
                         Some(Fault::Reset) => return Response::dropped(),
                         Some(Fault::Fraction { .. }) => unreachable!("for_call resolves fractions"),
                         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
