@@ -94,6 +94,11 @@ pub enum Trigger {
     Heal {
         targets: Option<Vec<Target>>,
     },
+    /// Direct `{"Action": "Upgrade", "Targets": […]}` (the upgrade schedule's input): move the
+    /// delegates that follow Harness to its latest supported version; no targets: every one.
+    Upgrade {
+        targets: Option<Vec<Target>>,
+    },
     /// The function's own hand-on of a wait for the delegate (continuation.rs): internal.
     Continuation {
         request: Box<CfnRequest>,
@@ -141,7 +146,7 @@ fn continuation(event: &Value, what: &Value) -> Result<Trigger, ClassifyError> {
 pub enum ClassifyError {
     #[error("this looks like a CloudFormation request but lacks {0}, so it cannot be answered; CloudFormation always sends RequestType, ResponseURL, StackId, RequestId and LogicalResourceId")]
     IncompleteCloudFormation(String),
-    #[error("unknown Action \"{0}\": use Reconcile, Plan, Delete or Heal, e.g. {{\"Action\": \"Plan\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\"}}")]
+    #[error("unknown Action \"{0}\": use Reconcile, Plan, Delete, Heal or Upgrade, e.g. {{\"Action\": \"Plan\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\"}}")]
     UnknownAction(String),
     #[error("Targets{0}: pass a list of {{\"ClusterName\": \"…\", \"ServiceName\": \"…\"}} (ServiceName defaults to harness-delegate), or leave Targets out to heal every delegate")]
     BadTargets(String),
@@ -149,7 +154,7 @@ pub enum ClassifyError {
     BadForce,
     #[error("a direct {0} invocation needs ResourceProperties: {{\"Action\": \"{0}\", \"ResourceProperties\": {{\"ClusterName\": …}}}}")]
     MissingProperties(String),
-    #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\", \"Targets\": […]}}")]
+    #[error("unrecognised event: expected a CloudFormation custom resource request (RequestType, ResponseURL, StackId…), an EventBridge scheduled event (source aws.events), an EventBridge ECS event (source aws.ecs), or a direct invocation {{\"Action\": \"Reconcile\" | \"Plan\" | \"Delete\", \"ResourceProperties\": {{…}}}} or {{\"Action\": \"Heal\" | \"Upgrade\", \"Targets\": […]}}")]
     Unrecognised,
     #[error("a malformed continuation ({0}): continuations are internal, sent by the function to itself; nothing was done")]
     BadContinuation(&'static str),
@@ -208,6 +213,11 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
         let raw = action.as_str().unwrap_or_default();
         if raw == "Heal" {
             return Ok(Trigger::Heal {
+                targets: targets(event.get("Targets"))?,
+            });
+        }
+        if raw == "Upgrade" {
+            return Ok(Trigger::Upgrade {
                 targets: targets(event.get("Targets"))?,
             });
         }
@@ -546,6 +556,19 @@ mod tests {
         assert_eq!(
             classify(&json!({"Action": "Heal", "Targets": []})),
             Ok(Trigger::Heal { targets: None })
+        );
+        assert_eq!(
+            classify(&json!({"Action": "Upgrade"})),
+            Ok(Trigger::Upgrade { targets: None })
+        );
+        assert_eq!(
+            classify(&json!({"Action": "Upgrade", "Targets": [{"ClusterName": "prod"}]})),
+            Ok(Trigger::Upgrade {
+                targets: Some(vec![Target {
+                    cluster: "prod".into(),
+                    service: crate::model::DEFAULT_SERVICE_NAME.into()
+                }])
+            })
         );
         assert_eq!(
             classify(&json!({"Action": "Heal", "Targets": [{"ClusterName": "prod"}]})),

@@ -161,11 +161,33 @@ impl Handler {
                 targets: Some(targets),
             } => Ok(self.heal_targets(targets, deadline).await?),
             Trigger::EcsEvent(e) => Ok(self.ecs_event(e, deadline).await?),
+            Trigger::Upgrade { targets } => Ok(self.upgrade(targets, deadline).await?),
             Trigger::Continuation { request, operation } => {
                 self.cloudformation(*request, Some(operation), deadline)
                     .await
             }
         }
+    }
+
+    /// Move the delegates that follow Harness to its latest supported version (all, or the
+    /// targets in the function's account and region).
+    async fn upgrade(
+        &self,
+        targets: Option<Vec<crate::model::Target>>,
+        deadline: Instant,
+    ) -> Result<Value, ReconcileError> {
+        let scope = match targets {
+            None => Scope::All,
+            Some(ts) => Scope::Targets(
+                ts.into_iter()
+                    .filter(|t| self.elsewhere(&t.origin()).is_none())
+                    .collect(),
+            ),
+        };
+        let deadline = earlier(deadline, DEADLINE_MARGIN);
+        let report =
+            crate::upgrade::upgrade(&self.clients, scope, &self.heal, self.poll, deadline).await?;
+        Ok(report.to_json())
     }
 
     /// Heal the delegate an ECS event names; an event that calls for no heal is ignored, one
@@ -243,7 +265,10 @@ impl Handler {
         force: bool,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
-        let spec = pipeline::spec_of(props, self.clients.region.as_deref())?;
+        let mut spec = pipeline::spec_of(props, self.clients.region.as_deref())?;
+        if action != DirectAction::Delete {
+            pipeline::choose_image(&self.clients, &mut spec).await?;
+        }
         // The lease a direct request takes must end with the invocation, not after it.
         let deadline = earlier(deadline, DEADLINE_MARGIN);
         match action {

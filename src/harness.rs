@@ -17,21 +17,7 @@ use serde_json::Value;
 /// eat a heal's time (the next schedule asks again).
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A Harness API key or service-account token.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
+pub use crate::secrets::ApiKey;
 
 /// A delegate image version, `yy.mm.build`, with `.minimal` for the minimal image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +100,52 @@ pub enum HarnessError {
     Refused { status: u16, message: String },
     #[error("Harness's answer is not the latest supported version ({0}): nothing was changed")]
     Malformed(String),
+    /// The API key could not be read from its secret (and not because Secrets Manager is down).
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Harness as the function reaches it: the key's secret read when needed, then the question.
+#[derive(Clone, Debug)]
+pub struct Harness {
+    /// Built on the first question: most invocations never ask one.
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
+    secrets: crate::secrets::SecretReader,
+    /// Plain http to a loopback Harness (`RESPONSE_URL_ALLOW_LOOPBACK=true`: tests, local runs).
+    allow_loopback: bool,
+}
+
+impl Harness {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Harness {
+            http: Default::default(),
+            secrets: crate::secrets::SecretReader::new(config),
+            allow_loopback: std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true"),
+        }
+    }
+
+    /// The latest supported versions for `account`, asked with the key in `key_secret`.
+    pub async fn latest(
+        &self,
+        key_secret: &str,
+        manager: &str,
+        account: &str,
+    ) -> Result<LatestSupported, HarnessError> {
+        // A bad URL is known before the secret is read.
+        latest_supported_url(manager, account, self.allow_loopback)?;
+        let key = self
+            .secrets
+            .api_key(key_secret)
+            .await
+            .map_err(|e| match e {
+                crate::secrets::SecretError::Unavailable { .. } => {
+                    HarnessError::Unavailable(e.to_string())
+                }
+                _ => HarnessError::Key(e.to_string()),
+            })?;
+        let http = self.http.get_or_init(reqwest::Client::new);
+        latest_supported(http, manager, account, &key, self.allow_loopback).await
+    }
 }
 
 /// The URL of the question, for `manager` (which may carry a path, e.g. `/gratis`).
@@ -157,7 +189,7 @@ pub async fn latest_supported(
     let url = latest_supported_url(manager, account, allow_loopback)?;
     let sent = http
         .get(url)
-        .header("x-api-key", &key.0)
+        .header("x-api-key", key.expose())
         .timeout(TIMEOUT)
         .send()
         .await;

@@ -90,7 +90,7 @@ impl HealSettings {
     }
 
     /// Whether a delegate recorded with this owner is this function's to heal.
-    fn heals(&self, owner: Option<&str>) -> bool {
+    pub(crate) fn heals(&self, owner: Option<&str>) -> bool {
         self.owner.as_deref().is_none_or(|ours| owner == Some(ours))
     }
 }

@@ -1,5 +1,7 @@
 //! The function invokes itself: one asynchronous Lambda Invoke (InvocationType Event), which
-//! hands a wait for the delegate on to a new invocation when this one's time runs low.
+//! hands a wait for the delegate on to a new invocation when this one's time runs low. Also the
+//! SigV4 [`Signer`] for the few AWS calls made without an SDK client (this one, and reading the
+//! Harness API key, in the `secrets` module): a client crate each would cost minutes of build.
 //!
 //! The call is signed by the SDK's own SigV4 signer with the SDK's credentials and sent with
 //! reqwest; the endpoint is the SDK's (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or
@@ -136,41 +138,78 @@ impl SelfInvoker {
         url: &str,
         payload: &[u8],
     ) -> Result<Vec<(String, String)>, InvokeError> {
-        let provider = self
-            .credentials
-            .as_ref()
-            .ok_or_else(|| InvokeError::Credentials("no credentials provider".into()))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| InvokeError::Credentials(e.to_string()))?;
-        let identity: Identity = credentials.into();
-        let signing_error = |why: String| InvokeError::Signing {
-            function: function.to_string(),
-            why,
-        };
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(self.region.as_deref().unwrap_or("us-east-1"))
-            .name("lambda")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| signing_error(e.to_string()))?
-            .into();
         let headers = [
             ("x-amz-invocation-type", "Event"),
             ("content-type", "application/json"),
         ];
+        let region = self.region.as_deref().unwrap_or("us-east-1");
+        let signer = Signer {
+            credentials: self.credentials.as_ref(),
+            region,
+            service: "lambda",
+        };
+        signer
+            .headers(url, &headers, payload)
+            .await
+            .map_err(|e| match e {
+                SignError::Credentials(why) => InvokeError::Credentials(why),
+                SignError::Signing(why) => InvokeError::Signing {
+                    function: function.to_string(),
+                    why,
+                },
+            })
+    }
+}
+
+/// Why a request could not be signed.
+#[derive(Debug)]
+pub(crate) enum SignError {
+    Credentials(String),
+    Signing(String),
+}
+
+/// SigV4 for the few AWS calls made without an SDK client: a POST to `service` in `region`.
+pub(crate) struct Signer<'a> {
+    pub credentials: Option<&'a SharedCredentialsProvider>,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+impl Signer<'_> {
+    /// The headers that sign a POST of `body` to `url` with `headers` (which are sent too).
+    pub async fn headers(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, SignError> {
+        let provider = self
+            .credentials
+            .ok_or_else(|| SignError::Credentials("no credentials provider".into()))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| SignError::Credentials(e.to_string()))?;
+        let identity: Identity = credentials.into();
+        let signing = |e: &dyn std::fmt::Display| SignError::Signing(e.to_string());
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(self.region)
+            .name(self.service)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| signing(&e))?
+            .into();
         let signable = SignableRequest::new(
             "POST",
             url,
-            headers.into_iter(),
-            SignableBody::Bytes(payload),
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
         )
-        .map_err(|e| signing_error(e.to_string()))?;
+        .map_err(|e| signing(&e))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| signing_error(e.to_string()))?
+            .map_err(|e| signing(&e))?
             .into_parts();
         Ok(instructions
             .headers()
@@ -179,7 +218,6 @@ impl SelfInvoker {
     }
 }
 
-/// Lambda's error type and message from a refusal.
 async fn describe(resp: reqwest::Response) -> (String, String) {
     let status = resp.status();
     let kind = resp

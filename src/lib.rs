@@ -21,6 +21,7 @@ pub mod ecs_convert;
 pub mod handler;
 pub mod harness;
 pub mod heal;
+pub mod image;
 pub mod invoke;
 pub mod metrics;
 pub mod model;
@@ -33,11 +34,13 @@ pub mod preflight;
 pub mod ready;
 pub mod record;
 pub mod respond;
+pub mod secrets;
 pub mod spec;
 pub mod store;
 pub mod task_definition;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod upgrade;
 pub mod wait;
 
 pub use model::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG, RESOURCE_TAG};
@@ -52,6 +55,8 @@ pub struct Clients {
     pub store: store::Store,
     /// Lambda, for the one call the function makes to it: invoking itself.
     pub invoker: invoke::SelfInvoker,
+    /// Harness's API (and the API key's secret), for the image's latest supported version.
+    pub harness: harness::Harness,
     /// The region the clients call: where the delegate's logs go, too.
     pub region: Option<String>,
 }
@@ -64,6 +69,7 @@ impl Clients {
             iam: aws_sdk_iam::Client::new(config),
             store: store::Store::new(config, store::Store::table_from_env()),
             invoker: invoke::SelfInvoker::new(config),
+            harness: harness::Harness::new(config),
             region: config.region().map(|r| r.to_string()),
         }
     }

@@ -186,9 +186,9 @@ fn as_plan(event: &Value) -> Result<Value, lambda_runtime::Error> {
             )
         }
         Trigger::Direct { properties, .. } => properties,
-        Trigger::Schedule | Trigger::EcsEvent(_) | Trigger::Heal { .. } => {
+        Trigger::Schedule | Trigger::EcsEvent(_) | Trigger::Heal { .. } | Trigger::Upgrade { .. } => {
             return Err(
-                "heal events carry no delegate properties to plan: `invoke` runs the heal and reports per delegate what it found and did"
+                "heal and upgrade events carry no delegate properties to plan: `invoke` runs them and reports per delegate what it found and did"
                     .into(),
             )
         }

@@ -21,7 +21,7 @@ use crate::model::{cluster_short_name, DelegateKey, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
 use crate::operation::{self, Claim, OperationError, Start};
 use crate::plan::{self, DeleteAction, Plan};
-use crate::spec::{self, DelegateSpec, Problem, Problems};
+use crate::spec::{self, DelegateSpec, ImageUpgrade, Problem, Problems};
 use crate::store::{Item, StoreError};
 use crate::wait::{self, Wait, Waited};
 use crate::{document, metrics, preflight, ready, record, task_definition, Clients};
@@ -136,7 +136,41 @@ async fn request_spec(
     if update {
         check_move(c, req, &spec).await?;
     }
+    choose_image(c, &mut spec).await?;
     Ok(spec)
+}
+
+/// With `ImageUpgrade: LatestSupported`, the image the request installs: Harness's latest
+/// supported version, unless the committed image is newer or that version failed here (see
+/// [`crate::image::choose`]). A spec that pins its image is left as it is.
+pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Problems> {
+    let (ImageUpgrade::LatestSupported, Some(secret)) =
+        (spec.image_upgrade, spec.api_key_secret.as_deref())
+    else {
+        return Ok(());
+    };
+    let latest = c
+        .harness
+        .latest(secret, &spec.manager_host_and_port, &spec.account_id)
+        .await;
+    let item = c.store.get(&spec.key()).await.map_err(|e| {
+        Problems(vec![Problem::new(
+            "ImageUpgrade",
+            format!("the committed image could not be read to compare with Harness's: {e}"),
+        )])
+    })?;
+    let committed = item.committed.as_ref().and_then(|r| r.follow.as_ref());
+    let chosen = crate::image::choose(
+        latest.as_ref(),
+        committed,
+        item.failed_version.as_deref(),
+        &spec.image_repository,
+        spec.minimal_image,
+    )
+    .map_err(|why| Problems(vec![Problem::new("ImageUpgrade", why)]))?;
+    tracing::info!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "image chosen");
+    spec.image = chosen.image;
+    Ok(())
 }
 
 /// A stack's `RecordTable` must be the table the function records in: a delegate recorded in

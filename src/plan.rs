@@ -12,6 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+mod upgrade;
+pub use upgrade::{plan_rollback, plan_upgrade};
+
 use serde_json::Value;
 
 use crate::document;
@@ -828,6 +831,7 @@ fn desired_record(
         }),
         applied_at: 0,
         user_tags: spec.tags.clone(),
+        follow: spec.follow(),
     }
 }
 

@@ -58,6 +58,34 @@ impl Hints {
             memory: spec.memory,
         }
     }
+
+    /// The same, read from a revision's document (an upgrade has no spec) and the manager.
+    pub fn of_document(doc: &serde_json::Value, manager: &str) -> Hints {
+        let delegate = doc["containerDefinitions"]
+            .as_array()
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["name"] == crate::task_definition::CONTAINER_NAME)
+            })
+            .cloned()
+            .unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().map(String::from);
+        Hints {
+            image: text(&delegate["image"]).unwrap_or_default(),
+            execution_role: text(&doc["executionRoleArn"]),
+            token_secret: delegate["secrets"]
+                .as_array()
+                .and_then(|s| s.first())
+                .and_then(|s| text(&s["valueFrom"])),
+            log_group: text(&delegate["logConfiguration"]["options"]["awslogs-group"]),
+            manager: manager.to_string(),
+            memory: doc["memory"]
+                .as_str()
+                .and_then(|m| m.parse().ok())
+                .or_else(|| doc["memory"].as_u64().map(|m| m as u32))
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// How far a rollout has come.

@@ -89,6 +89,9 @@ pub struct Record {
     pub applied_at: u64,
     /// The user's tags (everything not under `harness-delegate:` or `aws:`).
     pub user_tags: BTreeMap<String, String>,
+    /// What the image follows, when the stack gave an API key. Kept in the record table only,
+    /// never in tags: resources carry few tags, and this names the key's secret.
+    pub follow: Option<crate::image::Follow>,
 }
 
 /// Why a set of tags that claims to be a record cannot be read.
@@ -226,6 +229,7 @@ fn parse(
             .filter(|(k, _)| !k.starts_with(MANAGED_TAG_PREFIX) && !k.starts_with("aws:"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        follow: None,
     })
 }
 
@@ -353,6 +357,7 @@ mod tests {
             }),
             applied_at: 1_764_250_000_123,
             user_tags: BTreeMap::from([("team".into(), "platform".into())]),
+            follow: None,
         }
     }
 

@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+pub use crate::image::ImageUpgrade;
+use crate::image::{Follow, ImageProperties};
 use crate::model::{self, string_enum, DelegateKey};
 pub use crate::model::{AssignPublicIp, LaunchType, NetworkMode, DEFAULT_SERVICE_NAME};
 
@@ -51,6 +53,10 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "RecordTable",
     "WaitForReady",
     "ReadyTimeoutSeconds",
+    "HarnessApiKeySecretArn",
+    "ImageUpgrade",
+    "ImageRepository",
+    "MinimalImage",
 ];
 
 /// What CloudFormation itself reads of a custom resource and passes on: accepted, ignored.
@@ -66,6 +72,7 @@ pub fn allowed_values(property: &str) -> Option<Vec<&'static str>> {
         "NetworkMode" => names(NetworkMode::CHOICES),
         "DelegateGeneration" => names(DelegateGeneration::CHOICES),
         "AssignPublicIp" => names(AssignPublicIp::CHOICES),
+        "ImageUpgrade" => names(ImageUpgrade::CHOICES),
         _ => return None,
     })
 }
@@ -133,7 +140,15 @@ pub struct DelegateSpec {
     pub delegate_profile: Option<String>,
     pub delegate_tags: Option<String>,
     pub delegate_description: Option<String>,
+    /// The image the task definition names. With `ImageUpgrade: LatestSupported` the pipeline
+    /// sets it to the version Harness names before anything is rendered for AWS.
     pub image: String,
+    /// Whether the function keeps the image current, and where from (see [`crate::image`]).
+    pub image_upgrade: ImageUpgrade,
+    pub image_repository: String,
+    pub minimal_image: bool,
+    /// The Secrets Manager secret holding the Harness API key (never the key).
+    pub api_key_secret: Option<String>,
     pub hostname: Option<String>,
     pub cpu: u32,
     pub memory: u32,
@@ -182,6 +197,19 @@ impl DelegateSpec {
     /// Which delegate this is.
     pub fn key(&self) -> DelegateKey {
         DelegateKey::new(&self.cluster, &self.service_name)
+    }
+
+    /// What the image follows, for the record: only when an API key lets the function ask.
+    pub fn follow(&self) -> Option<Follow> {
+        Some(Follow {
+            upgrade: self.image_upgrade,
+            api_key_secret: self.api_key_secret.clone()?,
+            manager: self.manager_host_and_port.clone(),
+            account_id: self.account_id.clone(),
+            repository: self.image_repository.clone(),
+            minimal: self.minimal_image,
+            image: self.image.clone(),
+        })
     }
 
     /// The tags put on everything the function creates: the user's plus its own markers.
@@ -451,7 +479,7 @@ struct Raw {
     delegate_profile: Option<String>,
     delegate_tags: Option<String>,
     delegate_description: Option<String>,
-    image: String,
+    image: ImageProperties,
     hostname: Option<String>,
     cpu: u32,
     memory: u32,
@@ -488,6 +516,9 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     check_network_mode(&raw, &mut p);
     check_roles(&raw, token.as_ref(), &mut p);
     check_ids(&raw, &mut p);
+    let mut image_problems = vec![];
+    let image = crate::image::check(&raw.image, &mut image_problems);
+    p.extend(image_problems.into_iter().map(|(k, m)| Problem::new(k, m)));
     for key in raw.environment.keys() {
         if RESERVED_ENVIRONMENT.contains(&key.as_str()) {
             p.push(Problem::new(
@@ -527,7 +558,7 @@ pub fn parse(props: &Value) -> Result<DelegateSpec, Problems> {
     if !p.is_empty() {
         return Err(Problems(p));
     }
-    Ok(build(raw, token))
+    Ok(build(raw, token, image))
 }
 
 /// Every property read, with the problems of each one alone.
@@ -568,7 +599,13 @@ fn read(props: &Map<String, Value>) -> (Raw, Vec<Problem>) {
         delegate_profile: r.string("DelegateProfile"),
         delegate_tags: r.string("DelegateTags"),
         delegate_description: r.string("DelegateDescription"),
-        image: r.or("Image", DEFAULT_IMAGE),
+        image: ImageProperties {
+            image: r.string("Image"),
+            upgrade: r.choice("ImageUpgrade", ImageUpgrade::CHOICES),
+            repository: r.string("ImageRepository"),
+            minimal: r.flag("MinimalImage"),
+            api_key_secret: r.string("HarnessApiKeySecretArn"),
+        },
         hostname: r.string("Hostname"),
         cpu: r.number("Cpu", "a number of cpu units").unwrap_or(1024),
         memory: r.number("Memory", "a number of MiB").unwrap_or(6144),
@@ -782,7 +819,8 @@ fn check_ids(raw: &Raw, p: &mut Vec<Problem>) {
 }
 
 /// The spec from properties that passed every check.
-fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
+fn build(raw: Raw, token: Option<DelegateToken>, image: (ImageUpgrade, String)) -> DelegateSpec {
+    let (image_upgrade, image_repository) = image;
     // Every `None` here was reported as a problem, and parse stopped.
     let (Some(cluster), Some(account_id), Some(token)) = (raw.cluster, raw.account_id, token)
     else {
@@ -811,7 +849,15 @@ fn build(raw: Raw, token: Option<DelegateToken>) -> DelegateSpec {
         delegate_profile: raw.delegate_profile,
         delegate_tags: raw.delegate_tags,
         delegate_description: raw.delegate_description,
-        image: raw.image,
+        // Until the pipeline asks Harness, a followed image is its repository's latest tag.
+        image: raw
+            .image
+            .image
+            .unwrap_or_else(|| format!("{image_repository}:latest")),
+        image_upgrade,
+        minimal_image: raw.image.minimal.unwrap_or(false),
+        api_key_secret: raw.image.api_key_secret,
+        image_repository,
         hostname,
         cpu: raw.cpu,
         memory: raw.memory,

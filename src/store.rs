@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::aws_error::AwsError;
+use crate::image::{Follow, ImageUpgrade};
 use crate::model::{string_enum, DelegateKey};
 use crate::record::{On, Record};
 
@@ -100,6 +101,9 @@ pub struct Item {
     pub groups_made: Vec<String>,
     /// The pending operation's wait for the delegate, when another invocation carries it on.
     pub waiting: Option<Waiting>,
+    /// The last version an upgrade rolled back (`25.11.87300`): not tried again, by an upgrade
+    /// run or a stack request, until Harness names a newer one.
+    pub failed_version: Option<String>,
 }
 
 /// An operation whose changes are in place and whose wait for the delegate to be ready goes
@@ -154,6 +158,7 @@ impl Item {
             redeployed: None,
             groups_made: vec![],
             waiting: None,
+            failed_version: None,
         }
     }
 
@@ -345,6 +350,12 @@ impl Item {
                 "committed".into(),
                 AttributeValue::M(tags.map(|(k, v)| (k, s(&v))).collect()),
             );
+            if let Some(f) = &r.follow {
+                a.insert("committed_image".into(), follow_attribute(f));
+            }
+        }
+        if let Some(v) = &self.failed_version {
+            a.insert("upgrade_failed".into(), s(v));
         }
         if let Some(p) = &self.pending {
             a.insert("pending_request".into(), s(p));
@@ -377,18 +388,19 @@ impl Item {
         }
         if let Some(w) = &self.waiting {
             let record = w.record.all_tags(On::Service).into_iter();
-            a.insert(
-                "waiting".into(),
-                AttributeValue::M(HashMap::from([
-                    ("request_id".to_string(), s(&w.request_id)),
-                    ("wait".to_string(), s(&w.wait)),
-                    ("data".to_string(), s(&w.data)),
-                    (
-                        "record".to_string(),
-                        AttributeValue::M(record.map(|(k, v)| (k, s(&v))).collect()),
-                    ),
-                ])),
-            );
+            let mut m = HashMap::from([
+                ("request_id".to_string(), s(&w.request_id)),
+                ("wait".to_string(), s(&w.wait)),
+                ("data".to_string(), s(&w.data)),
+                (
+                    "record".to_string(),
+                    AttributeValue::M(record.map(|(k, v)| (k, s(&v))).collect()),
+                ),
+            ]);
+            if let Some(f) = &w.record.follow {
+                m.insert("image".to_string(), follow_attribute(f));
+            }
+            a.insert("waiting".into(), AttributeValue::M(m));
         }
         a
     }
@@ -404,7 +416,10 @@ impl Item {
             .ok_or("no state")?;
         let committed = match a.get("committed").and_then(|v| v.as_m().ok()) {
             None => None,
-            Some(m) => Some(record_from(m)?),
+            Some(m) => Some(Record {
+                follow: follow_from(a.get("committed_image"))?,
+                ..record_from(m)?
+            }),
         };
         let waiting = match a.get("waiting").and_then(|v| v.as_m().ok()) {
             None => None,
@@ -451,8 +466,47 @@ impl Item {
                 revision: text("redeployed_revision").unwrap_or_default(),
             }),
             waiting,
+            failed_version: text("upgrade_failed"),
         })
     }
+}
+
+/// What a record's image follows, as a map of its own.
+fn follow_attribute(f: &Follow) -> AttributeValue {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    AttributeValue::M(HashMap::from([
+        ("upgrade".to_string(), s(f.upgrade.as_str())),
+        ("api_key_secret".to_string(), s(&f.api_key_secret)),
+        ("manager".to_string(), s(&f.manager)),
+        ("account_id".to_string(), s(&f.account_id)),
+        ("repository".to_string(), s(&f.repository)),
+        ("minimal".to_string(), AttributeValue::Bool(f.minimal)),
+        ("image".to_string(), s(&f.image)),
+    ]))
+}
+
+fn follow_from(v: Option<&AttributeValue>) -> Result<Option<Follow>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let m = v.as_m().map_err(|_| "an image setting that is not a map")?;
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or(format!("an image setting without {k}"))
+    };
+    Ok(Some(Follow {
+        upgrade: ImageUpgrade::parse(&text("upgrade")?).ok_or("an unknown ImageUpgrade")?,
+        api_key_secret: text("api_key_secret")?,
+        manager: text("manager")?,
+        account_id: text("account_id")?,
+        repository: text("repository")?,
+        minimal: m
+            .get("minimal")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        image: text("image")?,
+    }))
 }
 
 fn record_from(m: &HashMap<String, AttributeValue>) -> Result<Record, String> {
@@ -480,7 +534,10 @@ fn waiting_from(m: &HashMap<String, AttributeValue>) -> Result<Waiting, String> 
         .ok_or("a wait without its configuration")?;
     Ok(Waiting {
         request_id: text("request_id")?,
-        record: record_from(record)?,
+        record: Record {
+            follow: follow_from(m.get("image"))?,
+            ..record_from(record)?
+        },
         wait: text("wait")?,
         data: text("data")?,
     })
@@ -640,6 +697,15 @@ mod tests {
             network: None,
             applied_at: 1_000,
             user_tags: BTreeMap::new(),
+            follow: Some(crate::image::Follow {
+                upgrade: ImageUpgrade::LatestSupported,
+                api_key_secret: "arn:aws:secretsmanager:us-east-1:1:secret:k".into(),
+                manager: "https://app.harness.io/gratis".into(),
+                account_id: "acct".into(),
+                repository: "harness/delegate".into(),
+                minimal: true,
+                image: "harness/delegate:25.10.87100.minimal".into(),
+            }),
         }
     }
 
@@ -664,6 +730,7 @@ mod tests {
                 at: 77,
                 revision: "fam:3".into(),
             }),
+            failed_version: Some("25.11.87300".into()),
             ..item
         };
         assert_eq!(item.last_redeploy_of("fam:3"), Some(77));

@@ -5,23 +5,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Each module of `src/` with its code (the text before its `#[cfg(test)] mod tests`).
+/// Each module of `src/` with its code (the text before its `#[cfg(test)] mod tests`); the
+/// files of a module's folder (`src/plan/upgrade.rs`) count as the module's own code.
 fn modules() -> BTreeMap<String, String> {
     let dir = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, path) in rust_files(std::path::Path::new(&dir)) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        out.entry(name).or_default().push_str(code);
+    }
+    out
+}
+
+/// The `.rs` files under `dir`, each with the top module it belongs to.
+fn rust_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut out = vec![];
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if path.is_dir() {
+            out.extend(
+                rust_files(&path)
+                    .into_iter()
+                    .map(|(_, p)| (stem.clone(), p)),
+            );
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push((stem, path));
         }
-        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let code = text
-            .split("#[cfg(test)]\nmod tests")
-            .next()
-            .unwrap()
-            .to_string();
-        out.insert(name, code);
     }
     out
 }

@@ -143,6 +143,15 @@ pub fn script(cluster: &str, service: &str, script: Script) {
         .insert(format!("{cluster}/{service}"), script);
 }
 
+/// Deployments of `revision` (`family:N`) of the service go as `script` says, whatever its
+/// other deployments do: a new image that fails, next to the one it replaces that works.
+pub fn script_revision(cluster: &str, service: &str, revision: &str, script: Script) {
+    SIM.lock()
+        .unwrap()
+        .scripts
+        .insert(format!("{cluster}/{service}@{revision}"), script);
+}
+
 /// The service's running tasks crash (their container exits), and the tasks ECS starts in their
 /// place take a few looks to come up: the service is not steady for a while.
 pub fn crash_tasks(cluster: &str, service: &str) {
@@ -197,9 +206,17 @@ impl Sim {
             .next()
             .unwrap_or_default()
             .to_string();
+        let revision_name = s["taskDefinition"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let script = self
             .scripts
-            .get(&format!("{cluster}/{name}"))
+            .get(&format!("{cluster}/{name}@{revision_name}"))
+            .or_else(|| self.scripts.get(&format!("{cluster}/{name}")))
             .cloned()
             .unwrap_or_else(Script::up);
         self.n += 1;

@@ -98,3 +98,26 @@ impl HarnessApi {
         *self.answer.lock().unwrap() = a;
     }
 }
+
+/// A Secrets Manager secret in `region` of the emulator holding `value` (a Harness API key, as
+/// a user would store it): its ARN. moto does not check signatures; the credential scope
+/// names the region.
+pub async fn put_secret(region: &str, name: &str, value: &str) -> String {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20261201/{region}/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/", aws()))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", "secretsmanager.CreateSecret")
+        .header("authorization", auth)
+        .body(json!({"Name": name, "SecretString": value}).to_string())
+        .send()
+        .await
+        .expect("CreateSecret");
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    assert!(status.is_success(), "CreateSecret: {status} {body}");
+    body["ARN"].as_str().expect("the secret's ARN").to_string()
+}

@@ -141,3 +141,143 @@ pub fn function_binary(endpoint: &str, region: &str) -> tokio::process::Command 
         .kill_on_drop(true);
     cmd
 }
+
+/// The built binary as Lambda runs it: AWS through `proxy`, each invocation ending `timeout`
+/// after it starts, and Lambda's asynchronous invocations of the function (which the proxy
+/// queues) delivered to it in turn. Its log is kept (at `log_level`).
+pub struct Lambda {
+    pub api: RuntimeApi,
+    /// Killed when the test ends.
+    _child: tokio::process::Child,
+    pub log: Arc<Mutex<String>>,
+    /// Requests sent, continuations delivered.
+    pub requests: Arc<Mutex<usize>>,
+    pub delivered: Arc<Mutex<usize>>,
+    /// While set, Lambda keeps the function's invocations of itself queued.
+    pub hold: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lambda {
+    pub async fn start(proxy: &Proxy, region: &str, timeout: Duration, log_level: &str) -> Lambda {
+        let api = runtime_api_with_deadline(Deadline::In(timeout)).await;
+        let mut child = function_binary(&proxy.endpoint, region)
+            .env("AWS_LAMBDA_LOG_LEVEL", log_level)
+            .envs(api.lambda_env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
+        let log: Arc<Mutex<String>> = Default::default();
+        let mut stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                l.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let delivered: Arc<Mutex<usize>> = Default::default();
+        let hold: Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let (events, d, p, h) = (
+            api.events.clone(),
+            delivered.clone(),
+            proxy.clone(),
+            hold.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let held = h.load(std::sync::atomic::Ordering::SeqCst);
+                let invoked = if held { vec![] } else { p.invocations() };
+                {
+                    let mut done = d.lock().unwrap();
+                    for payload in invoked.iter().skip(*done) {
+                        events
+                            .lock()
+                            .unwrap()
+                            .push_back((unique("continuation"), payload.clone()));
+                    }
+                    *done = (*done).max(invoked.len());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Lambda {
+            api,
+            _child: child,
+            log,
+            requests: Default::default(),
+            delivered,
+            hold,
+        }
+    }
+
+    /// Send a CloudFormation request and wait until CloudFormation has its answer and every
+    /// invocation it led to has ended: the body CloudFormation received, which must be the
+    /// only answer.
+    pub async fn request(&self, rx: &Receiver, event: Value) -> Value {
+        let before = rx.count();
+        self.send(event);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !(rx.count() > before && self.all_ended()) {
+            assert!(std::time::Instant::now() < deadline, "no answer in 120 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A second answer, or another invocation, would come now.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(self.all_ended(), "an invocation after the answer");
+        assert_eq!(rx.count(), before + 1, "one answer to CloudFormation");
+        rx.bodies().pop().unwrap()
+    }
+
+    /// Hand the binary one invocation.
+    pub fn send(&self, event: Value) {
+        *self.requests.lock().unwrap() += 1;
+        self.api
+            .events
+            .lock()
+            .unwrap()
+            .push_back((unique("invocation"), event));
+    }
+
+    /// Every invocation handed to the binary (requests and continuations) has ended.
+    pub fn all_ended(&self) -> bool {
+        let invocations = *self.requests.lock().unwrap() + *self.delivered.lock().unwrap();
+        self.api.posted.lock().unwrap().len() >= invocations
+    }
+
+    /// Deliver an event that must not answer CloudFormation: what the invocation returned.
+    pub async fn silent(&self, rx: &Receiver, event: Value) -> Value {
+        let before = rx.count();
+        self.send(event);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.all_ended() {
+            assert!(std::time::Instant::now() < deadline, "not done in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(rx.count(), before, "CloudFormation was answered again");
+        self.results().pop().unwrap()
+    }
+
+    /// What the invocations returned to Lambda, in order.
+    pub fn results(&self) -> Vec<Value> {
+        self.api
+            .posted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.body.clone())
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}

@@ -1,0 +1,421 @@
+//! Keeping the delegate current, through the built binary as Lambda runs it: a stack's Create
+//! installs Harness's latest supported version (asked of the fake Harness API under a path, with
+//! the API key read from moto's Secrets Manager); the upgrade run (`{"Action": "Upgrade"}`, the
+//! upgrade schedule's input) moves the delegate when Harness names a newer version, waits until
+//! it is ready (the ECS simulator), keeps it, and rolls back a version that does not come up and
+//! does not try it again; Harness's faults change nothing. The key appears in no log line (at
+//! TRACE) and no result.
+
+mod support;
+
+use std::time::Duration;
+
+use harness_ecs_delegate_bootstrap::model::DelegateKey;
+use harness_ecs_delegate_bootstrap::store::Store;
+use serde_json::{json, Value};
+use support::ecs_sim::{self, Script};
+use support::harness_api::{put_secret, Answer, HarnessApi};
+use support::*;
+
+const SERVICE: &str = "harness-delegate";
+const KEY: &str = "pat.acct-123.Zk3yUpgrade0Key.s3cr3tV4lu3";
+const ACCOUNT: &str = "acct-123";
+
+/// A world with a delegate's cluster, the fake Harness (under `/gratis`), the key in a secret,
+/// and the binary in Lambda.
+struct Upgrades {
+    w: World,
+    region: String,
+    harness: HarnessApi,
+    secret: String,
+    lambda: Lambda,
+    rx: Receiver,
+    _proxy: Proxy,
+}
+
+impl Upgrades {
+    async fn new(latest: &str, log_level: &str) -> Upgrades {
+        let region = fresh_region();
+        let c = clients_at(&aws(), region).await;
+        let w = seed(&c, false).await;
+        ecs_sim::script(&w.cluster, SERVICE, Script::up());
+        let harness = HarnessApi::start("/gratis", ACCOUNT, KEY, latest).await;
+        let secret = put_secret(region, &unique("harness-api-key"), KEY).await;
+        let proxy = Proxy::start(vec![]).await;
+        let lambda = Lambda::start(&proxy, region, Duration::from_secs(600), log_level).await;
+        Upgrades {
+            w,
+            region: region.to_string(),
+            harness,
+            secret,
+            lambda,
+            rx: Receiver::start(0).await,
+            _proxy: proxy,
+        }
+    }
+
+    fn props(&self, extra: Value) -> Value {
+        let mut p = self.w.fargate_props();
+        p["ManagerHostAndPort"] = json!(self.harness.manager);
+        p["AccountId"] = json!(ACCOUNT);
+        p["HarnessApiKeySecretArn"] = json!(self.secret);
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    }
+
+    async fn create(&self, extra: Value) -> Value {
+        let event = cfn_event(
+            "Create",
+            &self.rx.url("create"),
+            &self.props(extra),
+            None,
+            None,
+        );
+        self.lambda.request(&self.rx, event).await
+    }
+
+    /// One upgrade run: the invocation's result, and this delegate's entry.
+    async fn upgrade(&self) -> (Value, Value) {
+        let result = self
+            .lambda
+            .silent(&self.rx, json!({"Action": "Upgrade"}))
+            .await;
+        let mine = result["Delegates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["Delegate"] == format!("{}/{SERVICE}", self.w.cluster))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for the delegate: {result}"));
+        (result, mine)
+    }
+
+    async fn clients(&self) -> harness_ecs_delegate_bootstrap::Clients {
+        with_table(clients_at(&aws(), &self.region).await, &self.region).await
+    }
+
+    /// The image of the revision the service runs, and that revision (`family:N`).
+    async fn running_image(&self) -> (String, String) {
+        let c = self.clients().await;
+        let s = service(&c, &self.w.cluster, SERVICE)
+            .await
+            .expect("the service");
+        let td = s.task_definition().unwrap().to_string();
+        let r = revision(&c, &td).await;
+        let image = r.container_definitions()[0].image().unwrap().to_string();
+        (image, td.rsplit('/').next().unwrap().to_string())
+    }
+
+    /// The committed revision and image in the record table, and the failed version.
+    async fn committed(&self) -> (String, String, Option<String>) {
+        let c = self.clients().await;
+        let store: &Store = &c.store;
+        let item = store
+            .get(&DelegateKey::new(&self.w.cluster, SERVICE))
+            .await
+            .unwrap();
+        let r = item.committed.expect("a committed record");
+        let image = r.follow.expect("the image it follows").image;
+        (r.task_definition, image, item.failed_version)
+    }
+
+    fn family(&self) -> String {
+        format!("{}-family", self.w.name)
+    }
+}
+
+fn assert_reason(entry: &Value, words: &[&str]) {
+    let why = entry["Reason"].as_str().unwrap_or_default();
+    for w in words {
+        assert!(why.contains(w), "{w:?} not in: {why}");
+    }
+}
+
+#[tokio::test]
+async fn the_delegate_follows_harness_upgraded_only_forward_and_kept_by_heal_and_updates() {
+    let u = Upgrades::new("25.10.87100", "info").await;
+    let created = u.create(json!({})).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let family = u.family();
+    assert_eq!(
+        u.running_image().await,
+        ("harness/delegate:25.10.87100".into(), format!("{family}:1")),
+        "a Create installs Harness's latest supported version"
+    );
+
+    let (result, same) = u.upgrade().await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(same["Outcome"], "UpToDate", "{same}");
+    assert_eq!(same["RunningVersion"], "25.10.87100");
+    assert_eq!(same["LatestSupportedVersion"], "25.10.87100");
+
+    *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    let (result, upgraded) = u.upgrade().await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(upgraded["Outcome"], "Upgraded", "{upgraded}");
+    assert_eq!(upgraded["RunningVersion"], "25.11.87300");
+    println!("upgraded: {upgraded:#}");
+    let names = action_names(&upgraded);
+    assert_eq!(
+        names,
+        ["RegisterTaskDefinition", "RecordSpec", "UpdateService"],
+        "{upgraded}"
+    );
+    let now = (
+        "harness/delegate:25.11.87300".to_string(),
+        format!("{family}:2"),
+    );
+    assert_eq!(u.running_image().await, now);
+    let (td, image, _) = u.committed().await;
+    assert_eq!((td, image), (now.1.clone(), now.0.clone()), "committed");
+
+    // Heal keeps the upgrade: it is the committed configuration.
+    let healed = u.lambda.silent(&u.rx, json!({"Action": "Heal"})).await;
+    assert_eq!(healed["Delegates"][0]["Outcome"], "Converged", "{healed}");
+    assert_eq!(u.running_image().await, now);
+
+    // A stack Update while Harness is down keeps the upgraded image, not the one the stack
+    // was created with.
+    u.harness.answer(Answer::Status(500));
+    let props = u.props(json!({"Tags": {"team": "platform", "cost": "7"}}));
+    let physical = created["PhysicalResourceId"].as_str().unwrap();
+    let old = u.props(json!({}));
+    let event = cfn_event(
+        "Update",
+        &u.rx.url("update"),
+        &props,
+        Some(physical),
+        Some(&old),
+    );
+    let updated = u.lambda.request(&u.rx, event).await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(
+        u.running_image().await.0,
+        now.0,
+        "the Update kept the upgraded image"
+    );
+    u.harness.answer(Answer::Versions);
+
+    // Never downgraded: Harness naming an older version changes nothing.
+    *u.harness.latest.lock().unwrap() = "25.09.86900".into();
+    let (_, older) = u.upgrade().await;
+    assert_eq!(older["Outcome"], "UpToDate", "{older}");
+    assert_eq!(older["RunningVersion"], "25.11.87300");
+    assert_eq!(u.running_image().await.0, now.0);
+}
+
+#[tokio::test]
+async fn a_version_that_does_not_come_up_is_rolled_back_and_not_tried_again() {
+    let u = Upgrades::new("25.10.87100", "info").await;
+    let created = u.create(json!({})).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let family = u.family();
+    let bad = "harness/delegate:25.11.87300";
+    ecs_sim::script_revision(
+        &u.w.cluster,
+        SERVICE,
+        &format!("{family}:2"),
+        Script::of(vec![ecs_sim::pull_error(bad)]),
+    );
+    *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    let (result, rolled) = u.upgrade().await;
+    assert_eq!(result["Status"], "FAILED", "someone should look: {result}");
+    assert_eq!(rolled["Outcome"], "RolledBack", "{rolled}");
+    assert_eq!(rolled["RunningVersion"], "25.10.87100", "{rolled}");
+    println!("rolled back: {rolled:#}");
+    assert_reason(
+        &rolled,
+        &[
+            "25.11.87300 did not become ready",
+            "CannotPullContainerError",
+            "rolled back",
+            "not tried again",
+        ],
+    );
+    assert_eq!(
+        u.running_image().await,
+        ("harness/delegate:25.10.87100".into(), format!("{family}:1")),
+        "the service runs the committed revision again"
+    );
+    let c = u.clients().await;
+    let labels = service(&c, &u.w.cluster, SERVICE).await.unwrap();
+    let label = labels
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("harness-delegate:task-definition"))
+        .and_then(|t| t.value());
+    assert_eq!(
+        label,
+        Some(format!("{family}:1").as_str()),
+        "the service's label is put back"
+    );
+    let (td, image, failed) = u.committed().await;
+    assert_eq!(td, format!("{family}:1"));
+    assert_eq!(image, "harness/delegate:25.10.87100");
+    assert_eq!(failed.as_deref(), Some("25.11.87300"));
+    let active = active_revisions(&c, &family).await;
+    assert!(
+        !active.iter().any(|a| a.ends_with(&format!("{family}:2"))),
+        "the failed version's revision is deregistered: {active:?}"
+    );
+
+    let (result, skipped) = u.upgrade().await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(skipped["Outcome"], "Skipped", "{skipped}");
+    assert_reason(
+        &skipped,
+        &[
+            "25.11.87300",
+            "not tried again until Harness publishes a newer version",
+        ],
+    );
+    assert_eq!(
+        u.running_image().await.1,
+        format!("{family}:1"),
+        "nothing changed"
+    );
+
+    *u.harness.latest.lock().unwrap() = "25.12.87500".into();
+    let (_, upgraded) = u.upgrade().await;
+    assert_eq!(
+        upgraded["Outcome"], "Upgraded",
+        "a newer version is tried: {upgraded}"
+    );
+    assert_eq!(u.running_image().await.0, "harness/delegate:25.12.87500");
+}
+
+#[tokio::test]
+async fn harness_faults_change_nothing_and_the_key_is_never_shown() {
+    let u = Upgrades::new("25.10.87100", "trace").await;
+    let created = u.create(json!({"MinimalImage": "true"})).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let family = u.family();
+    let before = (
+        "harness/delegate:25.10.87100.minimal".to_string(),
+        format!("{family}:1"),
+    );
+    assert_eq!(u.running_image().await, before, "the minimal variant");
+    *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    let faults = [
+        ("HTTP 401 (a revoked key)", Answer::Status(401), "Harness refused the API key (HTTP 401)"),
+        ("HTTP 403 (a key without the permission)", Answer::Status(403), "core_delegate_view"),
+        ("HTTP 500", Answer::Status(500), "Harness did not answer (HTTP 500)"),
+        ("an answer after 7 s (past the 5 s timeout)", Answer::Slow(Duration::from_secs(7)), "Harness did not answer"),
+        ("cut-off JSON", Answer::Body("{\"resource\": {"), "not JSON"),
+        ("\"latest\" instead of a version", Answer::Body("{\"resource\":{\"latestSupportedVersion\":\"latest\",\"latestSupportedMinimalVersion\":\"latest.minimal\"}}"), "is not yy.mm.build"),
+    ];
+    let mut rows = vec![];
+    for (name, fault, says) in faults {
+        u.harness.answer(fault.clone());
+        let (_, entry) = u.upgrade().await;
+        assert_eq!(entry["Outcome"], "Skipped", "{fault:?}: {entry}");
+        assert_reason(&entry, &[says]);
+        assert_eq!(
+            u.running_image().await,
+            before,
+            "{fault:?} changed the delegate"
+        );
+        rows.push(json!({
+            "fault": name,
+            "outcome": "Skipped, nothing changed; the next run upgraded",
+        }));
+    }
+    record_figures("upgrade-harness-faults", &Value::Array(rows));
+    u.harness.answer(Answer::Versions);
+    let (_, upgraded) = u.upgrade().await;
+    assert_eq!(upgraded["Outcome"], "Upgraded", "{upgraded}");
+    assert_eq!(
+        u.running_image().await.0,
+        "harness/delegate:25.11.87300.minimal"
+    );
+
+    let sent: Vec<_> = u
+        .harness
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, k)| k.clone())
+        .collect();
+    assert!(
+        sent.iter().all(|k| k.as_deref() == Some(KEY)),
+        "the key went only as x-api-key"
+    );
+    let log = u.lambda.log();
+    assert!(
+        log.contains("TRACE") || log.contains("\"level\":\"TRACE\""),
+        "the log is at TRACE"
+    );
+    assert!(!log.contains("s3cr3tV4lu3"), "the API key is in the log");
+    for r in u.lambda.results() {
+        assert!(
+            !r.to_string().contains("s3cr3tV4lu3"),
+            "the API key is in a result: {r}"
+        );
+    }
+    for body in u.rx.bodies() {
+        assert!(
+            !body.to_string().contains("s3cr3tV4lu3"),
+            "the API key went to CloudFormation"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_delegate_behind_harness_gets_a_warning_and_is_left_alone() {
+    let u = Upgrades::new("25.11.87300", "info").await;
+    let created = u
+        .create(json!({"Image": "harness/delegate:25.10.87100"}))
+        .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let (result, entry) = u.upgrade().await;
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(entry["Outcome"], "Skipped", "{entry}");
+    assert_eq!(entry["RunningVersion"], "25.10.87100");
+    assert_eq!(entry["LatestSupportedVersion"], "25.11.87300");
+    assert_reason(&entry, &["ImageUpgrade is Off", "pinned"]);
+    let warn = u
+        .lambda
+        .log()
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("behind"))
+        .map(String::from)
+        .expect("a WARN line for the delegate behind");
+    assert!(
+        warn.contains("25.10.87100") && warn.contains("25.11.87300"),
+        "{warn}"
+    );
+    assert_eq!(u.running_image().await.0, "harness/delegate:25.10.87100");
+}
+
+#[tokio::test]
+async fn a_create_harness_refuses_fails_with_the_permission_and_creates_nothing() {
+    let u = Upgrades::new("25.10.87100", "info").await;
+    u.harness.answer(Answer::Status(403));
+    let failed = u.create(json!({})).await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    let why = failed["Reason"].as_str().unwrap();
+    assert!(
+        why.contains("ImageUpgrade") && why.contains("core_delegate_view"),
+        "{why}"
+    );
+    let c = u.clients().await;
+    assert!(
+        service(&c, &u.w.cluster, SERVICE).await.is_none(),
+        "nothing created"
+    );
+    assert!(active_revisions(&c, &u.family()).await.is_empty());
+
+    let pinned = u
+        .create(json!({"Image": "harness/delegate:25.10.87100", "ImageUpgrade": "LatestSupported"}))
+        .await;
+    assert_eq!(pinned["Status"], "FAILED", "{pinned}");
+    let why = pinned["Reason"].as_str().unwrap();
+    assert!(
+        why.contains("ImageUpgrade: LatestSupported") && why.contains("Image pins"),
+        "{why}"
+    );
+    assert!(active_revisions(&c, &u.family()).await.is_empty());
+}
