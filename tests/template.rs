@@ -51,12 +51,19 @@ fn parameters_allow_exactly_what_the_function_accepts() {
         let (Some(parameter), Some(accepted)) = (parameter, spec::allowed_values(property)) else {
             continue;
         };
-        let allowed: BTreeSet<&str> = t["Parameters"][parameter]["AllowedValues"]
+        let mut allowed: BTreeSet<&str> = t["Parameters"][parameter]["AllowedValues"]
             .as_array()
             .unwrap_or_else(|| panic!("parameter {parameter} has no AllowedValues"))
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        // An empty choice is the property left out (the condition's other branch: NoValue).
+        if allowed.remove("") {
+            assert_eq!(
+                value["Fn::If"][2]["Ref"], "AWS::NoValue",
+                "{parameter}: {value}"
+            );
+        }
         assert_eq!(
             allowed,
             accepted.into_iter().collect::<BTreeSet<_>>(),
@@ -88,9 +95,20 @@ fn pascal(snake: &str) -> String {
 /// ecs_convert.rs receives as `client`.
 fn operations_called() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let dir = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    let dir = std::path::PathBuf::from(format!("{}/src", env!("CARGO_MANIFEST_DIR")));
+    let mut paths: Vec<std::path::PathBuf> = vec![];
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                paths.push(path);
+            }
+        }
+    }
+    for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
         // Code only: the tests at the bottom of a module call nothing.
         let code = text.split("#[cfg(test)]").next().unwrap();
@@ -125,6 +143,10 @@ fn operations_called() -> BTreeSet<String> {
         if compact.contains(".invoker.invoke_async(") {
             out.insert("lambda:InvokeFunction".into());
         }
+        // The Harness API key's secret, read without the SDK's client (secrets.rs).
+        if compact.contains("\"secretsmanager.GetSecretValue\"") {
+            out.insert("secretsmanager:GetSecretValue".into());
+        }
     }
     out
 }
@@ -155,6 +177,14 @@ fn role_statements(t: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     for document in documents {
         for statement in document["Statement"].as_array().unwrap() {
+            // A grant that exists only under a condition (the API key's secret, when given).
+            let statement = match statement.get("Fn::If") {
+                Some(branches) => {
+                    assert_eq!(branches[2]["Ref"], "AWS::NoValue", "{statement}");
+                    &branches[1]
+                }
+                None => statement,
+            };
             assert_eq!(statement["Effect"], "Allow", "{statement}");
             out.push(statement.clone());
         }
@@ -228,6 +258,7 @@ const RESOURCE_TYPES: &[(&str, &[&str])] = &[
     ("ecs:DescribeServices", &[":service/"]),
     ("ecs:DescribeTasks", &[":task/"]),
     ("lambda:InvokeFunction", &["BootstrapFunction"]),
+    ("secretsmanager:GetSecretValue", &["HarnessApiKeySecretArn"]),
     ("ecs:CreateService", &[":service/"]),
     ("ecs:UpdateService", &[":service/"]),
     ("ecs:DeleteService", &[":service/"]),
@@ -503,13 +534,13 @@ fn parameters_default_to_what_the_function_defaults_to() {
         ("LaunchType", s.launch_type.as_str().to_string()),
         ("ManagerHostAndPort", s.manager_host_and_port.clone()),
         ("DelegateName", s.delegate_name.clone()),
-        ("Image", s.image.clone()),
         ("TaskDefinitionFamily", s.family.clone()),
         ("Cpu", s.cpu.to_string()),
         ("Memory", s.memory.to_string()),
         ("DesiredCount", s.desired_count.to_string()),
         ("WaitForReady", s.wait_for_ready.to_string()),
         ("ReadyTimeoutSeconds", s.ready_timeout_seconds.to_string()),
+        ("MinimalImage", s.minimal_image.to_string()),
     ] {
         let default = &t["Parameters"][parameter]["Default"];
         let default = default
@@ -544,6 +575,10 @@ fn every_choice_a_user_makes_is_a_parameter_that_reaches_the_function() {
         "ExecutionRoleArn",
         "WaitForReady",
         "ReadyTimeoutSeconds",
+        "HarnessApiKeySecretArn",
+        "ImageUpgrade",
+        "ImageRepository",
+        "MinimalImage",
     ] {
         let p = &t["Parameters"][name];
         assert!(p.is_object(), "no parameter {name}");
@@ -1165,4 +1200,71 @@ fn the_custom_resource_times_out_a_margin_after_the_longest_wait() {
             "{ready} is a timeout the function accepts"
         );
     }
+}
+
+#[test]
+fn the_api_key_is_readable_only_when_given_and_only_that_secret() {
+    let t = template();
+    let statements = t["Resources"]["BootstrapFunctionRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let conditional: Vec<&Value> = statements.iter().filter_map(|s| s.get("Fn::If")).collect();
+    assert_eq!(
+        conditional.len(),
+        1,
+        "one conditional grant: {conditional:?}"
+    );
+    let (condition, grant) = (&conditional[0][0], &conditional[0][1]);
+    assert_eq!(condition, "HasApiKey");
+    assert_eq!(
+        t["Conditions"]["HasApiKey"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "HarnessApiKeySecretArn"}, ""]}]})
+    );
+    assert_eq!(grant["Action"], "secretsmanager:GetSecretValue", "{grant}");
+    assert_eq!(
+        grant["Resource"],
+        serde_json::json!({"Ref": "HarnessApiKeySecretArn"})
+    );
+    // No other statement names Secrets Manager: the delegate token is read by ECS, with the
+    // execution role, never by the function.
+    let others = statements.iter().filter(|s| s.get("Fn::If").is_none());
+    for s in others {
+        assert!(!s.to_string().contains("secretsmanager:"), "{s}");
+    }
+}
+
+#[test]
+fn the_upgrade_schedule_runs_the_upgrade_only_with_an_api_key() {
+    let t = template();
+    assert_eq!(t["Parameters"]["UpgradeSchedule"]["Default"], "rate(1 day)");
+    let rule = &t["Resources"]["UpgradeScheduleRule"];
+    assert_eq!(rule["Type"], "AWS::Events::Rule");
+    assert_eq!(rule["Condition"], "HasApiKey");
+    assert_eq!(
+        rule["DependsOn"], "HarnessDelegate",
+        "created after the delegate"
+    );
+    let p = &rule["Properties"];
+    assert_eq!(p["ScheduleExpression"]["Ref"], "UpgradeSchedule");
+    let target = &p["Targets"][0];
+    assert_eq!(target["Arn"]["Fn::GetAtt"][0], "BootstrapFunction");
+    let input: Value = serde_json::from_str(target["Input"].as_str().unwrap()).unwrap();
+    let trigger = harness_ecs_delegate_bootstrap::classify::classify(&input).unwrap();
+    assert_eq!(
+        trigger,
+        harness_ecs_delegate_bootstrap::classify::Trigger::Upgrade { targets: None },
+        "the input is the upgrade run"
+    );
+    let permission = &t["Resources"]["UpgradeSchedulePermission"];
+    assert_eq!(permission["Condition"], "HasApiKey");
+    assert_eq!(
+        permission["Properties"]["Principal"],
+        "events.amazonaws.com"
+    );
+    assert_eq!(
+        permission["Properties"]["SourceArn"]["Fn::GetAtt"][0],
+        "UpgradeScheduleRule"
+    );
 }
