@@ -32,6 +32,7 @@ EXPECTED = [
     "tamper-copied-tags-at-a-tombstone",
     "race-cut-off-update", "race-replay-after-delete", "race-two-stacks",
     "race-late-create-refused", "race-late-create-removed", "race-heal-cut-off-before-delete",
+    "upgrade-harness-faults", "upgrade-key-scan",
 ] + READINESS
 
 
@@ -140,6 +141,24 @@ def main():
         "",
     ]
     lines += case_table(f, READINESS, ["scenario", "answer", "invocations", "said"])
+    harness_faults = f["upgrade-harness-faults"]
+    scan = f["upgrade-key-scan"]
+    lines += [
+        "",
+        "## Harness's API faults during an upgrade run (tests/upgrade.rs)",
+        "",
+        f"The fake Harness API (under `/gratis`) played {len(harness_faults)} faults while a newer version was "
+        "published; each run changed nothing and reported the delegate Skipped with the reason, and the run after "
+        "the faults upgraded it.",
+        "",
+    ]
+    lines += case_table(f, ["upgrade-harness-faults"], ["fault", "outcome"])
+    lines += [
+        "",
+        f"The Harness API key, in the runs above at TRACE: {scan['log lines scanned']} log lines, "
+        f"{scan['invocation results scanned']} invocation results and {scan['CloudFormation bodies scanned']} "
+        f"CloudFormation bodies scanned; found: **{scan['leaks']}**.",
+    ]
     lines += [
         "",
         "## The CloudFormation response and panics",

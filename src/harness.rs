@@ -90,7 +90,7 @@ pub enum HarnessError {
     #[error("ManagerHostAndPort {0}: Harness is asked over https only (plain http only to a loopback address in a local run)")]
     NotHttps(String),
     /// 401 or 403: the key is wrong, expired, or lacks the permission.
-    #[error("Harness refused the API key (HTTP {status}): check that the key in the secret is current and that its role may view delegates (core_delegate_view) in account {account}")]
+    #[error("Harness refused the API key (HTTP {status}): check that the key in the secret is current, and that it belongs to account {account} with a role that may edit delegates at the account scope (core_delegate_edit: Harness asks that permission for the latest supported version)")]
     Unauthorized { status: u16, account: String },
     /// 5xx, a timeout or no connection: nothing is changed, the next schedule asks again.
     #[error("Harness did not answer ({0}): nothing was changed; the next schedule asks again")]

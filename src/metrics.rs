@@ -21,6 +21,12 @@ pub const HEAL_FAILED: &str = "HealFailed";
 
 /// 1 when a stack request (Create, Update) or a direct Reconcile failed, else 0.
 pub const CONVERGE_FAILED: &str = "ConvergeFailed";
+/// Per upgrade run: 1 when the delegate runs an older version than Harness's latest supported
+/// one after the run (pinned, skipped, rolled back), 0 when it runs that one or newer; absent
+/// when Harness's answer is unknown.
+pub const BEHIND_LATEST_SUPPORTED: &str = "BehindLatestSupported";
+/// Per upgrade run: 1 when the delegate's upgrade was rolled back or failed, else 0.
+pub const UPGRADE_FAILED: &str = "UpgradeFailed";
 
 /// Every metric a record may carry, with its unit.
 pub const METRICS: &[(&str, &str)] = &[
@@ -30,6 +36,8 @@ pub const METRICS: &[(&str, &str)] = &[
     (REPAIRED, "Count"),
     (HEAL_FAILED, "Count"),
     (CONVERGE_FAILED, "Count"),
+    (BEHIND_LATEST_SUPPORTED, "Count"),
+    (UPGRADE_FAILED, "Count"),
 ];
 
 /// What the service showed of its tasks.
@@ -75,6 +83,15 @@ pub fn converge_record(delegate: &str, failed: bool, desired: i32, now_ms: u64) 
 }
 
 /// An Embedded Metric Format record of `figures` for one delegate.
+/// The record of one delegate's upgrade run.
+pub fn upgrade_record(delegate: &str, behind: Option<bool>, failed: bool, now_ms: u64) -> Value {
+    let mut figures = vec![(UPGRADE_FAILED, i64::from(failed))];
+    if let Some(b) = behind {
+        figures.push((BEHIND_LATEST_SUPPORTED, i64::from(b)));
+    }
+    emf(delegate, &figures, now_ms)
+}
+
 fn emf(delegate: &str, figures: &[(&str, i64)], now_ms: u64) -> Value {
     let unit = |name: &str| {
         METRICS

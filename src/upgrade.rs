@@ -568,6 +568,18 @@ fn log(d: &DelegateUpgrade) {
     let running = d.running.as_deref().unwrap_or("unknown");
     let latest = d.latest.as_deref().unwrap_or("unknown");
     let outcome = d.outcome.as_str();
+    let version = |v: &Option<String>| v.as_deref().and_then(DelegateVersion::parse);
+    let behind = match (version(&d.running), version(&d.latest)) {
+        (Some(r), Some(l)) => Some(r.cmp_build(&l).is_lt()),
+        _ => None,
+    };
+    let failed = matches!(d.outcome, Outcome::Failed | Outcome::RolledBack);
+    crate::metrics::emit(&crate::metrics::upgrade_record(
+        &d.delegate,
+        behind,
+        failed,
+        record::now_millis(),
+    ));
     match d.outcome {
         Outcome::Failed | Outcome::RolledBack => {
             tracing::error!(trigger = "Upgrade", delegate = %d.delegate, outcome, running_version = %running, latest_supported_version = %latest, reason = %d.reason, "delegate not upgraded")

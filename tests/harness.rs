@@ -49,7 +49,7 @@ async fn each_failure_of_harness_says_what_it_is_and_never_shows_the_key() {
     );
     let why = refused.to_string();
     assert!(
-        why.contains("core_delegate_view") && why.contains("acct-123"),
+        why.contains("core_delegate_edit") && why.contains("acct-123"),
         "{why}"
     );
 
