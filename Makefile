@@ -32,7 +32,7 @@ venv: $(VENV_STAMP) ## install moto, cfn-lint and the SAM translator into .venv
 build: ## build the function for this machine (debug)
 	cargo build
 
-demo: venv build ## install a Fargate delegate through the function on moto, heal it, delete it
+demo: venv build ## install a Fargate delegate through the function on moto, heal it, upgrade it, delete it
 	cargo build --quiet --example ecs_simulator
 	scripts/demo.sh
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The main job, on the moto emulator: seed what a platform team already has, install a Fargate
 # delegate through the function as CloudFormation would, show the service, break it out of band
-# and let the scheduled heal repair it, then delete it.
+# and let the scheduled heal repair it, let it follow Harness's latest supported version and
+# upgrade it when a stand-in Harness publishes a newer one, then delete it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=5000       # the sample events' ResponseURLs point at the emulator's S3 on this port
 MOTO_PORT=5001  # moto itself, behind the ECS simulator on $PORT
+HARNESS_PORT=5002  # a stand-in for Harness's API (scripts/fake_harness.py)
 # The binary `make demo` builds; tests/readme.rs passes the one cargo built for the tests.
 BIN="${DEMO_BIN:-${CARGO_TARGET_DIR:-target}/debug/harness-ecs-delegate-bootstrap}"
 SIMULATOR="${DEMO_SIMULATOR:-${CARGO_TARGET_DIR:-target}/debug/examples/ecs_simulator}"
@@ -16,7 +18,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1 AWS_DEFAUL
        RESPONSE_URL_ALLOW_LOOPBACK=true RECORD_TABLE=harness-delegate-records RUST_LOG=warn \
        READY_POLL_SECONDS=1
 
-for p in $PORT $MOTO_PORT; do
+for p in $PORT $MOTO_PORT $HARNESS_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is in use: stop whatever listens there (an earlier emulator? make emulator-stop) and run make demo again" >&2
     exit 1
@@ -33,11 +35,16 @@ SIM_SCRIPTS="harness-demo/harness-delegate=slow;harness-demo/broken-delegate=pul
 SIM=$!
 trap 'kill $SIM $MOTO 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+echo 25.10.87100 >/tmp/harness-demo-latest
+$PY scripts/fake_harness.py "$HARNESS_PORT" /gratis demoAccountId123 sat.demoAccountId123.demo.not-a-real-key \
+  /tmp/harness-demo-latest >/tmp/harness-demo-harness.log 2>&1 &
+HARNESS=$!
+trap 'kill $HARNESS $SIM $MOTO 2>/dev/null || true' EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. Seed the emulator: VPC (2 private + 1 public subnet), cluster harness-demo, roles, token secret, record table"
-$PY scripts/seed_demo.py "$AWS_ENDPOINT_URL"
+$PY scripts/seed_demo.py "$AWS_ENDPOINT_URL" | tee /tmp/harness-demo-seeded.json
 
 step "2. Plan (dry run, changes nothing): $BIN plan events/plan.json"
 $BIN plan events/plan.json | $PY -c 'import json, sys
@@ -140,6 +147,45 @@ step "10. The next heal finds everything as recorded and writes nothing"
 $BIN invoke events/heal-schedule.json | $PY -c 'import json, sys
 for d in json.load(sys.stdin)["Delegates"]:
     print("  %s: %s (%s)" % (d["Delegate"], d["Outcome"], "; ".join(d["Found"])))'
+
+step "10b. Keep it current: an Update gives the function a Harness API key (and drops the pinned Image)"
+# A stack Update with HarnessApiKeySecretArn and no Image: the image follows Harness's latest
+# supported version, asked of the stand-in Harness under /gratis.
+$PY - <<'PY' >/tmp/harness-demo-follow.json
+import json
+e = json.load(open("events/update.json"))
+key = json.load(open("/tmp/harness-demo-seeded.json"))["ApiKeySecretArn"]
+e["RequestId"] = "7d0e5c9c-0003-4f6e-9d1a-follow000003"
+e["ResponseURL"] = e["ResponseURL"].replace("/cfn-responses/update?", "/cfn-responses/follow?")
+e["OldResourceProperties"] = dict(e["ResourceProperties"])
+props = e["ResourceProperties"]
+props.pop("Image")
+props.update(HarnessApiKeySecretArn=key, ManagerHostAndPort="http://127.0.0.1:5002/gratis")
+print(json.dumps(e))
+PY
+$BIN invoke /tmp/harness-demo-follow.json >/dev/null
+show_service
+
+step "10c. Harness publishes 25.11.87300; the upgrade schedule runs: $BIN invoke events/upgrade.json"
+echo 25.11.87300 >/tmp/harness-demo-latest
+RUST_LOG=info $BIN invoke events/upgrade.json 2>/tmp/harness-demo-upgrade.log | $PY -c 'import json, sys
+r = json.load(sys.stdin)
+print("  status:", r["Status"])
+for d in r["Delegates"]:
+    print("  %s: %s, running %s, latest supported %s" % (d["Delegate"], d["Outcome"], d.get("RunningVersion"), d.get("LatestSupportedVersion")))
+    print("    why:", d["Reason"])
+    for a in d.get("Actions", []):
+        print("    did:  ", a["Action"])'
+grep -oE "(waiting for the delegate: [0-9]+/[0-9]+ running(, [0-9]+/[0-9]+ healthy)?|the delegate is ready)" /tmp/harness-demo-upgrade.log | sed 's/^/  /'
+show_service
+
+step "10d. The next run finds it current, and the heal keeps the upgrade"
+$BIN invoke events/upgrade.json | $PY -c 'import json, sys
+for d in json.load(sys.stdin)["Delegates"]:
+    print("  upgrade: %s: %s (%s)" % (d["Delegate"], d["Outcome"], d.get("RunningVersion")))'
+$BIN invoke events/heal-schedule.json | $PY -c 'import json, sys
+for d in json.load(sys.stdin)["Delegates"]:
+    print("  heal:    %s: %s" % (d["Delegate"], d["Outcome"]))'
 
 step "11. CloudFormation Delete: $BIN invoke events/delete.json"
 $BIN invoke events/delete.json >/dev/null

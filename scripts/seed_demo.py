@@ -51,6 +51,10 @@ for role in ("harness-delegate-execution", "harness-delegate-task"):
 
 secret = sm.create_secret(Name="harness/delegate-token",
                           SecretString="demo-token-not-a-real-one")["ARN"]
+# The Harness API key the function asks Harness for the latest supported version with
+# (scripts/fake_harness.py knows it).
+api_key = sm.create_secret(Name="harness/api-key",
+                           SecretString="sat.demoAccountId123.demo.not-a-real-key")["ARN"]
 s3.create_bucket(Bucket="cfn-responses")
 ddb.create_table(TableName="harness-delegate-records", BillingMode="PAY_PER_REQUEST",
                  AttributeDefinitions=[{"AttributeName": "delegate", "AttributeType": "S"}],
@@ -62,4 +66,5 @@ ddb.update_time_to_live(TableName="harness-delegate-records",
 # (a partial ARN), which is how they stay the same from one emulator to the next.
 print(json.dumps({"VpcId": vpc, "PrivateSubnets": private, "PublicSubnet": public,
                   "Cluster": CLUSTER, "Instance": instance, "TokenSecretArn": secret,
-                  "TokenSecretArnInTheEvents": secret.rsplit("-", 1)[0]}, indent=2))
+                  "TokenSecretArnInTheEvents": secret.rsplit("-", 1)[0],
+                  "ApiKeySecretArn": api_key}, indent=2))

@@ -227,6 +227,11 @@ fn make_demo_runs_as_the_readme_says() {
         "broken-delegate's service is INACTIVE",
         "\"Status\": \"SUCCESS\"",
         "harness-demo/harness-delegate: Repaired",
+        "image=harness/delegate:25.10.87100",
+        "harness-demo/harness-delegate: Upgraded, running 25.11.87300, latest supported 25.11.87300",
+        "image=harness/delegate:25.11.87300",
+        "upgrade: harness-demo/harness-delegate: UpToDate (25.11.87300)",
+        "heal:    harness-demo/harness-delegate: Converged",
         "resurrects nothing",
         "NotManaged",
     ] {
