@@ -170,6 +170,7 @@ pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Pr
     .map_err(|why| Problems(vec![Problem::new("ImageUpgrade", why)]))?;
     tracing::info!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "image chosen");
     spec.image = chosen.image;
+    spec.image_chosen_because = Some(chosen.why);
     Ok(())
 }
 
@@ -720,6 +721,11 @@ pub fn plan_json(plan: &Plan, spec: &DelegateSpec) -> Value {
         "Desired": plan.desired,
         "TaskDefinition": document::redacted(&plan.desired.task_definition),
         "Wait": wait,
+        "Image": {
+            "Image": spec.image,
+            "ImageUpgrade": spec.image_upgrade,
+            "Because": spec.image_chosen_because.as_deref().unwrap_or("as the properties give it"),
+        },
     })
 }
 

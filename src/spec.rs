@@ -149,6 +149,8 @@ pub struct DelegateSpec {
     pub minimal_image: bool,
     /// The Secrets Manager secret holding the Harness API key (never the key).
     pub api_key_secret: Option<String>,
+    /// Why the pipeline chose `image`, when it asked Harness: not a property.
+    pub image_chosen_because: Option<String>,
     pub hostname: Option<String>,
     pub cpu: u32,
     pub memory: u32,
@@ -857,6 +859,7 @@ fn build(raw: Raw, token: Option<DelegateToken>, image: (ImageUpgrade, String)) 
         image_upgrade,
         minimal_image: raw.image.minimal.unwrap_or(false),
         api_key_secret: raw.image.api_key_secret,
+        image_chosen_because: None,
         image_repository,
         hostname,
         cpu: raw.cpu,

@@ -165,6 +165,19 @@ async fn the_delegate_follows_harness_upgraded_only_forward_and_kept_by_heal_and
     assert_eq!(u.metric("BehindLatestSupported"), [0]);
 
     *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    // A Plan shows what a stack Update would install now, and why.
+    let plan = json!({"Action": "Plan", "ResourceProperties": u.props(json!({}))});
+    let planned = u.lambda.silent(&u.rx, plan).await;
+    assert_eq!(
+        planned["Image"]["Image"], "harness/delegate:25.11.87300",
+        "{planned}"
+    );
+    assert_eq!(planned["Image"]["ImageUpgrade"], "LatestSupported");
+    let because = planned["Image"]["Because"].as_str().unwrap_or_default();
+    assert!(
+        because.contains("latest supported version is 25.11.87300"),
+        "{because}"
+    );
     let (result, upgraded) = u.upgrade().await;
     assert_eq!(result["Status"], "SUCCESS", "{result}");
     assert_eq!(upgraded["Outcome"], "Upgraded", "{upgraded}");
@@ -437,4 +450,69 @@ async fn a_create_harness_refuses_fails_with_the_permission_and_creates_nothing(
         "{why}"
     );
     assert!(active_revisions(&c, &u.family()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_version_that_fails_on_one_delegate_is_not_tried_on_the_clusters_others() {
+    let u = Upgrades::new("25.10.87100", "info").await;
+    let second = "second-delegate";
+    ecs_sim::script(&u.w.cluster, second, Script::up());
+    let first = u.create(json!({})).await;
+    assert_eq!(first["Status"], "SUCCESS", "{first}");
+    let other = json!({
+        "ServiceName": second,
+        "TaskDefinitionFamily": format!("{}-second", u.w.name),
+    });
+    let mut event = cfn_event("Create", &u.rx.url("second"), &u.props(other), None, None);
+    event["LogicalResourceId"] = json!("SecondDelegate");
+    let created = u.lambda.request(&u.rx, event).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    // The new version cannot start on either; the first delegate (in name order) tries it.
+    for (service, family) in [
+        (SERVICE.to_string(), u.family()),
+        (second.to_string(), format!("{}-second", u.w.name)),
+    ] {
+        ecs_sim::script_revision(
+            &u.w.cluster,
+            &service,
+            &format!("{family}:2"),
+            Script::of(vec![ecs_sim::pull_error("harness/delegate:25.11.87300")]),
+        );
+    }
+    *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    let result = u.lambda.silent(&u.rx, json!({"Action": "Upgrade"})).await;
+    let outcomes: Vec<(String, String)> = result["Delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["Delegate"].as_str().unwrap().to_string(),
+                d["Outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                format!("{}/{SERVICE}", u.w.cluster),
+                "RolledBack".to_string()
+            ),
+            (format!("{}/{second}", u.w.cluster), "Skipped".to_string()),
+        ],
+        "{result}"
+    );
+    let skipped = &result["Delegates"][1];
+    assert_reason(
+        skipped,
+        &["25.11.87300 failed on another delegate of this cluster in this run"],
+    );
+    let c = u.clients().await;
+    let s = service(&c, &u.w.cluster, second).await.unwrap();
+    assert!(
+        s.task_definition().unwrap().ends_with("-second:1"),
+        "the other delegate was not touched: {:?}",
+        s.task_definition()
+    );
 }
