@@ -113,15 +113,47 @@ pub struct Harness {
     secrets: crate::secrets::SecretReader,
     /// Plain http to a loopback Harness (`RESPONSE_URL_ALLOW_LOOPBACK=true`: tests, local runs).
     allow_loopback: bool,
+    /// The only key and Manager the function may use, as its stack set them
+    /// (`HARNESS_API_KEY_SECRET_ARN`, `HARNESS_MANAGER`; template.yaml sets both, empty when
+    /// the stack has no key). Unset (a local run): whatever a request names.
+    pinned: Option<(String, String)>,
+}
+
+/// A Manager URL as compared: without the trailing slash.
+fn manager_of(url: &str) -> &str {
+    url.trim().trim_end_matches('/')
 }
 
 impl Harness {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let pinned = match (
+            std::env::var("HARNESS_API_KEY_SECRET_ARN"),
+            std::env::var("HARNESS_MANAGER"),
+        ) {
+            (Ok(secret), Ok(manager)) => Some((secret.trim().to_string(), manager)),
+            _ => None,
+        };
         Harness {
             http: Default::default(),
             secrets: crate::secrets::SecretReader::new(config),
             allow_loopback: std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true"),
+            pinned,
         }
+    }
+
+    /// Whether the key in `key_secret` may be sent to `manager`: an invoker of the function
+    /// must not be able to send the stack's key to a host of their choosing.
+    fn check_pinned(&self, key_secret: &str, manager: &str) -> Result<(), HarnessError> {
+        let Some((secret, ours)) = &self.pinned else {
+            return Ok(());
+        };
+        if secret.is_empty() {
+            return Err(HarnessError::Key("HarnessApiKeySecretArn: this function's stack gives no Harness API key (its HarnessApiKeySecretArn parameter is empty): set it on the function's stack, or pin Image".into()));
+        }
+        if key_secret != secret || manager_of(manager) != manager_of(ours) {
+            return Err(HarnessError::Key(format!("HarnessApiKeySecretArn: this function sends its stack's API key ({secret}) only to its stack's ManagerHostAndPort ({}): use those two, or pin Image", manager_of(ours))));
+        }
+        Ok(())
     }
 
     /// The latest supported versions for `account`, asked with the key in `key_secret`.
@@ -131,8 +163,10 @@ impl Harness {
         manager: &str,
         account: &str,
     ) -> Result<LatestSupported, HarnessError> {
-        // A bad URL is known before the secret is read.
+        // A bad URL, or a key or Manager this function may not use, is known before the secret
+        // is read.
         latest_supported_url(manager, account, self.allow_loopback)?;
+        self.check_pinned(key_secret, manager)?;
         let key = self
             .secrets
             .api_key(key_secret)
@@ -143,7 +177,13 @@ impl Harness {
                 }
                 _ => HarnessError::Key(e.to_string()),
             })?;
-        let http = self.http.get_or_init(reqwest::Client::new);
+        // No redirects: one would carry the key to wherever it points, http included.
+        let http = self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        });
         latest_supported(http, manager, account, &key, self.allow_loopback).await
     }
 }

@@ -87,10 +87,7 @@ pub fn check(props: &ImageProperties, p: &mut Vec<Problem>) -> (ImageUpgrade, St
         .clone()
         .unwrap_or_else(|| DEFAULT_REPOSITORY.to_string());
     if let Some(arn) = &props.api_key_secret {
-        if !arn.starts_with("arn:")
-            || !arn.contains(":secretsmanager:")
-            || !arn.contains(":secret:")
-        {
+        if !crate::secrets::is_secret_arn(arn) {
             p.push((
                 "HarnessApiKeySecretArn",
                 "must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>) whose value is the Harness API key".into(),
@@ -129,10 +126,10 @@ pub fn check(props: &ImageProperties, p: &mut Vec<Problem>) -> (ImageUpgrade, St
     (upgrade, repository)
 }
 
-/// A repository names an image without its tag or digest.
+/// A repository names an image without its tag or digest, in the lower case registries take.
 fn check_repository(repository: &str, p: &mut Vec<Problem>) {
     let last = repository.rsplit('/').next().unwrap_or_default();
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-/:".contains(c);
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c);
     if repository.is_empty()
         || last.contains(':')
         || !repository.chars().all(allowed)
@@ -140,7 +137,7 @@ fn check_repository(repository: &str, p: &mut Vec<Problem>) {
     {
         p.push((
                 "ImageRepository",
-            format!("\"{repository}\" must name a repository without a tag or digest, e.g. harness/delegate or 123456789012.dkr.ecr.eu-west-1.amazonaws.com/harness/delegate"),
+            format!("\"{repository}\" must name a repository in lower case without a tag or digest, e.g. harness/delegate or 123456789012.dkr.ecr.eu-west-1.amazonaws.com/harness/delegate"),
         ));
     }
 }
@@ -159,13 +156,10 @@ pub fn choose(
     let kept = committed
         .filter(|f| f.repository == repository && f.minimal == minimal)
         .and_then(|f| Some((f.image.clone(), f.running()?)));
+    // Whatever Harness's failure (a revoked key too), a delegate with an image keeps it: a stack
+    // Update, or CloudFormation's rollback of one, must not fail on Harness.
     let latest = match (latest, kept) {
         (Ok(l), kept) => (l, kept),
-        (Err(HarnessError::Unauthorized { .. }), _)
-        | (Err(HarnessError::NotHttps(_)), _)
-        | (Err(HarnessError::Key(_)), _) => {
-            return Err(latest.err().map(|e| e.to_string()).unwrap_or_default())
-        }
         (Err(e), Some((image, _))) => {
             return Ok(Chosen {
                 image,
@@ -291,9 +285,11 @@ mod tests {
             ("a repository with a pin", ImageProperties { image: image(), repository: Some("mirror/delegate".into()), ..Default::default() }, ImageUpgrade::Off, &["ImageRepository: ImageRepository applies to the image the function chooses, but Image pins"]),
             ("minimal with a pin", ImageProperties { image: image(), minimal: Some(true), ..Default::default() }, ImageUpgrade::Off, &["MinimalImage: MinimalImage applies"]),
             ("minimal without a key or pin", ImageProperties { minimal: Some(true), ..Default::default() }, ImageUpgrade::Off, &["MinimalImage: the minimal image has no \"latest\" tag"]),
-            ("a repository with a tag", ImageProperties { api_key_secret: key(), repository: Some("harness/delegate:1".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &["ImageRepository: \"harness/delegate:1\" must name a repository without a tag"]),
+            ("a repository with a tag", ImageProperties { api_key_secret: key(), repository: Some("harness/delegate:1".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &["ImageRepository: \"harness/delegate:1\" must name a repository in lower case without a tag"]),
             ("a private registry with a port", ImageProperties { api_key_secret: key(), repository: Some("registry.example.com:5000/harness/delegate".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &[]),
             ("a key that is not a secret's ARN", ImageProperties { api_key_secret: Some("pat.abc.def".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &["HarnessApiKeySecretArn: must be a Secrets Manager secret ARN"]),
+            ("a wildcard or a host in the ARN", ImageProperties { api_key_secret: Some("arn:aws:secretsmanager:evil.example#:123456789012:secret:*".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &["HarnessApiKeySecretArn: must be a Secrets Manager secret ARN"]),
+            ("an upper-case repository", ImageProperties { api_key_secret: key(), repository: Some("Harness/Delegate".into()), ..Default::default() }, ImageUpgrade::LatestSupported, &["ImageRepository: \"Harness/Delegate\" must name a repository in lower case"]),
         ];
         for (why, props, mode, expected) in rows {
             let (got_mode, got) = problems(props);
@@ -390,9 +386,17 @@ mod tests {
                 Err("Harness did not answer"),
             ),
             (
-                "a refused key fails even with an image committed",
+                "a refused key keeps the committed image (an Update's rollback must not fail on Harness)",
                 Err(&denied),
                 Some(on("harness/delegate:25.10.87100")),
+                None,
+                false,
+                Ok("harness/delegate:25.10.87100"),
+            ),
+            (
+                "a refused key fails a new delegate, with the reason",
+                Err(&denied),
+                None,
                 None,
                 false,
                 Err("Harness refused the API key (HTTP 403)"),

@@ -168,7 +168,11 @@ pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Pr
         spec.minimal_image,
     )
     .map_err(|why| Problems(vec![Problem::new("ImageUpgrade", why)]))?;
-    tracing::info!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "image chosen");
+    if latest.is_err() {
+        tracing::warn!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "Harness could not be asked: the committed image is kept");
+    } else {
+        tracing::info!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "image chosen");
+    }
     spec.image = chosen.image;
     spec.image_chosen_because = Some(chosen.why);
     Ok(())
@@ -361,6 +365,7 @@ async fn until_ready(
         Waited::OutOfTime(p) => Err(ReconcileError::NotReady(ready::Failure {
             what: format!("the delegate was not ready before this invocation's time ran out: {p}"),
             check: "the delegate's progress in the ECS console; a direct request waits as long as its invocation lasts (a stack's request waits up to ReadyTimeoutSeconds)".into(),
+            kind: ready::FailureKind::TimedOut,
         })),
     }
 }

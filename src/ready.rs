@@ -113,6 +113,23 @@ impl fmt::Display for Progress {
 pub struct Failure {
     pub what: String,
     pub check: String,
+    pub kind: FailureKind,
+}
+
+/// What failed: the revision itself, or something around it. An upgrade remembers a version
+/// as failed only when its revision did ([`FailureKind::Revision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// ECS failed the deployment, or the revision's tasks keep stopping.
+    Revision,
+    /// ECS cannot place the task (capacity, network).
+    Placement,
+    /// The service was deleted or moved to another revision meanwhile.
+    Service,
+    /// The rollout could not be read.
+    Unreadable,
+    /// Not ready in the time there was.
+    TimedOut,
 }
 
 impl fmt::Display for Failure {
@@ -134,6 +151,7 @@ pub fn judge(expect: &Expect, seen: &ObservedRollout) -> Verdict {
         return Verdict::Failed(Failure {
             what: "the delegate's service was deleted while waiting for it to be ready".into(),
             check: "who deleted it (CloudTrail: ecs:DeleteService); run the request again to recreate it".into(),
+            kind: FailureKind::Service,
         });
     };
     let ours = of_revision(expect, seen);
@@ -152,6 +170,7 @@ pub fn judge(expect: &Expect, seen: &ObservedRollout) -> Verdict {
                 model::revision_name(&expect.revision)
             ),
             check: "who changed the service (CloudTrail: ecs:UpdateService); change the delegate through its stack".into(),
+            kind: FailureKind::Service,
         });
     }
     let stopped = failed_in_a_row(expect, &ours);
@@ -181,6 +200,7 @@ pub fn judge(expect: &Expect, seen: &ObservedRollout) -> Verdict {
             return Verdict::Failed(Failure {
                 what: format!("ECS cannot start the delegate's task: {}", e.message),
                 check: placement_check(&e.message),
+                kind: FailureKind::Placement,
             });
         }
     }
@@ -315,6 +335,7 @@ pub fn timed_out(expect: &Expect, last: &ObservedRollout, timeout_s: u64) -> Fai
         .map(|s| s.events.as_slice())
         .unwrap_or_default();
     let mut f = failure(what, expect, &ours, events);
+    f.kind = FailureKind::TimedOut;
     if ours.iter().all(|t| cause(t).is_none()) {
         let waiting_for = if progress.running > 0 && expect.health_check {
             "its tasks run but have not reported healthy, which a NextGen delegate does once it has connected to Harness"
@@ -368,6 +389,7 @@ fn failure(
     Failure {
         what: model::within(&text, 2000, ' '),
         check: check_for(cause, &expect.hints, &stopped),
+        kind: FailureKind::Revision,
     }
 }
 

@@ -72,8 +72,13 @@ impl SecretReader {
 
     /// The Harness API key held by the secret `arn`.
     pub async fn api_key(&self, arn: &str) -> Result<ApiKey, SecretError> {
-        let region = arn.split(':').nth(3).filter(|r| !r.is_empty());
-        let region = region.unwrap_or("us-east-1");
+        // The region names the host the request goes to: only a well-formed ARN's.
+        if !is_secret_arn(arn) {
+            return Err(SecretError::NotFound {
+                arn: arn.to_string(),
+            });
+        }
+        let region = arn.split(':').nth(3).unwrap_or("us-east-1");
         let url = match &self.endpoint {
             Some(e) => format!("{}/", e.trim_end_matches('/')),
             None if arn.starts_with("arn:aws-cn:") => {
@@ -143,6 +148,32 @@ impl SecretReader {
             _ => unavailable(format!("HTTP {} {kind}", status.as_u16())),
         })
     }
+}
+
+/// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`, each part in the
+/// characters AWS allows: the region names the host the key is read from.
+pub fn is_secret_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [arn_, partition, service, region, account, secret, name] = parts[..] else {
+        return false;
+    };
+    let lower = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    arn_ == "arn"
+        && partition.starts_with("aws")
+        && lower(partition)
+        && service == "secretsmanager"
+        && lower(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && secret == "secret"
+        && !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
 }
 
 /// The key in a `GetSecretValue` answer: the SecretString itself, or the one value of a JSON

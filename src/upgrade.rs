@@ -28,7 +28,7 @@ use crate::heal::{HealSettings, Scope};
 use crate::image::{self, Decision, Follow};
 use crate::model::{string_enum, DelegateKey, Target};
 use crate::observe;
-use crate::operation::{self, Claim, Start};
+use crate::operation::{self, Claim};
 use crate::pipeline::ReconcileError;
 use crate::plan::{self, Action, DeleteAction};
 use crate::record::{self, Record};
@@ -312,15 +312,15 @@ impl Step<'_> {
         let done = self.apply_and_wait(&record, &plan, &service_arn, to).await;
         let ended = match done {
             Ok(applied) => self.kept(&begun, applied, &claim, report).await,
-            Err((failure, registered)) => {
+            Err(Unready::NotApplied(why)) => self.not_applied(&begun, why, report).await,
+            Err(Unready::NotReady(not_ready)) => {
                 let back = Back {
                     record: &record,
                     revision_arn: &revision_arn,
                     service_arn: &service_arn,
                     to,
-                    registered,
                 };
-                self.rolled_back(&begun, back, failure, report).await
+                self.rolled_back(&begun, back, not_ready, report).await
             }
         };
         if let Err(e) = ended {
@@ -372,31 +372,44 @@ impl Step<'_> {
     }
 
     /// Take the delegate's lease as an operation (the item goes `pending`): heal leaves it
-    /// alone until the upgrade ends. `Err`: why it could not be taken.
+    /// alone until the upgrade ends. Only on the version this run decided on: a record that
+    /// changed meanwhile (a stack request, another run) is left to the next run. `Err`: why
+    /// it could not be taken.
     async fn begin(&self, claim: &Claim) -> Result<Item, String> {
-        // Waiting for a held lease is not worth an upgrade's time: the next run looks again.
-        let soon = Instant::now() + Duration::from_secs(2);
-        let started = operation::start(&self.c.store, self.key(), claim, soon, |i, h, _| {
-            i.begin(h, operation::epoch_ms_at(self.deadline) + 10_000)
-        })
-        .await;
-        match started {
-            Ok(Start::Begun(item)) => Ok(*item),
-            Ok(_) => Err("the delegate's record is answering another request".into()),
-            Err(e) => Err(format!("{e}: the next upgrade run looks again")),
+        let changed = "the delegate's record changed since this run read it (a stack request, or another upgrade run): the next upgrade run looks again";
+        let fresh = self
+            .c
+            .store
+            .get(self.key())
+            .await
+            .map_err(|e| e.to_string())?;
+        if fresh.version != self.item.version {
+            return Err(changed.into());
+        }
+        if let Some(held) = fresh.held("", record::now_millis()) {
+            return Err(format!(
+                "an operation ({}) is changing the delegate: the next upgrade run looks again",
+                held.holder
+            ));
+        }
+        let holder = operation::fresh_id(&claim.request_id);
+        let next = fresh.begin(&holder, operation::epoch_ms_at(self.deadline) + 10_000);
+        match self.c.store.put(&next).await {
+            Ok(()) => Ok(next),
+            Err(crate::store::StoreError::Conflict { .. }) => Err(changed.into()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Register and deploy the new revision, then wait until it is ready; `Err`: why it did
-    /// not become ready (or could not be put in place), for the rollback, with the revision
-    /// deployed if it was.
+    /// Register and deploy the new revision, then wait until it is ready; `Err`: it could not
+    /// be put in place (apply undid its part), or it did not become ready.
     async fn apply_and_wait(
         &self,
         record: &Record,
         plan: &plan::Plan,
         service_arn: &str,
         to: &DelegateVersion,
-    ) -> Result<Applied, (String, Option<String>)> {
+    ) -> Result<Applied, Unready> {
         let mut upgraded = plan.desired.record.clone();
         upgraded.applied_at = record::now_millis();
         let target = ServiceTarget {
@@ -410,7 +423,7 @@ impl Step<'_> {
         let applied = Applier::new(self.c, stop)
             .reconcile(&target, plan, "", Some(service_arn))
             .await
-            .map_err(|e| (format!("{to} could not be put in place: {e}"), None))?;
+            .map_err(|e| Unready::NotApplied(format!("{to} could not be put in place: {e}")))?;
         let manager = record
             .follow
             .as_ref()
@@ -423,16 +436,24 @@ impl Step<'_> {
             record.desired_count,
             stop,
         );
-        let why = match wait::wait(self.c, &w, self.poll, stop).await {
+        let (why, its_own) = match wait::wait(self.c, &w, self.poll, stop).await {
             Waited::Ready(_) => return Ok(applied),
-            Waited::Failed(f) => format!("{to} did not become ready: {f}"),
-            Waited::OutOfTime(p) => {
+            Waited::Failed(f) => (
+                format!("{to} did not become ready: {f}"),
+                f.kind == ready::FailureKind::Revision,
+            ),
+            Waited::OutOfTime(p) => (
                 format!(
                     "{to} was not ready before the upgrade's time in this invocation ran out ({p})"
-                )
-            }
+                ),
+                false,
+            ),
         };
-        Err((why, Some(applied.task_definition_arn)))
+        Err(Unready::NotReady(NotReady {
+            why,
+            registered: applied.task_definition_arn,
+            its_own,
+        }))
     }
 
     fn wait_for(
@@ -484,7 +505,7 @@ impl Step<'_> {
         &self,
         begun: &Item,
         back: Back<'_>,
-        failure: String,
+        not_ready: NotReady,
         report: &mut DelegateUpgrade,
     ) -> Result<(), crate::store::StoreError> {
         let t = self.target();
@@ -522,10 +543,12 @@ impl Step<'_> {
             }
         };
         let mut next = begun.abandon(record::now_millis() / 1000);
-        next.failed_version = Some(failed);
+        if not_ready.its_own {
+            next.failed_version = Some(failed.clone());
+        }
         self.c.store.put(&next).await?;
-        if let Some(arn) = back.registered.filter(|_| redeployed_ok) {
-            self.retire(arn).await;
+        if redeployed_ok {
+            self.retire(not_ready.registered).await;
         }
         report.outcome = Outcome::RolledBack;
         report.running = begun
@@ -534,7 +557,30 @@ impl Step<'_> {
             .and_then(|r| r.follow.as_ref())
             .and_then(|f| f.running())
             .map(|v| v.to_string());
-        report.reason = format!("{failure}; rolled back: {back_state}; {} is not tried again until Harness publishes a newer version", back.to);
+        let again = if not_ready.its_own {
+            format!("{failed} is not tried again until Harness publishes a newer version")
+        } else {
+            format!("the failure was not {failed}'s own, so the next upgrade run tries it again")
+        };
+        report.reason = format!("{}; rolled back: {back_state}; {again}", not_ready.why);
+        Ok(())
+    }
+
+    /// The new version could not be put in place (apply removed what it made): the committed
+    /// configuration stays, the lease is given back.
+    async fn not_applied(
+        &self,
+        begun: &Item,
+        why: String,
+        report: &mut DelegateUpgrade,
+    ) -> Result<(), crate::store::StoreError> {
+        self.c
+            .store
+            .put(&begun.abandon(record::now_millis() / 1000))
+            .await?;
+        report.outcome = Outcome::Failed;
+        report.reason =
+            format!("{why}; the committed revision stays; the next upgrade run tries again");
         Ok(())
     }
 
@@ -552,14 +598,29 @@ impl Step<'_> {
     }
 }
 
-/// What a rollback returns to, and from.
+/// What a rollback returns to.
 struct Back<'a> {
     record: &'a Record,
     revision_arn: &'a str,
     service_arn: &'a str,
     to: &'a DelegateVersion,
-    /// The failed version's revision, when it was registered.
-    registered: Option<String>,
+}
+
+/// Why the new version is not kept.
+enum Unready {
+    /// It could not be put in place; apply removed what it made, the service is unchanged.
+    NotApplied(String),
+    /// It was deployed and did not become ready.
+    NotReady(NotReady),
+}
+
+struct NotReady {
+    why: String,
+    /// Its revision, deployed.
+    registered: String,
+    /// The version itself failed (its tasks, its deployment), not what is around it: it is
+    /// remembered, and not tried again.
+    its_own: bool,
 }
 
 /// One line per delegate: the running and latest supported versions and what happened. A

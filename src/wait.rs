@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::model::Target;
 use crate::observed::ObservedRollout;
-use crate::ready::{self, Expect, Failure, Progress, Verdict};
+use crate::ready::{self, Expect, Failure, FailureKind, Progress, Verdict};
 use crate::record::now_millis;
 use crate::{observe, Clients};
 
@@ -108,5 +108,6 @@ fn unreadable(failures: u32, error: Option<String>) -> Failure {
             error.unwrap_or_default()
         ),
         check: "the function's permissions (ecs:DescribeServices, ecs:ListTasks, ecs:DescribeTasks) and ECS's health in the region; the delegate itself may be fine".into(),
+        kind: FailureKind::Unreadable,
     }
 }

@@ -1257,6 +1257,13 @@ fn the_upgrade_schedule_runs_the_upgrade_only_with_an_api_key() {
         harness_ecs_delegate_bootstrap::classify::Trigger::Upgrade { targets: None },
         "the input is the upgrade run"
     );
+    // The key goes only to the stack's Manager, whatever a request names.
+    let env = &t["Resources"]["BootstrapFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["HARNESS_API_KEY_SECRET_ARN"]["Ref"],
+        "HarnessApiKeySecretArn"
+    );
+    assert_eq!(env["HARNESS_MANAGER"]["Ref"], "ManagerHostAndPort");
     let permission = &t["Resources"]["UpgradeSchedulePermission"];
     assert_eq!(permission["Condition"], "HasApiKey");
     assert_eq!(

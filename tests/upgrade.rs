@@ -35,6 +35,12 @@ struct Upgrades {
 
 impl Upgrades {
     async fn new(latest: &str, log_level: &str) -> Upgrades {
+        Self::pinned(latest, log_level, false).await
+    }
+
+    /// With `pinned`, the function's environment names the key and Manager it may use, as
+    /// template.yaml sets them.
+    async fn pinned(latest: &str, log_level: &str, pinned: bool) -> Upgrades {
         let region = fresh_region();
         let c = clients_at(&aws(), region).await;
         let w = seed(&c, false).await;
@@ -42,7 +48,13 @@ impl Upgrades {
         let harness = HarnessApi::start("/gratis", ACCOUNT, KEY, latest).await;
         let secret = put_secret(region, &unique("harness-api-key"), KEY).await;
         let proxy = Proxy::start(vec![]).await;
-        let lambda = Lambda::start(&proxy, region, Duration::from_secs(600), log_level).await;
+        let env = [
+            ("HARNESS_API_KEY_SECRET_ARN", secret.as_str()),
+            ("HARNESS_MANAGER", harness.manager.as_str()),
+        ];
+        let env = if pinned { &env[..] } else { &[] };
+        let timeout = Duration::from_secs(600);
+        let lambda = Lambda::start_with(&proxy, region, timeout, log_level, env).await;
         Upgrades {
             w,
             region: region.to_string(),
@@ -515,4 +527,81 @@ async fn a_version_that_fails_on_one_delegate_is_not_tried_on_the_clusters_other
         "the other delegate was not touched: {:?}",
         s.task_definition()
     );
+}
+
+#[tokio::test]
+async fn the_key_goes_only_to_the_stacks_manager_whatever_a_request_names() {
+    let u = Upgrades::pinned("25.10.87100", "info", true).await;
+    let elsewhere = HarnessApi::start("", ACCOUNT, KEY, "25.10.87100").await;
+    let plan = |manager: &str| {
+        let props = u.props(json!({"ManagerHostAndPort": manager}));
+        json!({"Action": "Plan", "ResourceProperties": props})
+    };
+    let refused = u.lambda.silent(&u.rx, plan(&elsewhere.manager)).await;
+    let said = refused.to_string();
+    assert!(
+        said.contains("sends its stack's API key") && said.contains(&u.harness.manager),
+        "{refused}"
+    );
+    assert!(
+        elsewhere.asked.lock().unwrap().is_empty(),
+        "the key went elsewhere"
+    );
+    let other_secret = put_secret(&u.region, &unique("another-key"), KEY).await;
+    let mut props = u.props(json!({}));
+    props["HarnessApiKeySecretArn"] = json!(other_secret);
+    let refused = u
+        .lambda
+        .silent(
+            &u.rx,
+            json!({"Action": "Plan", "ResourceProperties": props}),
+        )
+        .await;
+    assert!(
+        refused.to_string().contains("sends its stack's API key"),
+        "{refused}"
+    );
+    // The stack's own key and Manager work (a trailing slash is the same Manager).
+    let planned = u
+        .lambda
+        .silent(&u.rx, plan(&format!("{}/", u.harness.manager)))
+        .await;
+    assert_eq!(
+        planned["Image"]["Image"], "harness/delegate:25.10.87100",
+        "{planned}"
+    );
+    assert_eq!(u.harness.asked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failure_that_is_not_the_versions_own_rolls_back_without_holding_the_version_back() {
+    let u = Upgrades::new("25.10.87100", "info").await;
+    let created = u.create(json!({})).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let family = u.family();
+    ecs_sim::script_revision(
+        &u.w.cluster,
+        SERVICE,
+        &format!("{family}:2"),
+        Script::of(vec![ecs_sim::Fate::Unplaceable(ecs_sim::NO_CAPACITY)]),
+    );
+    *u.harness.latest.lock().unwrap() = "25.11.87300".into();
+    let (_, rolled) = u.upgrade().await;
+    assert_eq!(rolled["Outcome"], "RolledBack", "{rolled}");
+    assert_reason(
+        &rolled,
+        &[
+            "ECS cannot start the delegate's task",
+            "not 25.11.87300's own",
+            "tries it again",
+        ],
+    );
+    let (td, _, failed) = u.committed().await;
+    assert_eq!(td, format!("{family}:1"));
+    assert_eq!(
+        failed, None,
+        "a capacity problem is not the version's fault"
+    );
+    let (_, upgraded) = u.upgrade().await;
+    assert_eq!(upgraded["Outcome"], "Upgraded", "tried again: {upgraded}");
 }

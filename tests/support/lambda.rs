@@ -159,10 +159,22 @@ pub struct Lambda {
 
 impl Lambda {
     pub async fn start(proxy: &Proxy, region: &str, timeout: Duration, log_level: &str) -> Lambda {
+        Self::start_with(proxy, region, timeout, log_level, &[]).await
+    }
+
+    /// The same, with more of the function's environment (what its stack would set).
+    pub async fn start_with(
+        proxy: &Proxy,
+        region: &str,
+        timeout: Duration,
+        log_level: &str,
+        env: &[(&str, &str)],
+    ) -> Lambda {
         let api = runtime_api_with_deadline(Deadline::In(timeout)).await;
         let mut child = function_binary(&proxy.endpoint, region)
             .env("AWS_LAMBDA_LOG_LEVEL", log_level)
             .envs(api.lambda_env())
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
