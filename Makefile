@@ -5,21 +5,34 @@ VENV_STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d
 # CI may keep cargo's build directory outside the clone (CARGO_TARGET_DIR, see .ci/run).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help demo emulator emulator-stop test check clean build venv package arm64-tools bench reliability-doc stackset-template
+.PHONY: help demo emulator emulator-stop test check clean build venv package arm64-tools bench reliability-doc stackset-template build-BootstrapFunction
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
+	@grep -E '^[a-zA-Z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
 # The package is what Lambda runs: arm64 (Graviton), static musl, so it needs no glibc of the
 # runtime image. rust-lld links it; the C in the TLS stack (aws-lc, ring) is compiled by
 # Debian's cross gcc against musl's libc that the Rust target ships.
 ARM64_TARGET := aarch64-unknown-linux-musl
 PACKAGE_DIR := target/lambda/harness-ecs-delegate-bootstrap
+# macOS has no Debian cross gcc: zig (PyPI's ziglang, installed into .venv) compiles that C
+# for musl instead (scripts/zig-cc). ARM64_CC=zig selects it on Linux too.
+ifeq ($(shell uname -s),Darwin)
+ARM64_CC := zig
+endif
+ARM64_CC ?= gcc
+ZIG_VERSION := 0.14.1
+ifeq ($(ARM64_CC),zig)
+ARM64_CC_ENV := CC_aarch64_unknown_linux_musl=$(CURDIR)/scripts/zig-cc \
+	AR_aarch64_unknown_linux_musl=$(CURDIR)/scripts/zig-ar
+else
+ARM64_CC_ENV := CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+	AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+endif
 ARM64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-cpu=neoverse-n1" \
-	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-	AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+	$(ARM64_CC_ENV)
 
 $(VENV_STAMP): tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -82,13 +95,20 @@ reliability-doc: ## copy the last make test's reliability report to docs/reliabi
 	@test -f $(TARGET_DIR)/reliability.md || { echo "no report yet: run make test first" >&2; exit 1; }
 	cp $(TARGET_DIR)/reliability.md docs/reliability.md
 
-# What a fresh machine lacks for the arm64 package and its tests (run as root, as CI does).
-arm64-tools: ## install the arm64 Rust target, cross gcc and qemu-user if missing (root)
+# What a fresh machine lacks for the arm64 package and its tests (on Linux as root, as CI does;
+# on macOS, or with ARM64_CC=zig, zig from PyPI instead of Debian's cross gcc, and no qemu).
+arm64-tools: ## install the arm64 Rust target, and cross gcc and qemu-user (root) or zig (macOS) if missing
 	rustup target list --installed | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
+ifeq ($(ARM64_CC),zig)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import ziglang' 2>/dev/null || \
+		$(VENV)/bin/pip install --quiet --disable-pip-version-check ziglang==$(ZIG_VERSION)
+else
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || \
 		{ export DEBIAN_FRONTEND=noninteractive; \
 		  apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null; }; }
+endif
 
 # target-cpu as cargo-lambda sets it for arm64: Graviton2 (Neoverse N1) is the oldest Lambda runs.
 package: arm64-tools ## the deployable: target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64)
@@ -97,6 +117,13 @@ package: arm64-tools ## the deployable: target/lambda/harness-ecs-delegate-boots
 	cp $(TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
 	cd $(PACKAGE_DIR) && rm -f bootstrap.zip && zip -q -X bootstrap.zip bootstrap
 	@ls -l $(PACKAGE_DIR)
+
+# `sam build` runs this target (template.yaml: BuildMethod makefile) in this directory
+# (samconfig.toml: build_in_source), with ARTIFACTS_DIR set to what SAM zips and deploys: the
+# function SAM deploys is the package's bootstrap, the binary make test boots under qemu.
+build-BootstrapFunction: package ## sam build's target: the package's bootstrap into $ARTIFACTS_DIR
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: this is sam build's target (run sam build, or make package)" >&2; exit 1; }
+	cp $(PACKAGE_DIR)/bootstrap $(ARTIFACTS_DIR)/bootstrap
 
 # make bench: the benchmark table (docs/benchmarks.md). Release builds of the host binary, of the
 # same code with cargo's default release profile, and of a hello-world lambda_runtime function

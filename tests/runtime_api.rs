@@ -32,12 +32,7 @@ fn unpack_package() -> std::path::PathBuf {
     );
     // Not a package of older code: it must be newer than every source it is built from.
     let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
-    let mut sources: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("src"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    sources.extend(["Cargo.toml", "Cargo.lock"].map(|f| root.join(f)));
-    for source in &sources {
+    for source in &package_sources() {
         assert!(
             modified(&zip) >= modified(source),
             "{PACKAGE} is older than {}: run `make package`",

@@ -371,10 +371,11 @@ fn every_grant_is_scoped_as_far_as_iam_allows() {
 }
 
 #[test]
-fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
+fn the_function_is_the_tested_arm64_package_with_its_own_json_logs() {
     let t = template();
     let f = &t["Resources"]["BootstrapFunction"];
-    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    // sam build runs the Makefile's target for the function (see sam_builds_the_tested_package).
+    assert_eq!(f["Metadata"]["BuildMethod"], "makefile");
     let p = &f["Properties"];
     assert_eq!(p["Architectures"], serde_json::json!(["arm64"]));
     assert_eq!(p["Runtime"], "provided.al2023");
@@ -400,8 +401,9 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
     // The timeout leaves room for the function's own deadline margin and Lambda's maximum.
     let timeout = p["Timeout"].as_u64().unwrap();
     assert!((60..=900).contains(&timeout), "Timeout {timeout}");
-    // cargo-lambda sets panic = "abort" unless the manifest says otherwise: a panic must still
-    // answer CloudFormation, so Cargo.toml must say unwind.
+    // cargo-lambda (cargo lambda watch, a build of one's own) sets panic = "abort" unless the
+    // manifest says otherwise: a panic must still answer CloudFormation, so Cargo.toml says
+    // unwind.
     let manifest =
         std::fs::read_to_string(format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let release = manifest
@@ -413,12 +415,13 @@ fn the_function_is_the_arm64_cargo_lambda_build_with_its_own_json_logs() {
         release.lines().any(|l| l.trim() == "panic = \"unwind\""),
         "[profile.release] must set panic = \"unwind\" explicitly: {release}"
     );
-    // Plain `sam build` opts in to SAM's beta Rust build, and `sam deploy` allows the roles.
+    // Plain `sam build` builds in place (cargo's build directory reused, no scratch copy of
+    // it), and `sam deploy` allows the roles.
     let samconfig =
         std::fs::read_to_string(format!("{}/samconfig.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     assert!(
-        samconfig.contains("[default.build.parameters]\nbeta_features = true"),
-        "samconfig.toml does not opt in to the rust-cargolambda build: {samconfig}"
+        samconfig.contains("[default.build.parameters]\nbuild_in_source = true"),
+        "samconfig.toml does not build in place: {samconfig}"
     );
     assert!(
         samconfig.contains("capabilities = \"CAPABILITY_IAM\""),
@@ -1273,5 +1276,69 @@ fn the_upgrade_schedule_runs_the_upgrade_only_with_an_api_key() {
     assert_eq!(
         permission["Properties"]["SourceArn"]["Fn::GetAtt"][0],
         "UpgradeScheduleRule"
+    );
+}
+
+/// What `sam build` does for a `BuildMethod: makefile` function (aws-lambda-builders'
+/// custom_make workflow): `make --makefile <CodeUri>/Makefile build-<LogicalId>` in CodeUri
+/// (build_in_source), with ARTIFACTS_DIR the directory it zips. Done here, the binary it hands
+/// SAM must be the package the Runtime API test boots under qemu, byte for byte, for the
+/// runtime and architecture the template declares.
+#[test]
+fn sam_builds_the_tested_package() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let t = template();
+    let f = &t["Resources"]["BootstrapFunction"]["Properties"];
+    assert_eq!(f["CodeUri"], ".", "the Makefile is CodeUri's");
+    assert_eq!(
+        f["Runtime"], "provided.al2023",
+        "a custom runtime runs ./bootstrap"
+    );
+    assert_eq!(f["Architectures"], serde_json::json!(["arm64"]));
+    let makefile = std::fs::read_to_string(format!("{root}/Makefile")).unwrap();
+    assert!(
+        makefile.contains("ARM64_TARGET := aarch64-unknown-linux-musl"),
+        "the package is built for arm64, statically (no glibc of the runtime's image needed)"
+    );
+    let package =
+        std::path::Path::new(root).join("target/lambda/harness-ecs-delegate-bootstrap/bootstrap");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
+    assert!(
+        package.exists(),
+        "{} is missing: run `make package` (make test does) before cargo test",
+        package.display()
+    );
+    for source in package_sources() {
+        assert!(
+            modified(&package) >= modified(&source),
+            "the package is older than {}: run `make package` (make test does) before cargo test",
+            source.display()
+        );
+    }
+    let artifacts = std::env::temp_dir().join(format!("sam-artifacts-{}", std::process::id()));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = std::process::Command::new("make")
+        .args([
+            "--no-print-directory",
+            "--makefile",
+            &format!("{root}/Makefile"),
+        ])
+        .arg("build-BootstrapFunction")
+        .env("ARTIFACTS_DIR", &artifacts)
+        .current_dir(root)
+        .output()
+        .expect("make runs");
+    assert!(
+        out.status.success(),
+        "sam build's make target failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = std::fs::read(artifacts.join("bootstrap")).unwrap();
+    let tested = std::fs::read(&package).unwrap();
+    std::fs::remove_dir_all(&artifacts).unwrap();
+    assert!(
+        built == tested,
+        "SAM would deploy another binary than the tested package"
     );
 }

@@ -293,3 +293,22 @@ impl Lambda {
         self.log.lock().unwrap().clone()
     }
 }
+
+/// Every file the package is built from (src/, its folders, Cargo.toml, Cargo.lock): a package
+/// older than one of them is not of this code.
+pub fn package_sources() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
+    let mut dirs = vec![root.join("src")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
