@@ -18,7 +18,8 @@ ARM64_TARGET := aarch64-unknown-linux-musl
 PACKAGE_DIR := target/lambda/harness-ecs-delegate-bootstrap
 # macOS has no Debian cross gcc: zig (PyPI's ziglang, installed into .venv) compiles that C
 # for musl instead (scripts/zig-cc). ARM64_CC=zig selects it on Linux too.
-ifeq ($(shell uname -s),Darwin)
+UNAME_S ?= $(shell uname -s)
+ifeq ($(UNAME_S),Darwin)
 ARM64_CC := zig
 endif
 ARM64_CC ?= gcc

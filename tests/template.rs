@@ -1342,3 +1342,62 @@ fn sam_builds_the_tested_package() {
         "SAM would deploy another binary than the tested package"
     );
 }
+
+/// On macOS (no Debian cross gcc), the package's C is compiled by Zig through scripts/zig-cc:
+/// the Makefile picks it there, installs the pinned Zig, and the wrapper compiles C for arm64
+/// musl when called as cc-rs calls it (with clang's spelling of the target, which zig refuses).
+#[test]
+fn on_macos_the_package_is_built_with_zig() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("make")
+        .args(["-n", "--no-print-directory", "package", "UNAME_S=Darwin"])
+        .current_dir(root)
+        .output()
+        .expect("make runs");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "CC_aarch64_unknown_linux_musl={root}/scripts/zig-cc"
+        )),
+        "{plan}"
+    );
+    assert!(!plan.contains("apt-get"), "no apt-get on macOS: {plan}");
+    let makefile = std::fs::read_to_string(format!("{root}/Makefile")).unwrap();
+    let requirements = std::fs::read_to_string(format!("{root}/tests/requirements.txt")).unwrap();
+    let pinned = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("ZIG_VERSION := "))
+        .expect("the Makefile pins Zig");
+    assert!(
+        plan.contains(&format!("ziglang=={pinned}"))
+            && requirements
+                .lines()
+                .any(|l| l == format!("ziglang=={pinned}")),
+        "the tests compile with the Zig the Makefile installs ({pinned})"
+    );
+    let dir = std::env::temp_dir().join(format!("zig-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("probe.c"), "int probe(int x) { return x * 3; }\n").unwrap();
+    let cc = std::process::Command::new(format!("{root}/scripts/zig-cc"))
+        .args([
+            "-Os",
+            "-fPIC",
+            "--target=aarch64-unknown-linux-musl",
+            "-c",
+            "-o",
+        ])
+        .arg(dir.join("probe.o"))
+        .arg(dir.join("probe.c"))
+        .output()
+        .expect("scripts/zig-cc runs");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let object = std::fs::read(dir.join("probe.o")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(&object[..4], b"\x7fELF", "an ELF object");
+    assert_eq!(object[18..20], [0xb7, 0x00], "for aarch64 (EM_AARCH64)");
+}
