@@ -1107,7 +1107,19 @@ fn the_alarms_read_metrics_the_function_writes() {
         );
         assert_eq!(p["AlarmActions"]["Fn::If"][0], "HasAlarmEmail", "{name}");
     }
-    assert_eq!(alarms, 2, "the not-ready and the failed-heal alarms");
+    assert_eq!(
+        alarms, 3,
+        "the not-ready, failed-heal and behind-Harness alarms"
+    );
+    let behind = &t["Resources"]["DelegateBehindAlarm"];
+    assert_eq!(
+        behind["Condition"], "HasApiKey",
+        "only when the run can ask Harness"
+    );
+    assert_eq!(
+        behind["Properties"]["MetricName"],
+        metrics::BEHIND_LATEST_SUPPORTED
+    );
     assert_eq!(t["Resources"]["AlarmTopic"]["Condition"], "HasAlarmEmail");
     assert_eq!(
         t["Resources"]["AlarmSubscription"]["Condition"],
