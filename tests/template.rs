@@ -1413,3 +1413,36 @@ fn on_macos_the_package_is_built_with_zig() {
     assert_eq!(&object[..4], b"\x7fELF", "an ELF object");
     assert_eq!(object[18..20], [0xb7, 0x00], "for aarch64 (EM_AARCH64)");
 }
+
+/// A secret's ARN becomes a role's Resource (the execution role reads the token, the function
+/// the API key): a wildcard there would grant every secret, so the parameters refuse one.
+/// CloudFormation matches an AllowedPattern against the whole value; Python's re.fullmatch does
+/// the same (no regex crate here for one test).
+#[test]
+fn secret_parameters_take_one_secret_not_a_wildcard() {
+    let t = template();
+    let ok = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:harness/token-AbC123";
+    let bad = [
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:harness/*",
+        "arn:aws:secretsmanager:*:123456789012:secret:harness/token",
+    ];
+    for name in ["DelegateTokenSecretArn", "HarnessApiKeySecretArn"] {
+        let pattern = t["Parameters"][name]["AllowedPattern"].as_str().unwrap();
+        let matches = |value: &str| {
+            let out = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import re, sys; sys.exit(0 if re.fullmatch(sys.argv[1], sys.argv[2]) else 1)",
+                ])
+                .args([pattern, value])
+                .status()
+                .expect("python3 runs");
+            out.success()
+        };
+        assert!(matches(ok), "{name} refuses {ok}");
+        for b in bad {
+            assert!(!matches(b), "{name} accepts {b}");
+        }
+    }
+}
