@@ -95,20 +95,8 @@ fn pascal(snake: &str) -> String {
 /// ecs_convert.rs receives as `client`.
 fn operations_called() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let dir = std::path::PathBuf::from(format!("{}/src", env!("CARGO_MANIFEST_DIR")));
-    let mut paths: Vec<std::path::PathBuf> = vec![];
-    let mut dirs = vec![dir];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                paths.push(path);
-            }
-        }
-    }
-    for path in paths {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for path in files_under(&src) {
         let text = std::fs::read_to_string(&path).unwrap();
         // Code only: the tests at the bottom of a module call nothing.
         let code = text.split("#[cfg(test)]").next().unwrap();

@@ -299,7 +299,14 @@ impl Lambda {
 pub fn package_sources() -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
-    let mut dirs = vec![root.join("src")];
+    out.extend(files_under(&root.join("src")));
+    out
+}
+
+/// Every file under `dir`, in its folders too.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(d).unwrap() {
             let path = entry.unwrap().path();
