@@ -203,6 +203,34 @@ struct Candidate {
 /// The groups this function made, by delegate.
 type Groups = BTreeMap<DelegateKey, Vec<ObservedSecurityGroup>>;
 
+/// The region's managed groups for a scheduled heal: read once, by the first delegate that
+/// needs them, so that a heal where every delegate is steady reads none. A targeted heal has
+/// no region read: its delegate's group is read alone, when needed.
+struct RegionGroups {
+    /// The delegates the read covers; `None` for a targeted heal.
+    keys: Option<Vec<DelegateKey>>,
+    read: tokio::sync::OnceCell<Groups>,
+}
+
+impl RegionGroups {
+    /// `key`'s managed groups from the region's read (made now if it is the first asked),
+    /// or `None` when the read does not cover `key`.
+    async fn of(
+        &self,
+        c: &Clients,
+        key: &DelegateKey,
+    ) -> Result<Option<&[ObservedSecurityGroup]>, ObserveError> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let groups = self
+            .read
+            .get_or_try_init(|| managed_groups(c, keys))
+            .await?;
+        Ok(groups.get(key).map(Vec::as_slice))
+    }
+}
+
 /// Heal the delegates of `scope`. `trigger` names what started it, for the log.
 pub async fn heal(
     c: &Clients,
@@ -225,10 +253,17 @@ pub async fn heal(
     };
     // One read of the region's groups pays off for many delegates; a targeted heal reads its
     // delegate's group only when it must.
-    let groups = if all {
-        managed_groups(c, &candidates).await?
-    } else {
-        Groups::new()
+    let groups = RegionGroups {
+        keys: all.then(|| {
+            candidates
+                .iter()
+                // Every delegate with a record: the groups of one that no longer uses its own
+                // are deleted, and the read costs the same one call.
+                .filter(|(_, cand)| cand.item.committed.is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        }),
+        read: tokio::sync::OnceCell::new(),
     };
     let mut by_cluster: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for (key, cand) in candidates {
@@ -289,17 +324,7 @@ async fn scan(
 /// The security groups this function created for the delegates that use one: one EC2 call for
 /// the region rather than one a delegate. Delegates missing here have their groups read when
 /// needed.
-async fn managed_groups(
-    c: &Clients,
-    candidates: &BTreeMap<DelegateKey, Candidate>,
-) -> Result<Groups, ObserveError> {
-    let keys: Vec<DelegateKey> = candidates
-        .iter()
-        // Every delegate with a record: the groups of one that no longer uses its own are
-        // deleted, and the read costs the same one call.
-        .filter(|(_, cand)| cand.item.committed.is_some())
-        .map(|(k, _)| k.clone())
-        .collect();
+async fn managed_groups(c: &Clients, keys: &[DelegateKey]) -> Result<Groups, ObserveError> {
     let mut out: Groups = keys.iter().map(|k| (k.clone(), vec![])).collect();
     // EC2 takes at most 200 values a filter.
     for chunk in keys.chunks(200) {
@@ -321,7 +346,7 @@ async fn managed_groups(
 async fn heal_cluster(
     c: &Clients,
     cands: Vec<Candidate>,
-    groups: &Groups,
+    groups: &RegionGroups,
     settings: &HealSettings,
     all: bool,
     deadline: Instant,
@@ -360,7 +385,7 @@ async fn heal_cluster(
         let seen = Seen {
             service: service.cloned(),
             cluster_found: services.is_some(),
-            groups: groups.get(&key).map(Vec::as_slice),
+            groups,
         };
         // A deleted delegate has no figures: its alarms must not see one.
         let tasks = seen
@@ -381,8 +406,8 @@ struct Seen<'a> {
     service: Option<ObservedService>,
     /// DescribeServices found the cluster.
     cluster_found: bool,
-    /// Its managed groups, when the region's read covered it.
-    groups: Option<&'a [ObservedSecurityGroup]>,
+    /// The region's managed groups, when a scheduled heal needs them.
+    groups: &'a RegionGroups,
 }
 
 /// Heal one delegate: take its committed record, observe, plan, repair.
@@ -519,7 +544,7 @@ async fn observe_delegate(
                 Some(g) => Some(g),
                 None => {
                     let read;
-                    let groups = match seen.groups {
+                    let groups = match seen.groups.of(c, &key).await? {
                         Some(g) => g,
                         None => {
                             read = observe::managed_security_groups(c, &key).await?;
@@ -536,15 +561,37 @@ async fn observe_delegate(
         cluster_status,
         service: seen.service.clone(),
         revision,
-        unused_security_groups: unused_groups(record, &cand.item.groups_made, seen),
+        unused_security_groups: match may_have_unused(record, &cand.item.groups_made) {
+            true => match seen.groups.of(c, &key).await? {
+                Some(groups) => unused_groups(record, &cand.item.groups_made, seen, groups),
+                None => vec![],
+            },
+            false => vec![],
+        },
         last_redeploy: cand.item.last_redeploy_of(&record.task_definition),
         managed_security_group,
     })
 }
 
-/// The groups the function made for this delegate (read by the region's scan, and named in its
-/// record as made by the function) that its configuration no longer uses.
-fn unused_groups(record: &Record, made: &[String], seen: &Seen<'_>) -> Vec<ObservedSecurityGroup> {
+/// Whether the function made a group for this delegate other than the one its configuration
+/// uses: only then can a group be unused, and only then are the region's groups read for it.
+fn may_have_unused(record: &Record, made: &[String]) -> bool {
+    let current = record
+        .network
+        .as_ref()
+        .filter(|n| n.security_groups == RecordedGroups::Managed)
+        .and_then(|n| n.managed_group.as_ref());
+    made.iter().any(|id| Some(id) != current)
+}
+
+/// The groups the function made for this delegate (`groups`, read by the region's scan, and
+/// named in its record as made by the function) that its configuration no longer uses.
+fn unused_groups(
+    record: &Record,
+    made: &[String],
+    seen: &Seen<'_>,
+    groups: &[ObservedSecurityGroup],
+) -> Vec<ObservedSecurityGroup> {
     let in_use = |g: &ObservedSecurityGroup| match record.network.as_ref() {
         Some(n) => n.security_groups == RecordedGroups::Managed && g.vpc_id == n.vpc_id,
         None => false,
@@ -555,8 +602,7 @@ fn unused_groups(record: &Record, made: &[String], seen: &Seen<'_>) -> Vec<Obser
             .and_then(|s| s.network.as_ref())
             .is_some_and(|n| n.security_groups.contains(&g.id))
     };
-    seen.groups
-        .unwrap_or_default()
+    groups
         .iter()
         .filter(|g| !in_use(g) && !service_uses(g))
         // Tags can be put on any group: only a group the record says the function made.
@@ -670,6 +716,10 @@ async fn repair(
     let done = match &result {
         Ok(applied) => {
             let mut next = leased.commit(applied.record.clone(), None);
+            // A deleted group is no longer one to clean up: forgotten, so that the next
+            // scheduled heal of a steady delegate reads no groups.
+            next.groups_made
+                .retain(|id| !r.actions.iter().any(|a| a.deletes_group(id)));
             if redeployed {
                 next.redeployed = Some(crate::store::Redeployed {
                     at: record::now_millis() / 1000,
@@ -849,5 +899,65 @@ mod tests {
             !one.heals(None),
             "a direct invocation's delegate is no stack's"
         );
+    }
+
+    /// Whether a scheduled heal must read the region's groups to find a group to delete: only
+    /// when the function made one that the configuration does not use.
+    #[test]
+    fn only_a_group_made_and_no_longer_used_calls_for_the_groups_read() {
+        use crate::model::{AssignPublicIp, LaunchType, NetworkMode};
+        use crate::record::RecordedNetwork;
+        let record = |groups: Option<(RecordedGroups, Option<&str>)>| Record {
+            key: DelegateKey::new("prod", "harness-delegate"),
+            owner: None,
+            owner_stack_id: None,
+            launch_type: LaunchType::Fargate,
+            network_mode: NetworkMode::Awsvpc,
+            desired_count: 1,
+            task_definition: "harness-delegate-task-spec:1".into(),
+            network: groups.map(|(security_groups, id)| RecordedNetwork {
+                vpc_id: "vpc-1".into(),
+                subnets: vec!["subnet-a".into()],
+                security_groups,
+                managed_group: id.map(String::from),
+                assign_public_ip: AssignPublicIp::Disabled,
+            }),
+            applied_at: 0,
+            user_tags: BTreeMap::new(),
+            follow: None,
+        };
+        let managed = |id| Some((RecordedGroups::Managed, Some(id)));
+        let given = Some((RecordedGroups::Given(vec!["sg-user".into()]), None));
+        for (what, r, made, reads) in [
+            (
+                "the group it uses is the one it made",
+                record(managed("sg-1")),
+                vec!["sg-1"],
+                false,
+            ),
+            (
+                "it never made a group",
+                record(given.clone()),
+                vec![],
+                false,
+            ),
+            ("a bridge delegate, no group", record(None), vec![], false),
+            (
+                "an older group beside the current one",
+                record(managed("sg-2")),
+                vec!["sg-1", "sg-2"],
+                true,
+            ),
+            ("moved to given groups", record(given), vec!["sg-1"], true),
+            (
+                "the recorded id is unknown",
+                record(Some((RecordedGroups::Managed, None))),
+                vec!["sg-1"],
+                true,
+            ),
+        ] {
+            let made: Vec<String> = made.into_iter().map(String::from).collect();
+            assert_eq!(may_have_unused(&r, &made), reads, "{what}");
+        }
     }
 }

@@ -227,6 +227,11 @@ impl Action {
             | Action::DeleteOrphanService { reason, .. } => reason,
         }
     }
+
+    /// Whether the step deletes the group `id`.
+    pub fn deletes_group(&self, id: &str) -> bool {
+        matches!(self, Action::DeleteUnusedSecurityGroup { id: g, .. } if g == id)
+    }
 }
 
 impl DeleteAction {

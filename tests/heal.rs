@@ -144,7 +144,12 @@ async fn everything_as_recorded_means_no_write_call() {
     assert_eq!(r["Outcome"], "Converged", "{r}");
     assert_eq!(r["Found"], json!(["as recorded"]));
     assert!(i.proxy.writes().is_empty(), "{:?}", i.proxy.writes());
-    assert!(i.proxy.calls("DescribeServices") >= 1);
+    // The scheduled heal reads the record table and the service: the revision runs steadily
+    // and the group the function made is in use, so neither is read.
+    assert_eq!(
+        (i.proxy.total_calls(), i.proxy.operations()),
+        (2, vec!["Scan".to_string(), "DescribeServices".to_string()])
+    );
     // A targeted heal of the same delegate, steady (its tasks run its revision), reads the
     // record and the service only: neither its revision nor its group can go while it runs.
     let r = report_of(&i.run(i.event("heal")).await, &i.key());
@@ -809,9 +814,8 @@ async fn an_ec2_bridge_delegate_is_healed_too() {
         s.task_definition(),
         body["Data"]["TaskDefinitionArn"].as_str()
     );
-    // One read of the groups the function made, for the whole region: a bridge delegate has
-    // none in use, but one it used before (as awsvpc) would be deleted.
-    assert_eq!(proxy.calls("DescribeSecurityGroups"), 1);
+    // A bridge delegate uses no group, and the function never made one for it: no group read.
+    assert_eq!(proxy.calls("DescribeSecurityGroups"), 0);
 }
 
 #[tokio::test]
@@ -848,11 +852,14 @@ async fn many_delegates_are_described_ten_at_a_time() {
         0,
         "steady delegates: their revisions need no read"
     );
+    // Each runs in the group the function made for it, which AWS cannot delete while it is in
+    // use: the groups are not read.
     assert_eq!(
-        proxy.calls("DescribeSecurityGroups"),
-        1,
-        "one call for every group"
+        (proxy.total_calls(), proxy.operations()),
+        (3, vec!["Scan".to_string(), "DescribeServices".to_string()]),
+        "the record table and the two pages of services"
     );
+    assert_eq!(proxy.calls("DescribeSecurityGroups"), 0);
     assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
 }
 
@@ -1097,7 +1104,14 @@ async fn a_group_the_delegate_no_longer_uses_is_deleted_by_a_later_heal() {
             .is_empty(),
         "{made:?} deleted"
     );
+    // The deleted group is forgotten: the next scheduled heal of the steady delegate reads its
+    // record and its service, and no groups.
     assert_eq!(i.heal().await["Outcome"], "Converged");
+    assert_eq!(
+        i.proxy.operations(),
+        ["Scan", "DescribeServices"],
+        "a steady delegate whose old group is gone"
+    );
     // The given group is the user's: never touched.
     assert_eq!(network(&i.service().await).1, vec![given]);
 }
