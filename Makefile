@@ -144,8 +144,8 @@ bench: venv package $(BENCH_VENV)/bin/aws ## release builds, then the benchmark 
 	cp $(TARGET_DIR)/release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function
 	cargo build --profile default-release --locked --bin harness-ecs-delegate-bootstrap
 	cp $(TARGET_DIR)/default-release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function-default
-	cargo build --release --locked --example hello_runtime
-	cp $(TARGET_DIR)/release/examples/hello_runtime $(BENCH_BIN)/hello
+	cargo build --release --locked --features bench-floor --bin hello-floor
+	cp $(TARGET_DIR)/release/hello-floor $(BENCH_BIN)/hello
 	FUNCTION_BIN=$(BENCH_BIN)/function DEFAULT_BIN=$(BENCH_BIN)/function-default \
 	HELLO_BIN=$(BENCH_BIN)/hello AWS_CLI=$(CURDIR)/$(BENCH_VENV)/bin/aws \
 	PACKAGE_ZIP=$(CURDIR)/$(PACKAGE_DIR)/bootstrap.zip \

@@ -74,9 +74,6 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 
 pub struct Handler {
     pub clients: Clients,
-    /// Answers CloudFormation. Built on the first answer, not at start: most invocations are
-    /// heals, which never need it, and building it loads the system's root certificates.
-    pub http: std::sync::OnceLock<reqwest::Client>,
     /// `RESPONSE_URL_ALLOW_LOOPBACK=true`: accept http ResponseURLs to loopback (tests, local runs).
     pub allow_loopback: bool,
     pub retry: RetryPolicy,
@@ -96,7 +93,6 @@ impl Handler {
             std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true");
         Handler {
             clients,
-            http: std::sync::OnceLock::new(),
             allow_loopback,
             retry: RetryPolicy::default(),
             heal: HealSettings::from_env(),
@@ -415,23 +411,14 @@ impl Handler {
         }))
     }
 
-    /// The client that answers CloudFormation, built at the first answer. Built after the work,
-    /// so it must not panic: an error is reported instead.
-    fn http(&self) -> Result<&reqwest::Client, RespondError> {
-        if let Some(http) = self.http.get() {
-            return Ok(http);
-        }
-        match reqwest::Client::builder().build() {
-            Ok(http) => Ok(self.http.get_or_init(|| http)),
-            Err(e) => {
-                let e = RespondError::Exhausted {
-                    attempts: 0,
-                    last: format!("the HTTP client could not be built: {e}"),
-                };
-                tracing::error!(error = %e, "CloudFormation not answered");
-                Err(e)
-            }
-        }
+    /// The client that answers CloudFormation (crate::http's, built at its first use). Asked
+    /// for after the work, so it must not panic: an error is reported instead.
+    fn http(&self) -> Result<&'static reqwest::Client, RespondError> {
+        crate::http::client().map_err(|last| {
+            let e = RespondError::Exhausted { attempts: 0, last };
+            tracing::error!(error = %e, "CloudFormation not answered");
+            e
+        })
     }
 }
 

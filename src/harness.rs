@@ -108,8 +108,6 @@ pub enum HarnessError {
 /// Harness as the function reaches it: the key's secret read when needed, then the question.
 #[derive(Clone, Debug)]
 pub struct Harness {
-    /// Built on the first question: most invocations never ask one.
-    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     secrets: crate::secrets::SecretReader,
     /// Plain http to a loopback Harness (`RESPONSE_URL_ALLOW_LOOPBACK=true`: tests, local runs).
     allow_loopback: bool,
@@ -134,7 +132,6 @@ impl Harness {
             _ => None,
         };
         Harness {
-            http: Default::default(),
             secrets: crate::secrets::SecretReader::new(config),
             allow_loopback: std::env::var("RESPONSE_URL_ALLOW_LOOPBACK").is_ok_and(|v| v == "true"),
             pinned,
@@ -177,13 +174,8 @@ impl Harness {
                 }
                 _ => HarnessError::Key(e.to_string()),
             })?;
-        // No redirects: one would carry the key to wherever it points, http included.
-        let http = self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default()
-        });
+        // The client follows no redirect: one would carry the key wherever it points.
+        let http = crate::http::client().map_err(HarnessError::Unavailable)?;
         latest_supported(http, manager, account, &key, self.allow_loopback).await
     }
 }

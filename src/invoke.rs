@@ -41,8 +41,6 @@ pub enum InvokeError {
 /// Invokes the function itself; built once per process from the SDK's configuration.
 #[derive(Clone, Debug)]
 pub struct SelfInvoker {
-    /// Built at the first invocation that hands a wait on: most never do.
-    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     credentials: Option<SharedCredentialsProvider>,
     region: Option<String>,
     endpoint: Option<String>,
@@ -54,7 +52,6 @@ impl SelfInvoker {
             .ok()
             .or_else(|| config.endpoint_url().map(String::from));
         SelfInvoker {
-            http: Default::default(),
             credentials: config.credentials_provider(),
             region: config.region().map(|r| r.to_string()),
             endpoint,
@@ -71,7 +68,10 @@ impl SelfInvoker {
         payload: &[u8],
         by: tokio::time::Instant,
     ) -> Result<(), InvokeError> {
-        let http = self.http.get_or_init(reqwest::Client::new);
+        let http = crate::http::client().map_err(|last| InvokeError::Unavailable {
+            function: function.to_string(),
+            last,
+        })?;
         let url = self.url(function);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -247,7 +247,6 @@ mod tests {
     fn the_invoke_url_is_lambdas_own_or_the_configured_endpoint() {
         let arn = "arn:aws:lambda:eu-west-1:123456789012:function:stack-BootstrapFunction-1";
         let regional = SelfInvoker {
-            http: Default::default(),
             credentials: None,
             region: Some("eu-west-1".into()),
             endpoint: None,

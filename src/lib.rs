@@ -21,6 +21,7 @@ pub mod ecs_convert;
 pub mod handler;
 pub mod harness;
 pub mod heal;
+pub mod http;
 pub mod image;
 pub mod invoke;
 pub mod metrics;
@@ -82,6 +83,7 @@ impl Clients {
             .operation_attempt_timeout(std::time::Duration::from_secs(30))
             .build();
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http::sdk_client())
             .timeout_config(timeouts)
             .load()
             .await;

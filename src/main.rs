@@ -26,49 +26,57 @@ without arguments it runs under the AWS Lambda Runtime API";
 const LOCAL_DEADLINE: Duration = Duration::from_secs(900);
 
 /// Logs as Lambda's advanced logging controls ask, as the runtime's own subscriber reads them:
-/// the level from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG` (which may name crates), else INFO;
-/// JSON lines with `timestamp`, `level` and `message` at the top level when
-/// `AWS_LAMBDA_LOG_FORMAT` is JSON, text otherwise.
+/// the level from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG` (which may name crates:
+/// `info,harness_ecs_delegate_bootstrap=debug`), else INFO; JSON lines with `timestamp`, `level`
+/// and `message` at the top level when `AWS_LAMBDA_LOG_FORMAT` is JSON, text otherwise. The
+/// filter is by target and level only (tracing-subscriber's `Targets`): its `EnvFilter` would add
+/// a regex engine to the binary for span-field filters the function has no use for.
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL") {
         Ok(l) if l.eq_ignore_ascii_case("FATAL") => Some("error".to_string()),
         Ok(l) if !l.trim().is_empty() => Some(l.trim().to_ascii_lowercase()),
         _ => None,
     };
+    let parse = |s: &str| s.parse::<Targets>().ok();
     let mut filter = level
-        .and_then(|l| EnvFilter::try_new(l).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .as_deref()
+        .and_then(parse)
+        .or_else(|| std::env::var("RUST_LOG").ok().as_deref().and_then(parse))
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     // At DEBUG and TRACE the runtime logs raw events, whose ResponseURL must never reach a
     // log: cap its crates at INFO (and leave them alone at quieter levels). The same for the
     // signer, which prints what it signs (a continuation holds a ResponseURL).
-    if filter
-        .max_level_hint()
-        .is_none_or(|max| max > tracing_subscriber::filter::LevelFilter::INFO)
-    {
-        for d in [
-            "lambda_runtime=info",
-            "lambda_runtime_api_client=info",
-            "aws_sigv4=info",
-        ] {
-            filter = filter.add_directive(d.parse().expect("a valid directive"));
+    let most = filter
+        .iter()
+        .map(|(_, l)| l)
+        .chain(filter.default_level())
+        .max()
+        .unwrap_or(LevelFilter::OFF);
+    if most > LevelFilter::INFO {
+        for target in ["lambda_runtime", "lambda_runtime_api_client", "aws_sigv4"] {
+            filter = filter.with_target(target, LevelFilter::INFO);
         }
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
-        builder
+        let fmt = fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_span_list(false)
+            .with_span_list(false);
+        tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
             .init();
     } else {
-        builder.with_ansi(false).init();
+        let fmt = fmt.with_ansi(false);
+        tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .init();
     }
 }
 

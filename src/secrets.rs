@@ -53,7 +53,6 @@ pub enum SecretError {
 /// Reads secrets with the function's credentials.
 #[derive(Clone, Debug)]
 pub struct SecretReader {
-    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     credentials: Option<SharedCredentialsProvider>,
     endpoint: Option<String>,
 }
@@ -64,7 +63,6 @@ impl SecretReader {
             .ok()
             .or_else(|| config.endpoint_url().map(String::from));
         SecretReader {
-            http: Default::default(),
             credentials: config.credentials_provider(),
             endpoint,
         }
@@ -106,7 +104,7 @@ impl SecretReader {
                 SignError::Signing(w) => format!("signing: {w}"),
             })
         })?;
-        let http = self.http.get_or_init(reqwest::Client::new);
+        let http = crate::http::client().map_err(unavailable)?;
         let mut req = http.post(&url).timeout(TIMEOUT).body(body);
         for (k, v) in headers
             .iter()

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub mod ecs_sim;
+pub mod front;
 pub mod harness_api;
 pub mod lambda;
 pub mod proxy;
@@ -298,7 +299,6 @@ pub fn fresh_region() -> &'static str {
 pub fn handler(clients: Clients) -> Handler {
     Handler {
         clients,
-        http: Default::default(),
         allow_loopback: true,
         retry: RetryPolicy {
             attempts: 3,
@@ -534,7 +534,9 @@ pub async fn serve_at(addr: &str, service: Service) -> SocketAddr {
     addr
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
+/// One HTTP/1.1 request from `sock`, its body whole (a chunked one decoded); `None` at the
+/// end of the connection.
+pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(sock: &mut S) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
