@@ -557,17 +557,18 @@ async fn observe_delegate(
         }
         _ => None,
     };
+    let made = &cand.item.groups_made;
+    let region = if may_have_unused(record, made) {
+        seen.groups.of(c, &key).await?
+    } else {
+        None
+    };
+    let unused = region.map_or_else(Vec::new, |groups| unused_groups(record, made, seen, groups));
     Ok(ObservedForHeal {
         cluster_status,
         service: seen.service.clone(),
         revision,
-        unused_security_groups: match may_have_unused(record, &cand.item.groups_made) {
-            true => match seen.groups.of(c, &key).await? {
-                Some(groups) => unused_groups(record, &cand.item.groups_made, seen, groups),
-                None => vec![],
-            },
-            false => vec![],
-        },
+        unused_security_groups: unused,
         last_redeploy: cand.item.last_redeploy_of(&record.task_definition),
         managed_security_group,
     })
