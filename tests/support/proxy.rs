@@ -366,6 +366,11 @@ impl Proxy {
         seen
     }
 
+    /// Every call so far, in order, an operation as often as it was called.
+    pub fn sequence(&self) -> Vec<String> {
+        self.order.lock().unwrap().clone()
+    }
+
     /// How many calls reached the proxy, of any operation.
     pub fn total_calls(&self) -> usize {
         self.order.lock().unwrap().len()
