@@ -80,7 +80,7 @@ check: venv ## formatting, clippy, template lint and SAM translation, unit tests
 
 # The package first: the Runtime API test boots it, and refuses one older than the sources.
 # The test binaries `cargo test` builds run two at a time (scripts/run_tests.py): they mostly
-# wait, each on a moto of its own, and the fault matrix alone takes half as long as the rest.
+# wait, each on a moto of its own, and the fault matrix alone is nearly half of their time.
 test: venv package check ## check, then the integration tests against moto and the arm64 package under qemu
 	rm -rf $(TARGET_DIR)/tmp/reliability
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server python3 scripts/run_tests.py --first reliability

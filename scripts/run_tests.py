@@ -4,8 +4,7 @@
 `cargo test` runs its test binaries one after the other, and they spend most of their time
 waiting (on moto, on the simulated ECS, on the function's own timeouts and polls), not
 computing; each binary has its own moto. Two at a time, the fault matrix (tests/reliability.rs,
-which alone takes as long as half of the others together) runs beside the rest instead of after
-them.
+nearly half of their time alone) runs beside the rest instead of after them.
 
     scripts/run_tests.py [--first NAME ...] [-- CARGO_ARGS ...]
 
