@@ -77,16 +77,30 @@ impl Clients {
 
     /// Clients configured from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
     /// A hung AWS call is cut off and retried rather than eating the invocation's time.
+    ///
+    /// Credentials in the environment (Lambda always sets them) are what the SDK's default chain
+    /// would answer with every time, as its first provider: they are used alone, which spares
+    /// init the rest of the chain (an STS client among it). Without them, the default chain.
     pub async fn from_env() -> Self {
+        let connect = std::time::Duration::from_secs(5);
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(connect)
             .operation_attempt_timeout(std::time::Duration::from_secs(30))
             .build();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http::sdk_client())
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        Self::new(&config)
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http::sdk_client(connect))
+            .timeout_config(timeouts);
+        if credentials_in_env() {
+            loader = loader.credentials_provider(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            );
+        }
+        Self::new(&loader.load().await)
     }
+}
+
+/// Whether the environment holds what the SDK's environment provider needs: a key and its secret.
+fn credentials_in_env() -> bool {
+    let set = |name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY")
 }
