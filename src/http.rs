@@ -20,9 +20,9 @@ use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpClie
 /// The SDK asks for a connector twice over. As each client is built (the service clients, and
 /// STS's in the credentials chain), without settings, only to load the roots during init, and it
 /// drops the answer; then at the first request, with the settings (`connect_timeout` and no read
-/// timeout, the client's own), and keeps the answer for every client with those settings. The
-/// first early call builds the connector the first request will get, during init; the others
-/// get a plain-HTTP connector, which costs nothing.
+/// timeout, as `Clients::from_env` sets them), and keeps the answer for every client with those
+/// settings. The first early call builds the connector the first request will get, during init;
+/// the others get a plain-HTTP connector, which costs nothing.
 pub fn sdk_client(connect_timeout: Duration) -> SharedHttpClient {
     counted_sdk_client(connect_timeout, Arc::default())
 }
