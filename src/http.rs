@@ -3,7 +3,7 @@
 //! the Lambda Invoke, Secrets Manager, Harness). Each parses the system's root certificates
 //! once per process instead of once per client.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -32,30 +32,26 @@ fn counted_sdk_client(connect_timeout: Duration, built: Arc<AtomicUsize>) -> Sha
     let expected = HttpConnectorSettings::builder()
         .connect_timeout(connect_timeout)
         .build();
-    // None until the first early call; then the connector, until the first request takes it.
-    let early: Mutex<Option<Option<Connector>>> = Mutex::new(None);
+    // The first early call builds the connector; the first request with `expected` takes it.
+    let early_call_seen = AtomicBool::new(false);
+    let prepared: Mutex<Option<Connector>> = Mutex::new(None);
     Builder::new().build_with_connector_fn(move |settings, components| {
-        let sleep = components.and_then(|c| c.sleep_impl());
         let Some(settings) = settings else {
-            let mut early = early.lock().unwrap_or_else(|p| p.into_inner());
-            if early.is_none() {
+            if !early_call_seen.swap(true, Ordering::Relaxed) {
                 let sleep = aws_smithy_async::rt::sleep::default_async_sleep();
-                *early = Some(Some(tls_connector(&expected, sleep, &built)));
+                let connector = tls_connector(&expected, sleep, &built);
+                *prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(connector);
             }
             return ConnectorBuilder::default().build_http();
         };
         let same = settings.connect_timeout() == expected.connect_timeout()
             && settings.read_timeout() == expected.read_timeout();
-        let prepared = same
-            .then(|| {
-                early
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_mut()?
-                    .take()
-            })
-            .flatten();
-        prepared.unwrap_or_else(|| tls_connector(settings, sleep, &built))
+        if same {
+            if let Some(c) = prepared.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return c;
+            }
+        }
+        tls_connector(settings, components.and_then(|c| c.sleep_impl()), &built)
     })
 }
 
