@@ -50,8 +50,9 @@ pub use model::{MANAGED_BY_TAG, MANAGED_BY_VALUE, MANAGED_TAG_PREFIX, OWNER_TAG,
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub iam: aws_sdk_iam::Client,
+    /// Built at first use: a heal of a steady delegate never calls EC2 or IAM.
+    pub ec2: LazyClient<aws_sdk_ec2::Client>,
+    pub iam: LazyClient<aws_sdk_iam::Client>,
     /// The record store (a DynamoDB table): the only record heal trusts.
     pub store: store::Store,
     /// Lambda, for the one call the function makes to it: invoking itself.
@@ -66,8 +67,8 @@ impl Clients {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Clients {
             ecs: aws_sdk_ecs::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
+            ec2: LazyClient::new(config, aws_sdk_ec2::Client::new),
+            iam: LazyClient::new(config, aws_sdk_iam::Client::new),
             store: store::Store::new(config, store::Store::table_from_env()),
             invoker: invoke::SelfInvoker::new(config),
             harness: harness::Harness::new(config),
@@ -103,4 +104,45 @@ impl Clients {
 fn credentials_in_env() -> bool {
     let set = |name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY")
+}
+
+/// An SDK client built the first time it is used, then shared by every clone. Building a
+/// client is most of init after the root certificates (each parses its crate's endpoint
+/// partitions), and most invocations are heals, which need only ECS and DynamoDB.
+#[derive(Clone)]
+pub struct LazyClient<C> {
+    config: aws_config::SdkConfig,
+    make: fn(&aws_config::SdkConfig) -> C,
+    built: std::sync::Arc<std::sync::OnceLock<C>>,
+}
+
+impl<C> LazyClient<C> {
+    pub fn new(config: &aws_config::SdkConfig, make: fn(&aws_config::SdkConfig) -> C) -> Self {
+        LazyClient {
+            config: config.clone(),
+            make,
+            built: Default::default(),
+        }
+    }
+
+    /// Whether the client has been built (by a call through it).
+    pub fn is_built(&self) -> bool {
+        self.built.get().is_some()
+    }
+}
+
+impl<C> std::ops::Deref for LazyClient<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.built.get_or_init(|| (self.make)(&self.config))
+    }
+}
+
+impl<C> std::fmt::Debug for LazyClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.is_built())
+            .finish()
+    }
 }

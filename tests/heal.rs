@@ -193,6 +193,13 @@ async fn a_steady_delegate_is_checked_with_two_reads() {
     // one, which never changes, and the group is in use, so it exists.
     assert_eq!(i.proxy.operations(), ["GetItem", "DescribeServices"], "{r}");
     assert_eq!(i.proxy.total_calls(), 2);
+    // Nor does it build the clients it does not call (src/lib.rs: LazyClient).
+    let built = (i.via.ec2.is_built(), i.via.iam.is_built());
+    assert_eq!(
+        built,
+        (false, false),
+        "EC2's and IAM's clients built by a steady heal"
+    );
 
     let other =
         i.c.ec2
@@ -222,6 +229,7 @@ async fn a_steady_delegate_is_checked_with_two_reads() {
     let r = report_of(&i.run(i.event("heal")).await, &i.key());
     assert_eq!(actions(&r), vec!["UpdateService"], "{r}");
     assert_eq!(i.proxy.calls("DescribeSecurityGroups"), 1);
+    assert!(i.via.ec2.is_built(), "the groups were read through EC2");
     assert_eq!(network(&i.service().await).1, recorded);
 }
 
