@@ -19,6 +19,12 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+// Static musl (the package): musl's own allocator makes init slower than glibc's does
+// (docs/release-profile.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: harness-ecs-delegate-bootstrap [invoke EVENT.json | plan EVENT.json]\n\
 without arguments it runs under the AWS Lambda Runtime API";
 
