@@ -140,8 +140,20 @@ $(BENCH_VENV)/bin/aws:
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check awscli==1.46.2
 
+# The package's build (static musl, rust-lld, mimalloc) for this machine's x86_64: init as Lambda
+# pays it, beside a hello-world built the same way. Debian's gcc compiles the C for it, as its
+# cross gcc does for the package.
+STATIC_TARGET := x86_64-unknown-linux-musl
+STATIC_ENV := CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+	CC_x86_64_unknown_linux_musl=gcc AR_x86_64_unknown_linux_musl=ar
+
 bench: venv package $(BENCH_VENV)/bin/aws ## release builds, then the benchmark table (docs/benchmarks.md)
 	mkdir -p $(BENCH_BIN)
+	rustup target list --installed | grep -qx $(STATIC_TARGET) || rustup target add $(STATIC_TARGET)
+	$(STATIC_ENV) cargo build --release --locked --target $(STATIC_TARGET) --bin harness-ecs-delegate-bootstrap
+	cp $(TARGET_DIR)/$(STATIC_TARGET)/release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function-static
+	$(STATIC_ENV) cargo build --release --locked --target $(STATIC_TARGET) --features bench-floor --bin hello-floor
+	cp $(TARGET_DIR)/$(STATIC_TARGET)/release/hello-floor $(BENCH_BIN)/hello-static
 	cargo build --release --locked --bin harness-ecs-delegate-bootstrap
 	cp $(TARGET_DIR)/release/harness-ecs-delegate-bootstrap $(BENCH_BIN)/function
 	cargo build --profile default-release --locked --bin harness-ecs-delegate-bootstrap
@@ -150,6 +162,7 @@ bench: venv package $(BENCH_VENV)/bin/aws ## release builds, then the benchmark 
 	cp $(TARGET_DIR)/release/hello-floor $(BENCH_BIN)/hello
 	FUNCTION_BIN=$(BENCH_BIN)/function DEFAULT_BIN=$(BENCH_BIN)/function-default \
 	HELLO_BIN=$(BENCH_BIN)/hello AWS_CLI=$(CURDIR)/$(BENCH_VENV)/bin/aws \
+	STATIC_BIN=$(BENCH_BIN)/function-static STATIC_HELLO_BIN=$(BENCH_BIN)/hello-static \
 	PACKAGE_ZIP=$(CURDIR)/$(PACKAGE_DIR)/bootstrap.zip \
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server \
 	MOTO_VERSION="$$($(VENV)/bin/pip show moto 2>/dev/null | sed -n 's/^Version: //p')" \
