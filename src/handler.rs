@@ -144,7 +144,14 @@ impl Handler {
 
     /// Handle one event. `deadline` is when the invocation is cut off.
     pub async fn handle(&self, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
-        match classify(&event)? {
+        let trigger = classify(&event)?;
+        if matches!(
+            trigger,
+            Trigger::CloudFormation(_) | Trigger::Direct { .. } | Trigger::Continuation { .. }
+        ) {
+            self.clients.build_all();
+        }
+        match trigger {
             Trigger::CloudFormation(req) => self.cloudformation(*req, None, deadline).await,
             Trigger::Direct {
                 action,
