@@ -598,7 +598,7 @@ async fn main() {
     ]);
     let static_ratio = init_static.as_secs_f64() / static_floor.as_secs_f64();
     rows.push([
-        "init, built as the package is (static musl, mimalloc), for this machine".into(),
+        "init, built as the package is (static musl, not PIE, mimalloc), for this machine".into(),
         format!("{:.1} ms", ms(init_static)),
         format!(
             "hello-world built the same way: {:.1} ms ({static_ratio:.2}×)",
@@ -611,8 +611,8 @@ async fn main() {
         "Init is taken on two builds, each beside a hello-world built the same way: the host's \
          (glibc, dynamically linked, position-independent: the loader maps its libraries and \
          applies its relocations) and the package's recipe for this machine (static musl, \
-         rust-lld, mimalloc; no loader). The arm64 package itself runs here only under qemu, \
-         which is not timed."
+         rust-lld, mimalloc, linked without PIE as the arm64 package is: no loader, no \
+         relocations). The arm64 package itself runs here only under qemu, which is not timed."
             .to_string(),
     );
     rows.push([
@@ -955,7 +955,7 @@ async fn main() {
     ]);
     rows.push([
         format!(
-            "binary size: {}, static musl as the package is built",
+            "binary size: {}, static musl, not PIE, as the package is built",
             std::env::consts::ARCH
         ),
         format!(
