@@ -242,6 +242,15 @@ struct Cost {
 }
 
 impl Cost {
+    /// The median wall and moto times of runs that made the same calls.
+    fn median_of(runs: &[Cost]) -> Cost {
+        Cost {
+            wall: median(runs.iter().map(|c| c.wall).collect()),
+            moto: median(runs.iter().map(|c| c.moto).collect()),
+            ..runs[0]
+        }
+    }
+
     fn of(proxy: &Proxy, wall: Duration) -> Cost {
         Cost {
             wall,
@@ -809,11 +818,7 @@ async fn main() {
         assert_eq!(r["Delegates"][0]["Outcome"], "Converged", "{r}");
         steady.push(cost);
     }
-    let steady_cost = Cost {
-        wall: median(steady.iter().map(|c| c.wall).collect()),
-        moto: median(steady.iter().map(|c| c.moto).collect()),
-        ..steady[0]
-    };
+    let steady_cost = Cost::median_of(&steady);
     rows.push([
         "steady-state heal of one delegate in a group the function made (targeted; median of 5)"
             .into(),
@@ -880,9 +885,16 @@ async fn main() {
         installed = n;
         show(&rows, &mut shown);
         eprintln!("scaling: heal of {n}…");
-        let (r, cost) = measured(&f, &proxy, schedule_event()).await;
-        let healed = r["Delegates"].as_array().map_or(0, Vec::len);
-        assert_eq!(healed, n, "{r}");
+        // The 1-delegate run is the anchor of the others: the median of 5, as one run of about
+        // 10 ms is noise enough to flip their verdicts.
+        let mut runs = Vec::new();
+        for _ in 0..if n == 1 { 5 } else { 1 } {
+            let (r, cost) = measured(&f, &proxy, schedule_event()).await;
+            let healed = r["Delegates"].as_array().map_or(0, Vec::len);
+            assert_eq!(healed, n, "{r}");
+            runs.push(cost);
+        }
+        let cost = Cost::median_of(&runs);
         let clusters = n.min(10);
         // The record table (one Scan page holds them all) and each cluster's services ten at
         // a time: neither a steady revision nor a group in use is read.
@@ -899,7 +911,7 @@ async fn main() {
             format!("heal everything: {n} delegates, {clusters} clusters"),
             cost.text(),
             format!(
-                "linear: {n} × one targeted heal = {:.0} ms, {} calls; {n} × the 1-delegate run = {:.0} ms",
+                "linear: {n} × one targeted heal = {:.0} ms, {} calls; {n} × the 1-delegate run (median of 5) = {:.0} ms",
                 ms(steady_cost.wall * n as u32),
                 n * steady_cost.calls,
                 ms(single * n as u32),
