@@ -376,8 +376,6 @@ async fn cold_starts(bin: &str, configs: &[Vec<(String, String)>], plan: &Value)
         .collect()
 }
 
-/// Reading, decoding and parsing the roots of `bundle` once, in this process: the median of
-/// 10, and how many roots.
 /// The environment variable that makes this binary build one root store from the bundle it
 /// names, print the time and the number of roots, and exit.
 const PARSE_ROOTS: &str = "BENCH_PARSE_ROOTS_ONCE";
@@ -887,8 +885,9 @@ async fn main() {
         eprintln!("scaling: heal of {n}…");
         // The 1-delegate run is the anchor of the others: the median of 5, as one run of about
         // 10 ms is noise enough to flip their verdicts.
+        let rounds = if n == 1 { 5 } else { 1 };
         let mut runs = Vec::new();
-        for _ in 0..if n == 1 { 5 } else { 1 } {
+        for _ in 0..rounds {
             let (r, cost) = measured(&f, &proxy, schedule_event()).await;
             let healed = r["Delegates"].as_array().map_or(0, Vec::len);
             assert_eq!(healed, n, "{r}");
@@ -953,6 +952,8 @@ async fn main() {
 
     // Sizes.
     let size = |p: &str| std::fs::metadata(p).unwrap().len();
+    // A binary's size, and its size zipped as Lambda receives it.
+    let sizes = |bin: &str| format!("{} binary, {} zipped", mb(size(bin)), mb(zipped_size(bin)));
     let package_bin = format!(
         "{}/bootstrap",
         std::path::Path::new(&package_zip)
@@ -976,16 +977,8 @@ async fn main() {
             "binary size: {}, stripped, this release profile",
             std::env::consts::ARCH
         ),
-        format!(
-            "{} binary, {} zipped",
-            mb(size(&function_bin)),
-            mb(zipped_size(&function_bin))
-        ),
-        format!(
-            "default `cargo build --release`: {} binary, {} zipped",
-            mb(size(&default_bin)),
-            mb(zipped_size(&default_bin))
-        ),
+        sizes(&function_bin),
+        format!("default `cargo build --release`: {}", sizes(&default_bin)),
         "≤ 10 MB".into(),
         met(size(&function_bin) <= 10_000_000),
     ]);
@@ -994,11 +987,7 @@ async fn main() {
             "binary size: {}, static musl, not PIE, as the package is built",
             std::env::consts::ARCH
         ),
-        format!(
-            "{} binary, {} zipped",
-            mb(size(&static_bin)),
-            mb(zipped_size(&static_bin))
-        ),
+        sizes(&static_bin),
         "the glibc build above".into(),
         "report".into(),
         "report".into(),
