@@ -16,7 +16,7 @@ use support::*;
 #[tokio::test]
 async fn the_binary_serves_events_from_the_runtime_api() {
     let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
-    serves_events_from_the_runtime_api(tokio::process::Command::new(bin)).await;
+    serves_events_from_the_runtime_api(tokio::process::Command::new(bin), &[]).await;
 }
 
 /// The deployable that `make package` leaves, as Lambda receives it.
@@ -93,9 +93,13 @@ async fn the_arm64_package_serves_events_under_qemu() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&bootstrap).unwrap().permissions().mode();
     assert!(mode & 0o111 != 0, "bootstrap is not executable in the zip");
+    // With a quarter of the stacks it gets on Lambda: tokio's worker threads, which run a stack
+    // request's work, get 2 MiB there, and the main thread, which runs heals, 8 MiB. The
+    // release build needs well under a quarter of each (docs/release-profile.md: Stack), so
+    // a path grown several times deeper fails here before it can on Lambda.
     let mut cmd = tokio::process::Command::new("qemu-aarch64");
-    cmd.arg(&bootstrap);
-    serves_events_from_the_runtime_api(cmd).await;
+    cmd.args(["-s", "2M"]).arg(&bootstrap);
+    serves_events_from_the_runtime_api(cmd, &[("RUST_MIN_STACK", "524288")]).await;
 }
 
 /// Run the binary against `api` at TRACE (as a user chasing a problem would) until it has
@@ -169,10 +173,15 @@ async fn run_binary(
         String::from_utf8_lossy(&stdout.await.unwrap()),
         String::from_utf8_lossy(&stderr.await.unwrap())
     );
+    assert!(
+        !logs.contains("has overflowed its stack"),
+        "the binary ran out of stack: some path got deeper (docs/release-profile.md: Stack)\n{logs}"
+    );
     (posted, logs)
 }
 
-async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
+/// Five invocations of every kind, answered in order; `env` is added to Lambda's environment.
+async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command, env: &[(&str, &str)]) {
     let c = clients().await;
     let w = seed(&c, false).await;
     let rx = Receiver::start(0).await;
@@ -210,7 +219,8 @@ async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command) {
             .push_back((id.to_string(), e.clone()));
     }
 
-    let (posted, logs) = run_binary(cmd, &api, events.len(), JSON_LOGS).await;
+    let env: Vec<(&str, &str)> = JSON_LOGS.iter().chain(env).copied().collect();
+    let (posted, logs) = run_binary(cmd, &api, events.len(), &env).await;
     assert_eq!(
         posted.len(),
         events.len(),
