@@ -93,8 +93,8 @@ async fn the_arm64_package_serves_events_under_qemu() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&bootstrap).unwrap().permissions().mode();
     assert!(mode & 0o111 != 0, "bootstrap is not executable in the zip");
-    // With a quarter of the stacks it gets on Lambda: tokio's worker threads, which run a stack
-    // request's work, get 2 MiB there, and the main thread, which runs heals, 8 MiB. The
+    // With a quarter of its usual stacks: tokio's worker threads, which run a stack request's
+    // work, get 2 MiB, and the main thread, which runs heals, Linux's default 8 MiB. The
     // release build needs well under a quarter of each (docs/release-profile.md: Stack), so
     // a path grown several times deeper fails here before it can on Lambda.
     let mut cmd = tokio::process::Command::new("qemu-aarch64");
