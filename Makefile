@@ -78,19 +78,10 @@ check: venv ## formatting, clippy, template lint and SAM translation, unit tests
 	$(VENV)/bin/python scripts/sam_translate.py template.yaml
 	cargo test --lib
 
-# The package before the tests: the Runtime API test boots it, and refuses one older than the
-# sources. It builds beside check and the tests' debug build, in a build directory of its own
-# (cargo locks one while it builds): its last step, fat LTO into one unit, keeps one core busy
-# for minutes while the other would wait. Its output is printed when it ends.
+# The package first: the Runtime API test boots it, and refuses one older than the sources.
 # The test binaries `cargo test` builds run two at a time (scripts/run_tests.py): they mostly
 # wait, each on a moto of its own, and the fault matrix alone is nearly half of their time.
-test: venv arm64-tools ## check, then the integration tests against moto and the arm64 package under qemu
-	@mkdir -p $(TARGET_DIR)
-	@echo "make package: beside check and the tests' build; its output follows when both end"
-	@$(MAKE) --no-print-directory package >$(TARGET_DIR)/package.log 2>&1 & package=$$!; \
-	$(MAKE) --no-print-directory check && cargo test --no-run --locked; built=$$?; \
-	wait $$package; packaged=$$?; cat $(TARGET_DIR)/package.log; \
-	[ $$built -eq 0 ] && [ $$packaged -eq 0 ]
+test: venv package check ## check, then the integration tests against moto and the arm64 package under qemu
 	rm -rf $(TARGET_DIR)/tmp/reliability
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server python3 scripts/run_tests.py --first reliability
 	python3 scripts/reliability_report.py $(TARGET_DIR)/tmp/reliability $(TARGET_DIR)/reliability.md
@@ -123,12 +114,10 @@ else
 endif
 
 # target-cpu as cargo-lambda sets it for arm64: Graviton2 (Neoverse N1) is the oldest Lambda runs.
-# A build directory of its own, so that make test can build it beside its other builds.
-PACKAGE_TARGET_DIR := $(TARGET_DIR)/package-build
 package: arm64-tools ## the deployable: target/lambda/harness-ecs-delegate-bootstrap/bootstrap.zip (arm64)
-	$(ARM64_ENV) CARGO_TARGET_DIR=$(PACKAGE_TARGET_DIR) cargo build --release --locked --target $(ARM64_TARGET)
+	$(ARM64_ENV) cargo build --release --locked --target $(ARM64_TARGET)
 	mkdir -p $(PACKAGE_DIR)
-	cp $(PACKAGE_TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
+	cp $(TARGET_DIR)/$(ARM64_TARGET)/release/harness-ecs-delegate-bootstrap $(PACKAGE_DIR)/bootstrap
 	cd $(PACKAGE_DIR) && rm -f bootstrap.zip && zip -q -X bootstrap.zip bootstrap
 	@ls -l $(PACKAGE_DIR)
 
