@@ -180,7 +180,8 @@ async fn run_binary(
     (posted, logs)
 }
 
-/// Five invocations of every kind, answered in order; `env` is added to Lambda's environment.
+/// A Create, a refused Create, an unknown event, a Plan and a Heal, each answered in order to
+/// its own request id; `env` is added to Lambda's environment.
 async fn serves_events_from_the_runtime_api(cmd: tokio::process::Command, env: &[(&str, &str)]) {
     let c = clients().await;
     let w = seed(&c, false).await;
