@@ -177,6 +177,12 @@ async fn run_binary(
         !logs.contains("has overflowed its stack"),
         "the binary ran out of stack: some path got deeper (docs/release-profile.md: Stack)\n{logs}"
     );
+    // Under qemu a main thread that overflows dies without Rust's message.
+    assert!(
+        !logs.contains("uncaught target signal 11"),
+        "the package died of a segmentation fault under qemu, most likely its main thread out of \
+         stack: some path got deeper (docs/release-profile.md: Stack)\n{logs}"
+    );
     (posted, logs)
 }
 
