@@ -144,7 +144,14 @@ impl Handler {
 
     /// Handle one event. `deadline` is when the invocation is cut off.
     pub async fn handle(&self, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
-        match classify(&event)? {
+        let trigger = classify(&event)?;
+        if matches!(
+            trigger,
+            Trigger::CloudFormation(_) | Trigger::Direct { .. } | Trigger::Continuation { .. }
+        ) {
+            self.clients.build_all();
+        }
+        match trigger {
             Trigger::CloudFormation(req) => self.cloudformation(*req, None, deadline).await,
             Trigger::Direct {
                 action,
@@ -261,7 +268,6 @@ impl Handler {
         force: bool,
         deadline: Instant,
     ) -> Result<Value, ReconcileError> {
-        self.clients.build_all();
         let mut spec = pipeline::spec_of(props, self.clients.region.as_deref())?;
         if action != DirectAction::Delete {
             pipeline::choose_image(&self.clients, &mut spec).await?;
@@ -329,7 +335,6 @@ impl Handler {
         continued: Option<String>,
         deadline: Instant,
     ) -> Result<Value, HandlerError> {
-        self.clients.build_all();
         // Without a usable URL there is no one to answer; say so in the invocation error.
         let url = respond::check_response_url(&req.response_url, self.allow_loopback)?;
 

@@ -77,9 +77,9 @@ impl Clients {
     }
 
     /// Builds the clients that are built at first use. A request (stack, direct or continued)
-    /// calls them all, so it builds them as its handling starts (src/handler.rs), rather than
-    /// deep in its work: building an SDK client takes a lot of stack in a debug build, and a
-    /// test thread's stack is 2 MiB.
+    /// calls them all, so it builds them here, at the top of the handler, rather than deep in
+    /// its work: building an SDK client takes a lot of stack in a debug build, and a test
+    /// thread's stack is 2 MiB.
     pub fn build_all(&self) {
         let _ = (&*self.ec2, &*self.iam);
     }
