@@ -369,7 +369,7 @@ impl Handler {
     pub async fn answer<F>(
         &self,
         req: CfnRequest,
-        url: reqwest::Url,
+        url: url::Url,
         deadline: Instant,
         work: F,
     ) -> Result<Value, HandlerError>
@@ -402,7 +402,7 @@ impl Handler {
             reason = %resp.reason,
             "custom resource request handled"
         );
-        match respond::send(self.http()?, &url, &resp, self.retry, deadline).await {
+        match respond::send(&url, &resp, self.retry, deadline).await {
             Ok(()) => {}
             // An expired or refused URL stays refused: an invocation error would only make
             // Lambda run the whole request again.
@@ -418,16 +418,6 @@ impl Handler {
             "Reason": resp.reason,
             "Data": resp.data,
         }))
-    }
-
-    /// The client that answers CloudFormation (crate::http's, built at its first use). Asked
-    /// for after the work, so it must not panic: an error is reported instead.
-    fn http(&self) -> Result<&'static reqwest::Client, RespondError> {
-        crate::http::client().map_err(|last| {
-            let e = RespondError::Exhausted { attempts: 0, last };
-            tracing::error!(error = %e, "CloudFormation not answered");
-            e
-        })
     }
 }
 

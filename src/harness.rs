@@ -174,9 +174,7 @@ impl Harness {
                 }
                 _ => HarnessError::Key(e.to_string()),
             })?;
-        // The client follows no redirect: one would carry the key wherever it points.
-        let http = crate::http::client().map_err(HarnessError::Unavailable)?;
-        latest_supported(http, manager, account, &key, self.allow_loopback).await
+        latest_supported(manager, account, &key, self.allow_loopback).await
     }
 }
 
@@ -185,9 +183,9 @@ pub fn latest_supported_url(
     manager: &str,
     account: &str,
     allow_loopback: bool,
-) -> Result<reqwest::Url, HarnessError> {
+) -> Result<url::Url, HarnessError> {
     let not_https = || HarnessError::NotHttps(manager.to_string());
-    let base = reqwest::Url::parse(manager.trim_end_matches('/')).map_err(|_| not_https())?;
+    let base = url::Url::parse(manager.trim_end_matches('/')).map_err(|_| not_https())?;
     let host = base.host_str().unwrap_or_default();
     let loopback = host == "localhost"
         || host
@@ -200,7 +198,7 @@ pub fn latest_supported_url(
     if !allowed {
         return Err(not_https());
     }
-    let mut url = reqwest::Url::parse(&format!(
+    let mut url = url::Url::parse(&format!(
         "{}/ng/api/delegate-setup/latest-supported-version",
         base.as_str().trim_end_matches('/')
     ))
@@ -212,25 +210,19 @@ pub fn latest_supported_url(
 
 /// Ask Harness for the latest supported delegate version of `account`.
 pub async fn latest_supported(
-    http: &reqwest::Client,
     manager: &str,
     account: &str,
     key: &ApiKey,
     allow_loopback: bool,
 ) -> Result<LatestSupported, HarnessError> {
     let url = latest_supported_url(manager, account, allow_loopback)?;
-    let sent = http
-        .get(url)
-        .header("x-api-key", key.expose())
-        .timeout(TIMEOUT)
-        .send()
-        .await;
-    let resp = sent.map_err(|e| HarnessError::Unavailable(e.without_url().to_string()))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
+    // Our connector follows no redirect: one would carry the key wherever it points.
+    let get = http::Request::get(url.as_str()).header("x-api-key", key.expose());
+    let resp = crate::http::send(get, Vec::new(), TIMEOUT)
         .await
-        .map_err(|e| HarnessError::Unavailable(e.without_url().to_string()))?;
+        .map_err(HarnessError::Unavailable)?;
+    let status = resp.status.as_u16();
+    let body = resp.body;
     match status {
         200 => read_latest(&body),
         401 | 403 => Err(HarnessError::Unauthorized {

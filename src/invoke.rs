@@ -3,8 +3,8 @@
 //! SigV4 [`Signer`] for the few AWS calls made without an SDK client (this one, and reading the
 //! Harness API key, in the `secrets` module): a client crate each would cost minutes of build.
 //!
-//! The call is signed by the SDK's own SigV4 signer with the SDK's credentials and sent with
-//! reqwest; the endpoint is the SDK's (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or
+//! The call is signed by the SDK's own SigV4 signer with the SDK's credentials and sent through
+//! the SDK's HTTP client (`crate::http::send`); the endpoint is the SDK's (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or
 //! Lambda's regional one. The payload holds a CloudFormation request, ResponseURL included: it
 //! is never logged (main.rs keeps the signer's TRACE, which prints what it signs, out).
 
@@ -68,10 +68,6 @@ impl SelfInvoker {
         payload: &[u8],
         by: tokio::time::Instant,
     ) -> Result<(), InvokeError> {
-        let http = crate::http::client().map_err(|last| InvokeError::Unavailable {
-            function: function.to_string(),
-            last,
-        })?;
         let url = self.url(function);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -80,28 +76,26 @@ impl SelfInvoker {
                 break;
             }
             let headers = self.signed_headers(function, &url, payload).await?;
-            let mut req = http
-                .post(&url)
+            let mut req = http::Request::post(&url)
                 .header("x-amz-invocation-type", "Event")
-                .header("content-type", "application/json")
-                .timeout(ATTEMPT_TIMEOUT);
+                .header("content-type", "application/json");
             for (k, v) in headers {
                 req = req.header(k, v);
             }
-            match req.body(payload.to_vec()).send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
-                    last = describe(resp).await.1;
+            match crate::http::send(req, payload.to_vec(), ATTEMPT_TIMEOUT).await {
+                Ok(resp) if resp.status.is_success() => return Ok(()),
+                Ok(resp) if resp.status.as_u16() == 429 || resp.status.is_server_error() => {
+                    last = describe(&resp).1;
                 }
                 Ok(resp) => {
-                    let (kind, message) = describe(resp).await;
+                    let (kind, message) = describe(&resp);
                     return Err(InvokeError::Refused {
                         function: function.to_string(),
                         kind,
                         message,
                     });
                 }
-                Err(e) => last = e.without_url().to_string(),
+                Err(why) => last = why,
             }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
@@ -218,15 +212,14 @@ impl Signer<'_> {
     }
 }
 
-async fn describe(resp: reqwest::Response) -> (String, String) {
-    let status = resp.status();
+fn describe(resp: &crate::http::Answer) -> (String, String) {
+    let status = resp.status;
     let kind = resp
-        .headers()
+        .headers
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(':').next().unwrap_or(v).to_string());
-    let bytes = resp.bytes().await.unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
     let kind = kind
         .or_else(|| body["Type"].as_str().map(String::from))
         .or_else(|| body["__type"].as_str().map(String::from))

@@ -128,8 +128,8 @@ fn fit_reason(r: &CfnResponse) -> Option<(CfnResponse, Vec<u8>)> {
 
 /// Check that a ResponseURL is one CloudFormation would give: https to an S3 host. Plain http is
 /// accepted only to a loopback address, and only when `allow_loopback` (local runs and tests).
-pub fn check_response_url(raw: &str, allow_loopback: bool) -> Result<reqwest::Url, RespondError> {
-    let url = reqwest::Url::parse(raw)
+pub fn check_response_url(raw: &str, allow_loopback: bool) -> Result<url::Url, RespondError> {
+    let url = url::Url::parse(raw)
         .map_err(|e| RespondError::BadResponseUrl(format!("not a URL: {e}")))?;
     let host = url
         .host_str()
@@ -188,8 +188,7 @@ impl Default for RetryPolicy {
 /// expired or forged URL does not get better). No attempt runs past `deadline` (the Lambda
 /// invocation's end).
 pub async fn send(
-    http: &reqwest::Client,
-    url: &reqwest::Url,
+    url: &url::Url,
     resp: &CfnResponse,
     retry: RetryPolicy,
     deadline: tokio::time::Instant,
@@ -203,15 +202,11 @@ pub async fn send(
             last = format!("{last} (no time left before the Lambda deadline)");
             break;
         }
-        let r = http
-            .put(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "")
-            .body(body.clone())
-            .timeout(left.min(Duration::from_secs(10)))
-            .send()
-            .await;
+        // CloudFormation's presigned URL is signed with no content type.
+        let put = http::Request::put(url.as_str()).header(http::header::CONTENT_TYPE, "");
+        let r = crate::http::send(put, body.clone(), left.min(Duration::from_secs(10))).await;
         match r {
-            Ok(ok) if ok.status().is_success() => {
+            Ok(ok) if ok.status.is_success() => {
                 tracing::info!(
                     status = ?resp.status,
                     physical_resource_id = %resp.physical_resource_id,
@@ -221,11 +216,8 @@ pub async fn send(
                 return Ok(());
             }
             Ok(bad) => {
-                let code = bad.status().as_u16();
-                let text: String = bad
-                    .text()
-                    .await
-                    .unwrap_or_default()
+                let code = bad.status.as_u16();
+                let text: String = String::from_utf8_lossy(&bad.body)
                     .chars()
                     .take(300)
                     .collect();
@@ -234,7 +226,7 @@ pub async fn send(
                 }
                 last = format!("HTTP {code}");
             }
-            Err(e) => last = e.without_url().to_string(),
+            Err(why) => last = why,
         }
         tracing::warn!(attempt, error = %last, "CloudFormation response PUT failed, retrying");
         if attempt < retry.attempts {

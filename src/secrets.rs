@@ -2,7 +2,7 @@
 //! upgrade asks Harness with (`HarnessApiKeySecretArn`). The delegate's own token is never read
 //! by the function: ECS hands it to the container.
 //!
-//! One `GetSecretValue`, signed with [`crate::invoke::Signer`] and sent with reqwest, at the
+//! One `GetSecretValue`, signed with [`crate::invoke::Signer`] and sent by `crate::http::send`, at the
 //! secret's own region (its ARN says which). The key has the token's treatment: it is returned
 //! as an [`ApiKey`], which prints `<redacted>`, and no error carries the answer's body.
 
@@ -104,8 +104,7 @@ impl SecretReader {
                 SignError::Signing(w) => format!("signing: {w}"),
             })
         })?;
-        let http = crate::http::client().map_err(unavailable)?;
-        let mut req = http.post(&url).timeout(TIMEOUT).body(body);
+        let mut req = http::Request::post(&url);
         for (k, v) in headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -113,16 +112,11 @@ impl SecretReader {
         {
             req = req.header(k, v);
         }
-        let resp = req
-            .send()
+        let resp = crate::http::send(req, body, TIMEOUT)
             .await
-            .map_err(|e| unavailable(e.without_url().to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(e.without_url().to_string()))?;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            .map_err(unavailable)?;
+        let status = resp.status;
+        let answer: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
         if status.is_success() {
             return key_of(&answer).map_err(|why| SecretError::Unusable {
                 arn: arn.to_string(),

@@ -274,7 +274,7 @@ async fn a_panic_is_answered_failed() {
     let Trigger::CloudFormation(req) = classify(&event).unwrap() else {
         panic!()
     };
-    let url = reqwest::Url::parse(&req.response_url).unwrap();
+    let url = url::Url::parse(&req.response_url).unwrap();
     let out = h
         .answer(*req, url, deadline_in(30), async {
             if std::env::var("NEVER_SET_3f1").is_err() {

@@ -10,8 +10,7 @@ use harness_ecs_delegate_bootstrap::harness::{self, ApiKey, HarnessError};
 use support::harness_api::{Answer, HarnessApi};
 
 async fn ask(h: &HarnessApi, key: &str) -> Result<harness::LatestSupported, HarnessError> {
-    let http = reqwest::Client::new();
-    harness::latest_supported(&http, &h.manager, &h.account, &ApiKey::new(key), true).await
+    harness::latest_supported(&h.manager, &h.account, &ApiKey::new(key), true).await
 }
 
 #[tokio::test]
