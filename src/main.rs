@@ -53,7 +53,9 @@ fn init_tracing() {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     // At DEBUG and TRACE the runtime logs raw events, whose ResponseURL must never reach a
     // log: cap its crates at INFO (and leave them alone at quieter levels). The same for the
-    // signer, which prints what it signs (a continuation holds a ResponseURL).
+    // signer, which prints what it signs (a continuation holds a ResponseURL), and for the HTTP
+    // client, which prints a request's URL (a ResponseURL) at DEBUG when it adds credentials for
+    // a proxy.
     let most = filter
         .iter()
         .map(|(_, l)| l)
@@ -61,7 +63,12 @@ fn init_tracing() {
         .max()
         .unwrap_or(LevelFilter::OFF);
     if most > LevelFilter::INFO {
-        for target in ["lambda_runtime", "lambda_runtime_api_client", "aws_sigv4"] {
+        for target in [
+            "lambda_runtime",
+            "lambda_runtime_api_client",
+            "aws_sigv4",
+            "aws_smithy_http_client",
+        ] {
             filter = filter.with_target(target, LevelFilter::INFO);
         }
     }
