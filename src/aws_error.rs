@@ -89,7 +89,7 @@ impl AwsError {
 }
 
 /// A dispatch or timeout error with every cause, since the SDK's own Display is terse.
-fn chain(e: &dyn StdError) -> String {
+pub(crate) fn chain(e: &dyn StdError) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -121,9 +121,10 @@ pub async fn send(
     let request = HttpRequest::try_from(request)
         .map_err(|e| format!("the request could not be made: {e}"))?;
     let exchange = async {
-        let response = ours().call(request).await.map_err(|e| chain(&e))?;
-        let status = http::StatusCode::from_u16(response.status().as_u16())
-            .map_err(|e| format!("the answer's status: {e}"))?;
+        let response = ours()
+            .call(request)
+            .await
+            .map_err(|e| crate::aws_error::chain(&e))?;
         let response = response
             .try_into_http1x()
             .map_err(|e| format!("the answer could not be read: {e}"))?;
@@ -134,7 +135,7 @@ pub async fn send(
             .map_err(|e| format!("the answer could not be read: {e}"))?
             .to_bytes();
         Ok(Answer {
-            status,
+            status: parts.status,
             headers: parts.headers,
             body,
         })
@@ -144,17 +145,6 @@ pub async fn send(
         Err(_) => Err(format!("timed out after {} s", timeout.as_secs_f32())),
     };
     answered.map_err(|why| withhold(why, query.as_deref()))
-}
-
-/// `e` and its causes, as "kind: cause: cause".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut told = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        told = format!("{told}: {c}");
-        cause = c.source();
-    }
-    told
 }
 
 /// `why` without `query`: no error of the connector's is known to print the URL, but a response
