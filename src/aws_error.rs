@@ -65,7 +65,7 @@ impl AwsError {
                 Some(status) => format!("HTTP {status} without an AWS error"),
                 None => "an error without a code".to_string(),
             },
-            (None, _) => chain(&e),
+            (None, _) => crate::http::chain(&e),
         };
         AwsError {
             operation,
@@ -86,18 +86,6 @@ impl AwsError {
     pub fn has_code(&self, code: &str) -> bool {
         self.inner.code.as_deref() == Some(code)
     }
-}
-
-/// A dispatch or timeout error with every cause, since the SDK's own Display is terse.
-pub(crate) fn chain(e: &dyn StdError) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 /// The kind an AWS error code means, across ECS, EC2, IAM and the tagging API.

@@ -121,10 +121,7 @@ pub async fn send(
     let request = HttpRequest::try_from(request)
         .map_err(|e| format!("the request could not be made: {e}"))?;
     let exchange = async {
-        let response = ours()
-            .call(request)
-            .await
-            .map_err(|e| crate::aws_error::chain(&e))?;
+        let response = ours().call(request).await.map_err(|e| chain(&e))?;
         let response = response
             .try_into_http1x()
             .map_err(|e| format!("the answer could not be read: {e}"))?;
@@ -145,6 +142,19 @@ pub async fn send(
         Err(_) => Err(format!("timed out after {} s", timeout.as_secs_f32())),
     };
     answered.map_err(|why| withhold(why, query.as_deref()))
+}
+
+/// An error of the connector's with every cause, in words, since the client's own Display is
+/// terse. The SDK's dispatch and timeout errors are told the same way (aws_error).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// `why` without `query`: no error of the connector's is known to print the URL, but a response
