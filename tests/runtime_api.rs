@@ -517,6 +517,52 @@ async fn no_secret_reaches_a_log_a_result_or_cloudformation() {
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
 
+/// Behind an HTTP proxy that takes credentials (`HTTP_PROXY=http://user:pass@host`), the SDK's
+/// HTTP client logs each plain-HTTP request's URL at DEBUG as it adds the proxy's credentials;
+/// for the response PUT that URL carries the presigned query. At TRACE, the answer still
+/// reaches CloudFormation through the proxy, and neither the query nor the proxy's password is
+/// logged.
+#[tokio::test]
+async fn a_response_through_an_authenticated_proxy_logs_no_signature() {
+    const PASSWORD: &str = "pr0xy-Pass-0419";
+    let api = runtime_api().await;
+    // The receiver plays the proxy too: it answers the absolute-form request itself.
+    let rx = Receiver::start(0).await;
+    let proxy = format!("http://proxy-user:{PASSWORD}@{}", rx.addr);
+    // Refused before any AWS call: the only request the binary makes is the answer's PUT.
+    let bad = json!({"ClusterName": "c", "AccountId": "a", "DelegateToken": "t", "Cpu": "lots"});
+    api.events.lock().unwrap().push_back((
+        "inv-proxied".into(),
+        cfn_event("Create", &rx.url("proxied"), &bad, None, None),
+    ));
+    let bin = env!("CARGO_BIN_EXE_harness-ecs-delegate-bootstrap");
+    let (posted, logs) = run_binary(
+        tokio::process::Command::new(bin),
+        &api,
+        1,
+        &[("HTTP_PROXY", proxy.as_str())],
+    )
+    .await;
+    assert_eq!(posted.len(), 1, "{posted:?}\n{logs}");
+    let requests = rx.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}\n{logs}");
+    let put = &requests[0];
+    // Sent as to a proxy: the whole URL as the target, with the proxy's credentials.
+    assert!(put.path.starts_with("http://"), "not proxied: {}", put.path);
+    assert!(
+        put.header("proxy-authorization")
+            .is_some_and(|v| v.starts_with("Basic ")),
+        "no proxy credentials: {:?}",
+        put.headers
+    );
+    let body: Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    for secret in ["X-Amz-Signature", "d3adb33f", PASSWORD] {
+        let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(secret)).collect();
+        assert!(leaked.is_empty(), "a log line holds {secret}: {leaked:?}");
+    }
+}
+
 /// Events nested deeper than serde_json's limit of 128, or very large (1 MB), get an invocation
 /// error, and the binary goes on serving; a CloudFormation request among them is still answered,
 /// once, FAILED, naming what could not be read.
