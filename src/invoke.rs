@@ -5,8 +5,9 @@
 //!
 //! The call is signed by the SDK's own SigV4 signer with the SDK's credentials and sent through
 //! the SDK's HTTP client (`crate::http::send`); the endpoint is the SDK's
-//! (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or Lambda's regional one. The payload holds a CloudFormation request, ResponseURL included: it
-//! is never logged (main.rs keeps the signer's TRACE, which prints what it signs, out).
+//! (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL`) or Lambda's regional one. The payload holds a
+//! CloudFormation request, ResponseURL included: it is never logged (main.rs keeps the signer's
+//! TRACE, which prints what it signs, out).
 
 use std::time::{Duration, SystemTime};
 
