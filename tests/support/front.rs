@@ -7,101 +7,130 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::crypto::{aws_lc_rs, SupportedKxGroup};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, ServerName, SignatureVerificationAlgorithm, UnixTime,
+};
+use tokio_rustls::rustls::SignatureScheme;
 
 use super::{read_request, Request};
 
 /// The services the function calls through the SDK, by their endpoint variable's suffix.
 pub const SERVICES: [&str; 4] = ["ECS", "EC2", "IAM", "DYNAMODB"];
 
+/// The key type of a [`Certificates`]' CA and server certificate.
+#[derive(Clone, Copy)]
+pub enum Key {
+    /// RSA 2048, as AWS's endpoints present.
+    Rsa2048,
+    /// ECDSA on P-256: the curve whose arithmetic aws-lc's size-optimised build slows.
+    P256,
+}
+
+impl Key {
+    fn newkey(self) -> &'static [&'static str] {
+        match self {
+            Key::Rsa2048 => &["-newkey", "rsa:2048"],
+            Key::P256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        }
+    }
+
+    fn key_usage(self) -> &'static str {
+        match self {
+            Key::Rsa2048 => "digitalSignature,keyEncipherment",
+            Key::P256 => "digitalSignature",
+        }
+    }
+}
+
 /// A certificate authority of the bench's own, and a server certificate it signed for
-/// 127.0.0.1 (RSA 2048, as AWS's endpoints present), made with the openssl command.
+/// 127.0.0.1, made with the openssl command.
 pub struct Certificates {
     /// The CA alone, in PEM.
     pub ca: PathBuf,
+    /// The server's certificate (signed by the CA) and its private key, in PEM.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
     server: rustls::ServerConfig,
 }
 
 impl Certificates {
-    pub fn make(dir: &Path) -> Certificates {
+    pub fn make(dir: &Path, key: Key) -> Certificates {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
             dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                 keyUsage={}\nextendedKeyUsage=serverAuth\n",
+                key.key_usage()
+            ),
         )
         .unwrap();
-        let steps: [&[&str]; 3] = [
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=bench root CA",
-            ],
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
+        let ca: &[&str] = &[
+            "req", "-x509", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        ];
+        let ca_tail: &[&str] = &["-days", "2", "-subj", "/CN=bench root CA"];
+        let csr: &[&str] = &[
+            "req",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ];
+        let csr_tail: &[&str] = &["-subj", "/CN=127.0.0.1"];
+        let sign: &[&str] = &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ];
+        let steps = [
+            [ca, key.newkey(), ca_tail].concat(),
+            [csr, key.newkey(), csr_tail].concat(),
+            sign.to_vec(),
         ];
         for args in steps {
             let out = std::process::Command::new("openssl")
-                .args(args)
+                .args(&args)
                 .current_dir(dir)
                 .output()
                 .expect("the openssl command (Debian: apt-get install openssl)");
             assert!(out.status.success(), "openssl {args:?}: {out:?}");
         }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.join("server.pem"))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let (server_cert, server_key) = (dir.join("server.pem"), dir.join("server.key"));
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&server_cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let private = PrivateKeyDer::from_pem_file(&server_key).unwrap();
         let server = rustls::ServerConfig::builder()
             .with_no_client_auth()
-            .with_single_cert(chain, key)
+            .with_single_cert(chain, private)
             .unwrap();
         Certificates {
             ca: dir.join("ca.pem"),
+            server_cert,
+            server_key,
             server,
         }
     }
@@ -214,4 +243,112 @@ async fn forward(req: &Request, upstream: SocketAddr) -> Option<Vec<u8>> {
     let mut out = kept.into_bytes();
     out.extend_from_slice(&answer[end + 2..]);
     Some(out)
+}
+
+/// The public-key crypto a client does in one TLS 1.3 handshake with a server holding
+/// [`Certificates`]: rustls's verification of the server's chain (the CA's signature on the
+/// server certificate, and the name), the server's CertificateVerify signature, and its half of
+/// the key exchange. Everything else in a handshake (the network, the symmetric crypto) does not
+/// depend on the curve, so this is what aws-lc's build settings can move.
+pub struct HandshakeCrypto {
+    verifier: Arc<dyn ServerCertVerifier>,
+    leaf: CertificateDer<'static>,
+    public_key: Vec<u8>,
+    signed: [u8; 130],
+    signature: Vec<u8>,
+    verify: &'static dyn SignatureVerificationAlgorithm,
+    group: &'static dyn SupportedKxGroup,
+}
+
+impl HandshakeCrypto {
+    /// With `certs`, the server signing with `scheme` and the key exchange over `group`.
+    pub fn new(
+        certs: &Certificates,
+        scheme: SignatureScheme,
+        group: &'static dyn SupportedKxGroup,
+    ) -> HandshakeCrypto {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&certs.ca).unwrap())
+            .unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+        let private = PrivateKeyDer::from_pem_file(&certs.server_key).unwrap();
+        let signing = provider.key_provider.load_private_key(private).unwrap();
+        let public_key = subject_public_key(&signing.public_key().unwrap()).to_vec();
+        // What TLS 1.3 signs: 64 spaces, a context string, a zero, the transcript's hash.
+        let signed = [0x20; 130];
+        let signature = signing
+            .choose_scheme(&[scheme])
+            .expect("the server's key signs with the scheme")
+            .sign(&signed)
+            .unwrap();
+        let (_, algorithms) = provider
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .unwrap();
+        HandshakeCrypto {
+            verifier,
+            leaf: CertificateDer::from_pem_file(&certs.server_cert).unwrap(),
+            public_key,
+            signed,
+            signature,
+            verify: algorithms[0],
+            group,
+        }
+    }
+
+    /// One handshake's client crypto, timed; the server's half of the key exchange is made
+    /// between the client's two halves, outside the time.
+    pub fn client_time(&self) -> Duration {
+        let name = ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+        let start = Instant::now();
+        let chain = self
+            .verifier
+            .verify_server_cert(&self.leaf, &[], &name, &[], UnixTime::now());
+        chain.expect("the server's chain verifies");
+        let signature =
+            self.verify
+                .verify_signature(&self.public_key, &self.signed, &self.signature);
+        signature.expect("the server's signature verifies");
+        let client = self.group.start().unwrap();
+        let before_server = start.elapsed();
+        let server = self.group.start_and_complete(client.pub_key()).unwrap();
+        let start = Instant::now();
+        let secret = client.complete(&server.pub_key).unwrap();
+        let time = before_server + start.elapsed();
+        assert_eq!(
+            secret.secret_bytes(),
+            server.secret.secret_bytes(),
+            "both sides agree"
+        );
+        time
+    }
+}
+
+/// The subjectPublicKey of a DER SubjectPublicKeyInfo (`SEQUENCE { algorithm, BIT STRING }`):
+/// the key a signature algorithm verifies with.
+fn subject_public_key(spki: &[u8]) -> &[u8] {
+    // A DER element's header length and content length.
+    fn header(der: &[u8]) -> (usize, usize) {
+        match der[1] as usize {
+            short @ 0..0x80 => (2, short),
+            long => {
+                let n = long & 0x7f;
+                let len = der[2..2 + n].iter().fold(0, |a, b| a << 8 | *b as usize);
+                (2 + n, len)
+            }
+        }
+    }
+    let (outer, _) = header(spki);
+    let algorithm = &spki[outer..];
+    let (head, len) = header(algorithm);
+    let bits = &algorithm[head + len..];
+    let (head, len) = header(bits);
+    // The BIT STRING's first byte counts its unused bits (none in a key).
+    &bits[head + 1..head + len]
 }
