@@ -23,7 +23,7 @@ use support::*;
 use tokio::sync::{mpsc, oneshot};
 
 /// Starts measured for the init figure, per binary.
-const STARTS: usize = 25;
+const STARTS: usize = 60;
 /// The region the benchmark has to itself (a scheduled heal covers a whole region).
 const REGION: &str = "ap-southeast-2";
 
