@@ -77,12 +77,29 @@ pub enum DirectAction {
     Delete,
 }
 
+/// A direct request's `ResourceProperties`, as sent. They may carry the delegate's token
+/// (`DelegateToken`), so `Debug` shows only their names.
+#[derive(Clone, PartialEq)]
+pub struct Properties(pub Value);
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_object() {
+            Some(o) => f
+                .debug_tuple("Properties")
+                .field(&o.keys().collect::<Vec<_>>())
+                .finish(),
+            None => f.write_str("Properties(not an object)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
     CloudFormation(Box<CfnRequest>),
     Direct {
         action: DirectAction,
-        properties: Value,
+        properties: Properties,
         /// `"Force": true`: act on a delegate that a stack owns (logged at WARN).
         force: bool,
     },
@@ -237,7 +254,7 @@ pub fn classify(event: &Value) -> Result<Trigger, ClassifyError> {
         };
         return Ok(Trigger::Direct {
             action,
-            properties,
+            properties: Properties(properties),
             force,
         });
     }
@@ -390,7 +407,7 @@ mod tests {
                 .unwrap(),
             Trigger::Direct {
                 action: DirectAction::Delete,
-                properties: json!({"a": 1}),
+                properties: Properties(json!({"a": 1})),
                 force: true,
             }
         );
@@ -403,9 +420,18 @@ mod tests {
             Trigger::Direct {
                 action: DirectAction::Plan,
                 force: false,
-                properties: json!({"a": 1})
+                properties: Properties(json!({"a": 1}))
             }
         );
+    }
+
+    #[test]
+    fn a_direct_requests_debug_names_its_properties_without_their_values() {
+        let event = json!({"Action": "Reconcile", "ResourceProperties": {"ClusterName": "prod", "DelegateToken": "s3cr3t-token"}});
+        let shown = format!("{:?}", classify(&event).unwrap());
+        assert!(shown.contains("\"DelegateToken\""), "{shown}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(!shown.contains("prod"), "{shown}");
     }
 
     #[test]

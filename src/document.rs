@@ -371,6 +371,16 @@ pub fn redacted(doc: &Value) -> Value {
     d
 }
 
+/// A task definition document for `Debug`: shows it [`redacted`], so that a struct holding a
+/// rendered or described revision can derive nothing that prints the delegate's token.
+pub struct Shown<'a>(pub &'a Value);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", redacted(self.0))
+    }
+}
+
 /// A whole number ECS can store (an i32), given as a number or a string.
 pub fn int_value(v: &Value) -> Option<i32> {
     match v {

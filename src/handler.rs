@@ -159,7 +159,7 @@ impl Handler {
                 action,
                 properties,
                 force,
-            } => Ok(self.direct(action, &properties, force, deadline).await?),
+            } => Ok(self.direct(action, &properties.0, force, deadline).await?),
             Trigger::Schedule => Ok(self.heal(Scope::All, "Schedule", deadline).await?),
             Trigger::Heal { targets: None } => Ok(self.heal(Scope::All, "Heal", deadline).await?),
             Trigger::Heal {

@@ -206,7 +206,7 @@ fn as_plan(event: &Value) -> Result<Value, lambda_runtime::Error> {
                     .into(),
             )
         }
-        Trigger::Direct { properties, .. } => properties,
+        Trigger::Direct { properties, .. } => properties.0,
         Trigger::Schedule | Trigger::EcsEvent(_) | Trigger::Heal { .. } | Trigger::Upgrade { .. } => {
             return Err(
                 "heal and upgrade events carry no delegate properties to plan: `invoke` runs them and reports per delegate what it found and did"

@@ -89,14 +89,26 @@ pub struct ObservedInstance {
     pub remaining_memory: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ObservedTaskDefinition {
     pub arn: String,
     pub revision: i32,
     pub status: RevisionStatus,
-    /// The supported fields, as a task definition document.
+    /// The supported fields, as a task definition document (the token included: see `Debug`).
     pub doc: Value,
     pub tags: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ObservedTaskDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedTaskDefinition")
+            .field("arn", &self.arn)
+            .field("revision", &self.revision)
+            .field("status", &self.status)
+            .field("doc", &crate::document::Shown(&self.doc))
+            .field("tags", &self.tags)
+            .finish()
+    }
 }
 
 impl ObservedTaskDefinition {

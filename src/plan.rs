@@ -297,9 +297,10 @@ impl DesiredNetwork {
 }
 
 /// What the delegate should look like once the plan is applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct Desired {
-    /// The rendered task definition (secrets included: show it only through `redacted`).
+    /// The rendered task definition (secrets included: show it only through `redacted`, as
+    /// `Debug` does).
     #[serde(skip)]
     pub task_definition: Value,
     /// The revision to use when no new one is registered.
@@ -317,6 +318,19 @@ pub struct Desired {
     /// replay of the same request running at the same time): apply uses that one instead.
     #[serde(skip)]
     pub registered_after: i32,
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("task_definition", &document::Shown(&self.task_definition))
+            .field("task_definition_arn", &self.task_definition_arn)
+            .field("network", &self.network)
+            .field("vpc_id", &self.vpc_id)
+            .field("record", &self.record)
+            .field("registered_after", &self.registered_after)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1748,6 +1762,12 @@ mod tests {
         let text = serde_json::to_string(&p).unwrap();
         assert!(text.contains("environment DELEGATE_TOKEN"), "{text}");
         assert!(!text.contains("new-secret-value"));
+        // Nor in `Debug`: of the plan, or of a revision observe described with the token.
+        let described = converged(&s).latest_task_definition;
+        let debug = format!("{p:?} {described:?}");
+        assert!(debug.contains("DELEGATE_TOKEN"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(!debug.contains("new-secret-value"), "{debug}");
     }
 
     #[test]
