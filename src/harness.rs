@@ -101,8 +101,12 @@ pub enum HarnessError {
     #[error("Harness's answer is not the latest supported version ({0}): nothing was changed")]
     Malformed(String),
     /// The API key could not be read from its secret (and not because Secrets Manager is down).
+    #[error(transparent)]
+    Key(crate::secrets::SecretError),
+    /// The key asked for is not one this function may send there (its stack pins the key and
+    /// the Manager it goes to).
     #[error("{0}")]
-    Key(String),
+    KeyNotAllowed(String),
 }
 
 /// Harness as the function reaches it: the key's secret read when needed, then the question.
@@ -145,10 +149,10 @@ impl Harness {
             return Ok(());
         };
         if secret.is_empty() {
-            return Err(HarnessError::Key("HarnessApiKeySecretArn: this function's stack gives no Harness API key (its HarnessApiKeySecretArn parameter is empty): set it on the function's stack, or pin Image".into()));
+            return Err(HarnessError::KeyNotAllowed("HarnessApiKeySecretArn: this function's stack gives no Harness API key (its HarnessApiKeySecretArn parameter is empty): set it on the function's stack, or pin Image".into()));
         }
         if key_secret != secret || manager_of(manager) != manager_of(ours) {
-            return Err(HarnessError::Key(format!("HarnessApiKeySecretArn: this function sends its stack's API key ({secret}) only to its stack's ManagerHostAndPort ({}): use those two, or pin Image", manager_of(ours))));
+            return Err(HarnessError::KeyNotAllowed(format!("HarnessApiKeySecretArn: this function sends its stack's API key ({secret}) only to its stack's ManagerHostAndPort ({}): use those two, or pin Image", manager_of(ours))));
         }
         Ok(())
     }
@@ -172,7 +176,7 @@ impl Harness {
                 crate::secrets::SecretError::Unavailable { .. } => {
                     HarnessError::Unavailable(e.to_string())
                 }
-                _ => HarnessError::Key(e.to_string()),
+                _ => HarnessError::Key(e),
             })?;
         latest_supported(manager, account, &key, self.allow_loopback).await
     }

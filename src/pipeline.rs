@@ -43,7 +43,7 @@ pub enum ReconcileError {
     NotReady(ready::Failure),
     /// AWS was changed, but the change could not be committed to the record.
     #[error("the delegate was changed in AWS but its record could not be committed ({0}); the configuration committed before stays the one self-healing restores: retry the request")]
-    NotCommitted(StoreError),
+    NotCommitted(#[source] StoreError),
 }
 
 /// The spec the properties declare in `region`, its rendered task definition checked:
