@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use crate::model::{cluster_short_name, Origin, ServiceArn, Target, DEFAULT_SERVICE_NAME};
+use crate::model::{
+    cluster_short_name, Origin, ServiceArn, Target, TaskStatus, DEFAULT_SERVICE_NAME,
+};
 
 crate::model::string_enum! {
     /// A CloudFormation custom resource request's type.
@@ -327,13 +329,17 @@ fn ecs_event(event: &Value) -> EcsEvent {
         },
         "ECS Task State Change" => {
             let service = field("group").strip_prefix("service:");
-            match (field("lastStatus"), service) {
-                ("STOPPED", Some(service)) if !field("clusterArn").is_empty() => Ok(Target {
+            let stopped = TaskStatus::parse(field("lastStatus")) == Some(TaskStatus::Stopped);
+            match (stopped, service) {
+                (true, Some(service)) if !field("clusterArn").is_empty() => Ok(Target {
                     cluster: cluster_short_name(field("clusterArn")).to_string(),
                     service: service.to_string(),
                 }),
-                ("STOPPED", _) => Err("a task that belongs to no service: nothing to heal".into()),
-                (status, _) => Err(format!("a task is {status}: nothing to heal")),
+                (true, _) => Err("a task that belongs to no service: nothing to heal".into()),
+                (false, _) => Err(format!(
+                    "a task is {}: nothing to heal",
+                    field("lastStatus")
+                )),
             }
         }
         other => Err(format!("\"{other}\" events call for no heal")),
