@@ -41,7 +41,7 @@ $(VENV_STAMP): tests/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(VENV_STAMP) ## install moto, cfn-lint and the SAM translator into .venv
+venv: $(VENV_STAMP) ## install moto, cfn-lint, the SAM translator, cargo-lambda and zig into .venv
 
 build: ## build the function for this machine (debug)
 	cargo build

@@ -1,5 +1,6 @@
-//! The handler: dispatches each event (classify) to the pipeline, heal or a dry-run plan, and
-//! turns the result into an invocation result.
+//! The handler: dispatches each event (classify) to the pipeline, heal, an upgrade run, a
+//! dry-run plan or the continuation of a handed-on wait, and turns the result into an
+//! invocation result.
 //!
 //! For CloudFormation the duty is to answer exactly once: the work runs in its own task so that a
 //! panic becomes a FAILED response, and under a timeout so that FAILED is sent a few seconds

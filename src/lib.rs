@@ -8,8 +8,9 @@
 //! converge or a delete. [`model`] holds the vocabulary every module shares, [`observed`] what
 //! observe saw, [`task_definition`] renders the delegate's task definition and [`document`]
 //! compares and redacts such documents ([`ecs_convert`] turns them into SDK calls).
-//! Self-healing runs the same steps from the [`record`] a converge leaves on the delegate's
-//! resources instead of a spec; [`heal`] finds the delegates and reports per delegate.
+//! Self-healing runs the same steps from the [`record`] a converge commits to the delegate's item
+//! of the record table ([`store`]) instead of a spec; [`heal`] finds the delegates and reports
+//! per delegate.
 
 pub mod apply;
 pub mod aws_error;

@@ -103,9 +103,10 @@ pub enum Action {
         #[serde(rename = "Reason")]
         reason: String,
     },
-    /// Write the record heal works from (see `record`) before the service changes: on the
-    /// service when it exists and is kept, on the revision when an existing one is reused. The
-    /// skipped fields hold the record keys as they were, to put back if the run fails.
+    /// Write the configuration tags (`record`: labels that repeat the record for people; heal
+    /// reads the record table, never them): on the service when it exists and is kept, on the
+    /// revision when an existing one is reused. The skipped fields hold the keys as they were,
+    /// to put back if the run fails.
     RecordSpec {
         #[serde(rename = "OnService")]
         on_service: bool,
@@ -663,8 +664,8 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
         desired_td.as_deref(),
         network.as_ref(),
     );
-    // The record goes on before the service changes, so a heal meanwhile repairs toward it;
-    // also on a service about to be replaced: while it drains, a heal must see the new one.
+    // The labels go on before the service changes, and are put back if the run fails; also on
+    // a service about to be replaced: while it drains, it shows what replaces it.
     let record = desired_record(spec, network.as_ref(), o, desired_td.as_deref());
     let stale = |tags: &BTreeMap<String, String>, revision: Option<&str>| !matches!(Record::from_tags(tags, revision), Some(Ok(r)) if r.same_as(&record));
     let on_service = o
@@ -674,7 +675,7 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
     actions.extend(record_step(
         on_service,
         on_revision,
-        "record the applied configuration, which self-healing restores",
+        "label the resources with the applied configuration (heal restores the record table's)",
     ));
     let recreated = service
         .iter()
@@ -702,7 +703,7 @@ pub fn plan(spec: &DelegateSpec, o: &Observed) -> Plan {
 /// The revision to reuse, else the step that registers one. The service's revision, else the
 /// family's latest, is reused when it is what the spec renders and was registered for this
 /// delegate: delegates sharing a family must not leapfrog each other with new revisions, and
-/// each keeps the record heal works from on a revision of its own.
+/// each keeps its labels on a revision of its own.
 fn choose_revision<'a>(
     spec: &DelegateSpec,
     o: &'a Observed,
@@ -1657,7 +1658,7 @@ mod tests {
 
     #[test]
     fn a_replacement_records_the_new_configuration_on_the_old_service_first() {
-        // While the old service drains, a heal must already see the new configuration.
+        // While the old service drains, its labels already show the new configuration.
         let s = spec(fargate());
         let o = converged(&spec(json!({})));
         let p = plan(&s, &o);
@@ -1722,7 +1723,7 @@ mod tests {
         let s = spec(json!({"DesiredCount": "3"}));
         let o = converged(&spec(json!({})));
         let p = plan(&s, &o);
-        // The record first (so a heal meanwhile repairs toward it), then only the count.
+        // The labels first (put back if the run fails), then only the count.
         assert!(
             matches!(&p.actions[0], Action::RecordSpec { on_service: true, on_revision: true, previous_service, .. }
                 if previous_service[record::SERVICE_TAG] == "launch=EC2 network=bridge desired=1"),

@@ -1,10 +1,11 @@
-//! The record: a delegate's last applied configuration, kept as tags on its service and on the
-//! task definition revision it runs, so that heal can restore the delegate without the stack's
-//! properties.
+//! The record: what heal needs to put a delegate's service back without the stack's properties
+//! ([`Record`]), and its encoding as `harness-delegate:*` keys and values.
 //!
-//! Create, Update and Reconcile write the record **before** they change the service, so a heal
-//! that runs during an Update already repairs toward the Update. Delete removes the record
-//! before it removes anything else, so a heal afterwards finds nothing to resurrect.
+//! The record heal trusts is the one committed in the delegate's item of the record table
+//! (`store.rs` stores it in this encoding), which only the function writes. Create, Update
+//! and Reconcile also write it as tags on the service and on the revision it runs: labels for
+//! people, which heal never acts on. Earlier versions kept the record there; a service labelled
+//! so but without an item is only reported (heal).
 //!
 //! Secrets are never recorded: the task definition part of the record is the revision itself
 //! (its `secrets` or environment), which the record only points at. Tag values hold letters,
