@@ -1969,6 +1969,116 @@ mod tests {
         );
     }
 
+    /// One row per situation an upgrade run meets: (what, how the delegate differs from steady on
+    /// its committed revision, the steps, or what the refusal must say).
+    #[test]
+    fn upgrade_table() {
+        type Tweak = fn(&mut ObservedForHeal);
+        /// The steps, or what the refusal must say.
+        type Want = Result<Vec<&'static str>, &'static str>;
+        fn service(o: &mut ObservedForHeal) -> &mut ObservedService {
+            o.service.as_mut().unwrap()
+        }
+        let rows: Vec<(&str, Tweak, Want)> = vec![
+            (
+                "steady on its committed revision: a copy with the new image, deployed",
+                |_| {},
+                Ok(vec![
+                    "RegisterTaskDefinition",
+                    "RecordSpec",
+                    "UpdateService",
+                ]),
+            ),
+            (
+                "no service",
+                |o| o.service = None,
+                Err("missing or not ACTIVE"),
+            ),
+            (
+                "a draining service",
+                |o| service(o).status = ServiceStatus::Draining,
+                Err("missing or not ACTIVE"),
+            ),
+            (
+                "a service that is not the delegate's",
+                |o| {
+                    service(o).tags.remove(RESOURCE_TAG);
+                },
+                Err("is not this delegate's"),
+            ),
+            (
+                "a service another stack owns",
+                |o| {
+                    let tags = &mut service(o).tags;
+                    tags.insert(crate::OWNER_TAG.into(), "other/Delegate".into());
+                },
+                Err("now belongs to other/Delegate"),
+            ),
+            (
+                "running another revision than the committed one",
+                |o| service(o).task_definition = TD1.replace(":1", ":2"),
+                Err("not steady on its committed revision"),
+            ),
+            (
+                "a rollout in progress",
+                |o| {
+                    let d = service(o).deployment.as_mut().unwrap();
+                    d.rollout_state = Some(RolloutState::InProgress);
+                },
+                Err("not steady on its committed revision"),
+            ),
+            (
+                "fewer tasks running than desired",
+                |o| service(o).running_count = 0,
+                Err("(0 of 1 running"),
+            ),
+            (
+                "a committed revision the function did not render",
+                |o| {
+                    let doc = &mut o.revision.as_mut().unwrap().doc;
+                    doc["containerDefinitions"][0]["name"] = json!("app");
+                },
+                Err("has no container named ecs-delegate"),
+            ),
+        ];
+        let to = crate::harness::DelegateVersion::parse("25.11.87300").unwrap();
+        let image = "harness/delegate:25.11.87300";
+        for (what, tweak, want) in rows {
+            let (r, mut o) = recorded();
+            tweak(&mut o);
+            let revision = o.revision.as_ref().unwrap();
+            match (
+                plan_upgrade(&r, revision, o.service.as_ref(), image, &to),
+                want,
+            ) {
+                (Ok(p), Ok(steps)) => {
+                    assert_eq!(names(&p.actions), steps, "{what}");
+                    let containers = &p.desired.task_definition["containerDefinitions"];
+                    assert_eq!(containers[0]["image"], image, "{what}");
+                    assert_eq!(p.desired.registered_after, revision.revision, "{what}");
+                    let said = p.actions[0].reason().to_string();
+                    assert!(said.contains("25.11.87300"), "{what}: {said}");
+                }
+                (Err(e), Err(text)) => assert!(e.contains(text), "{what}: {e} lacks {text:?}"),
+                (got, want) => panic!("{what}: got {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_rollback_deploys_the_committed_revision_again() {
+        let (r, _) = recorded();
+        let p = plan_rollback(&r, TD1, "harness-delegate", "harness-delegate-task-spec:2");
+        assert_eq!(names(&p.actions), vec!["RecordSpec", "UpdateService"]);
+        assert_eq!(p.desired.task_definition_arn.as_deref(), Some(TD1));
+        let said = p.actions[1].reason().to_string();
+        assert!(
+            said.starts_with("harness-delegate-task-spec:2 did not become ready"),
+            "{said}"
+        );
+        assert!(said.ends_with(&r.task_definition), "{said}");
+    }
+
     /// A Fargate delegate converged by a stack, as heal reads it back: its record, and a world
     /// exactly as recorded.
     fn recorded() -> (Record, ObservedForHeal) {
