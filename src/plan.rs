@@ -901,7 +901,7 @@ pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str
     if !o.records.is_empty() {
         actions.push(DeleteAction::RemoveRecord {
             resources: o.records.iter().map(|(arn, _)| arn.clone()).collect(),
-            reason: "first of all, so that self-healing cannot bring the delegate back".into(),
+            reason: "first of all, the record's labels (its item is already marked deleted: self-healing brings nothing back)".into(),
             keys: o.records.iter().map(|(_, k)| k.clone()).collect(),
         });
     }
@@ -1598,6 +1598,24 @@ mod tests {
                 vec!["RegisterTaskDefinition", "RecordSpec", "UpdateService"],
                 "has no ACTIVE revision",
             ),
+            (
+                "given security groups differ from the service's",
+                json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "SecurityGroupIds": "sg-1,sg-2"}),
+                |_| {},
+                vec!["UpdateService"],
+                "security groups sg-ours -> sg-1,sg-2",
+            ),
+            (
+                "tags changed along with a replacement: the new service is created with them (no TagService), the group is tagged",
+                json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "Tags": {"cost-center": "42"}}),
+                |o| {
+                    let s = o.service.as_mut().unwrap();
+                    s.launch_type = Some(LaunchType::Ec2);
+                    s.tags.remove("cost-center");
+                },
+                vec!["RecreateService", "TagSecurityGroup"],
+                "from EC2 to FARGATE",
+            ),
         ];
         for (what, props, tweak, expected, reason_has) in rows {
             let s = spec(props);
@@ -1867,15 +1885,25 @@ mod tests {
             name: "harness-delegate-delegate".into(),
             tags: Default::default(),
         };
-        let rows: Vec<(&str, ObservedForDelete, Vec<&str>, &str)> = vec![
+        const STACK: Option<&str> = Some("stack/Delegate");
+        type Row<'a> = (
+            &'a str,
+            Option<&'a str>,
+            ObservedForDelete,
+            Vec<&'a str>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
             (
                 "nothing there",
+                STACK,
                 ObservedForDelete::default(),
                 vec![],
                 "nothing of this delegate's is left",
             ),
             (
                 "everything ours",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
@@ -1889,10 +1917,11 @@ mod tests {
                     "DeregisterTaskDefinition",
                     "DeleteSecurityGroup",
                 ],
-                "so that self-healing cannot bring the delegate back",
+                "the record's labels (its item is already marked deleted",
             ),
             (
                 "revision shared with another delegate",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
@@ -1905,6 +1934,7 @@ mod tests {
             ),
             (
                 "service not ours",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(Default::default(), ServiceStatus::Active)),
                     ..Default::default()
@@ -1914,6 +1944,7 @@ mod tests {
             ),
             (
                 "service already deleted",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(ours(), ServiceStatus::Inactive)),
                     ..Default::default()
@@ -1923,6 +1954,7 @@ mod tests {
             ),
             (
                 "made by a direct invocation: a stack's Delete leaves it",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(ours(), ServiceStatus::Active)),
                     ..Default::default()
@@ -1932,6 +1964,7 @@ mod tests {
             ),
             (
                 "another stack's delegate",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(owned_by("other-stack/Delegate"), ServiceStatus::Active)),
                     our_revisions: vec![TD1.into()],
@@ -1944,6 +1977,7 @@ mod tests {
             ),
             (
                 "this stack's delegate",
+                STACK,
                 ObservedForDelete {
                     service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Active)),
                     ..Default::default()
@@ -1951,22 +1985,43 @@ mod tests {
                 vec!["DeleteService"],
                 "the delegate is being deleted",
             ),
+            (
+                "this stack's delegate, its service still draining: deleted again",
+                STACK,
+                ObservedForDelete {
+                    service: Some(svc(owned_by("stack/Delegate"), ServiceStatus::Draining)),
+                    ..Default::default()
+                },
+                vec!["DeleteService"],
+                "the delegate is being deleted",
+            ),
+            (
+                "a direct Delete: any managed delegate, whichever stack's",
+                None,
+                ObservedForDelete {
+                    service: Some(svc(owned_by("other-stack/Delegate"), ServiceStatus::Active)),
+                    ..Default::default()
+                },
+                vec!["DeleteService"],
+                "the delegate is being deleted",
+            ),
+            (
+                "a direct Delete of a service the function did not make: left as it is",
+                None,
+                ObservedForDelete {
+                    service: Some(svc(Default::default(), ServiceStatus::Active)),
+                    ..Default::default()
+                },
+                vec![],
+                "nothing of this delegate's is left to remove",
+            ),
         ];
-        for (what, o, expected, reason) in rows {
-            let p = plan_delete("harness-delegate", &o, Some("stack/Delegate"));
+        for (what, owner, o, expected, reason) in rows {
+            let p = plan_delete("harness-delegate", &o, owner);
             assert_eq!(delete_names(&p.actions), expected, "{what}");
             let said = p.summary();
             assert!(said.contains(reason), "{what}: {said} lacks {reason:?}");
         }
-        // A direct Delete removes any managed delegate.
-        let direct = ObservedForDelete {
-            service: Some(svc(ours(), ServiceStatus::Active)),
-            ..Default::default()
-        };
-        assert_eq!(
-            delete_names(&plan_delete("harness-delegate", &direct, None).actions),
-            vec!["DeleteService"]
-        );
     }
 
     /// One row per situation an upgrade run meets: (what, how the delegate differs from steady on
@@ -2283,6 +2338,12 @@ mod tests {
                 |o| svc(o).launch_type = Some(LaunchType::Ec2),
                 None,
                 "from EC2 to FARGATE",
+            ),
+            (
+                "network mode changed out of band (no awsvpc configuration): not replaced either",
+                |o| svc(o).network = None,
+                None,
+                "network mode changes from bridge to awsvpc",
             ),
             (
                 "pointed back at our revision inside the back-off window, moved away again",
