@@ -85,11 +85,29 @@ pub const DEFAULT_MANAGER: &str = "https://app.harness.io";
 pub const DEFAULT_READY_TIMEOUT_SECONDS: u32 = 1800;
 pub const READY_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 60..=3600;
 pub const DEFAULT_BRIDGE_HOSTNAME: &str = "Harness-ECS-Delegate";
-/// ECS allows 50 tags a resource; the function's own (identity, owner and the record heal works
-/// from) take up to 12.
+/// ECS allows 50 tags a resource; the function's own (identity, owner and the record's labels)
+/// take up to 12.
 pub const MAX_USER_TAGS: usize = 38;
 /// The largest Cpu or Memory ECS stores (an i32).
 const MAX_TASK_SIZE: u32 = i32::MAX as u32;
+
+/// A property that may carry secrets: used as the value it holds, shown by `Debug` as
+/// `<withheld>`, so that a spec printed whole prints none of them.
+#[derive(Clone, PartialEq, Default)]
+pub struct Withheld<T>(pub T);
+
+impl<T> std::ops::Deref for Withheld<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Withheld<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<withheld>")
+    }
+}
 
 string_enum! {
     /// Which environment variables the delegate's container gets.
@@ -162,8 +180,10 @@ pub struct DelegateSpec {
     pub subnet_ids: Option<Vec<String>>,
     pub security_group_ids: Option<Vec<String>>,
     pub assign_public_ip: Option<AssignPublicIp>,
-    pub environment: BTreeMap<String, String>,
-    pub task_definition_overrides: Option<Value>,
+    /// May hold secrets of the user's (a proxy's password): withheld from `Debug`.
+    pub environment: Withheld<BTreeMap<String, String>>,
+    /// May repeat the delegate's token in a container's environment: withheld from `Debug`.
+    pub task_definition_overrides: Withheld<Option<Value>>,
     pub tags: BTreeMap<String, String>,
     /// The CloudWatch log group the delegate's container writes to (awslogs); `None`: none.
     pub log_group: Option<String>,
@@ -872,8 +892,8 @@ fn build(raw: Raw, token: Option<DelegateToken>, image: (ImageUpgrade, String)) 
         subnet_ids: raw.subnet_ids,
         security_group_ids: raw.security_group_ids,
         assign_public_ip: raw.assign_public_ip,
-        environment: raw.environment,
-        task_definition_overrides: raw.overrides,
+        environment: Withheld(raw.environment),
+        task_definition_overrides: Withheld(raw.overrides),
         tags: raw.tags,
         log_group: raw.log_group.filter(|g| !is_none(g)),
         take_over_from: raw.take_over_from,
@@ -951,7 +971,7 @@ fn validate_tags(p: &mut Vec<Problem>, tags: &BTreeMap<String, String>) {
         p.push(Problem::new(
             "Tags",
             format!(
-                "{} tags is too many: at most {MAX_USER_TAGS} (ECS allows 50 and the function adds its own, including the record self-healing works from)",
+                "{} tags is too many: at most {MAX_USER_TAGS} (ECS allows 50 and the function adds its own, including the record's labels)",
                 tags.len()
             ),
         ));
@@ -1296,6 +1316,19 @@ mod tests {
     fn token_is_redacted_in_debug() {
         let s = parse(&minimal()).unwrap();
         assert!(!format!("{s:?}").contains("s3cr3t-token"));
+        // Nor where overrides repeat it, or the environment holds a password.
+        let mut v = minimal();
+        v["Environment"] = json!({"HTTP_PROXY": "http://u:proxy-pw@p:3128"});
+        v["TaskDefinitionOverrides"] = json!({"containerDefinitions": [{"name": "ecs-delegate",
+            "environment": [{"name": "DELEGATE_TOKEN", "value": "s3cr3t-token"}]}]});
+        let s = parse(&v).unwrap();
+        assert_eq!(s.environment.get("HTTP_PROXY").map(String::len), Some(24));
+        let shown = format!("{s:?}");
+        assert!(shown.contains("environment: <withheld>"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t-token") && !shown.contains("proxy-pw"),
+            "{shown}"
+        );
     }
 
     #[test]

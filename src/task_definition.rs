@@ -36,7 +36,7 @@ pub fn render(spec: &DelegateSpec) -> Value {
     if spec.launch_type == LaunchType::Fargate {
         doc["requiresCompatibilities"] = json!([LaunchType::Fargate.as_str()]);
     }
-    if let Some(patch) = &spec.task_definition_overrides {
+    if let Some(patch) = &*spec.task_definition_overrides {
         let patch = crate::document::patch_containers_by_name(&mut doc, patch);
         merge_patch(&mut doc, &patch);
         // CloudFormation hands nested scalars over as strings ("30", "true").
@@ -193,7 +193,7 @@ fn environment(spec: &DelegateSpec) -> Vec<(String, String)> {
             push(k, v);
         }
     }
-    for (k, v) in &spec.environment {
+    for (k, v) in spec.environment.iter() {
         push(k, v);
     }
     env
