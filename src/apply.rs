@@ -379,8 +379,8 @@ impl<'a> Applier<'a> {
             }
         }
         self.created.push(Created::TaskDefinition(arn.clone()));
-        // Registered with the record on it: a failed run takes that record off again before
-        // deregistering, or heal would apply what failed.
+        // Registered with the record's labels on it: a failed run takes them off again before
+        // deregistering, or they would show a configuration that was never committed.
         self.created.push(Created::Record {
             arn: arn.clone(),
             previous: BTreeMap::new(),
@@ -551,8 +551,9 @@ impl<'a> Applier<'a> {
 
     /// Take back a revision this run registered and will not use: its record, then the
     /// revision. False when the record could not be removed: then the revision is kept and
-    /// used, because a deregistered revision with a newer record would mislead heal. A failed
-    /// deregister only leaves a spare revision without a record, and is logged.
+    /// used, because a deregistered revision labelled with a newer record would mislead people
+    /// and an earlier version of the function (one a stack rolled back to heals from labels). A
+    /// failed deregister only leaves a spare revision without labels, and is logged.
     async fn withdraw(&self, arn: &str, record: &Record) -> bool {
         let keys: Vec<String> = record.tags(On::Revision).into_keys().collect();
         if let Err(e) = self.untag(arn, &keys).await {
@@ -799,8 +800,9 @@ impl<'a> Applier<'a> {
     /// Remove a record ahead of a delete. A resource already gone (a revision deleted for good,
     /// a service purged) refuses tag changes with a client error, and a stack's Delete must not
     /// get stuck on it: that is logged. Anything else (throttling to the end, a 5xx, a refusal
-    /// by IAM) stops the Delete before anything is removed, because a record left on a deleted
-    /// delegate would make self-healing bring it back.
+    /// by IAM) stops the Delete before anything is removed: this version's heal keeps to the
+    /// tombstone, but an earlier version (one a stack rolled back to) heals from labels, and
+    /// labels left on a deleted delegate would have it bring the delegate back.
     async fn remove_record(&self, arn: &str, keys: &[String]) -> Result<(), ApplyError> {
         if keys.is_empty() {
             return Ok(());

@@ -101,8 +101,8 @@ pub enum HarnessError {
     #[error("Harness's answer is not the latest supported version ({0}): nothing was changed")]
     Malformed(String),
     /// The API key could not be read from its secret (and not because Secrets Manager is down).
-    #[error(transparent)]
-    Key(crate::secrets::SecretError),
+    #[error("{0}")]
+    Key(#[source] crate::secrets::SecretError),
     /// The key asked for is not one this function may send there (its stack pins the key and
     /// the Manager it goes to).
     #[error("{0}")]

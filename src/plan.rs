@@ -150,7 +150,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "Action")]
 pub enum DeleteAction {
-    /// First of all: remove the record so that no heal can bring the delegate back.
+    /// First of all: remove the record's labels (the item is already a tombstone; an earlier
+    /// version of the function, one a stack rolled back to, heals from the labels).
     RemoveRecord {
         #[serde(rename = "Resources")]
         resources: Vec<String>,
@@ -1599,7 +1600,7 @@ mod tests {
                 "has no ACTIVE revision",
             ),
             (
-                "given security groups differ from the service's",
+                "given security groups differ from the service's (its labels current): the service is updated",
                 json!({"LaunchType": "FARGATE", "ExecutionRoleArn": "arn:aws:iam::1:role/e", "SecurityGroupIds": "sg-1,sg-2"}),
                 |_| {},
                 vec!["UpdateService"],
@@ -2135,8 +2136,8 @@ mod tests {
         assert!(said.ends_with(&r.task_definition), "{said}");
     }
 
-    /// A Fargate delegate converged by a stack, as heal reads it back: its record, and a world
-    /// exactly as recorded.
+    /// A Fargate delegate converged by a stack: its record (read here from its labels, which
+    /// hold the same record as its item), and a world exactly as recorded.
     fn recorded() -> (Record, ObservedForHeal) {
         let s = spec(fargate());
         let mut o = converged(&s);

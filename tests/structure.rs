@@ -1,7 +1,8 @@
 //! The code's structure, checked from its text so it stays as the README's Layout describes:
 //! no import cycle among the modules of `src/`, `plan` and everything it uses free of the AWS
-//! SDK, AWS status strings only in the vocabulary's string tables and in tests, and functions
-//! that fit on a screen.
+//! SDK, AWS status strings only in the vocabulary's string tables, where observe converts the
+//! SDK's, and in tests, no delegate key joined by hand, functions that fit on a screen, and a
+//! Layout table with a row for every module.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -135,13 +136,18 @@ fn aws_status_strings_live_only_in_the_vocabulary() {
         "PRIMARY",
         "HEALTHY",
         "UNHEALTHY",
+        "UNKNOWN",
+        "PROVISIONING",
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
     ];
     for (name, code) in modules() {
-        // The vocabulary's string tables spell them, and observe turns the SDK's into them.
-        if name == "model" || name == "observe" {
+        if name == "model" {
             continue;
         }
-        for status in statuses {
+        // The vocabulary's string tables spell them, and observe turns the SDK's into them.
+        for status in statuses.iter().filter(|_| name != "observe") {
             let quoted = format!("\"{status}\"");
             assert!(
                 !code.contains(&quoted),
@@ -149,7 +155,7 @@ fn aws_status_strings_live_only_in_the_vocabulary() {
             );
         }
         assert!(
-            !code.split("format!(\"").skip(1).any(two_names_with_a_slash),
+            !code.split("format!(").skip(1).any(two_names_with_a_slash),
             "{name}.rs builds a delegate key by hand: use model::DelegateKey"
         );
     }
@@ -164,9 +170,14 @@ fn the_readme_layout_names_every_module() {
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
         .expect("README has a Layout section");
+    // A module is named in the first cell of a row of the table, not anywhere in the section.
+    let rows: Vec<&str> = layout
+        .lines()
+        .filter_map(|l| l.strip_prefix('|')?.split('|').next())
+        .collect();
     let missing: Vec<String> = modules()
         .into_keys()
-        .filter(|m| m != "lib" && !layout.contains(&format!("`{m}.rs`")))
+        .filter(|m| m != "lib" && !rows.iter().any(|r| r.contains(&format!("`{m}.rs`"))))
         .collect();
     assert!(
         missing.is_empty(),
@@ -174,8 +185,12 @@ fn the_readme_layout_names_every_module() {
     );
 }
 
-/// Whether a format string (what follows `format!("`) is `{a}/{b}` and nothing else.
+/// Whether a format string (what follows `format!(`, on its line or the next) is `{a}/{b}` and
+/// nothing else.
 fn two_names_with_a_slash(rest: &str) -> bool {
+    let Some(rest) = rest.trim_start().strip_prefix('"') else {
+        return false;
+    };
     let literal = rest.split('"').next().unwrap_or_default();
     let placeholder = |p: &str| p.starts_with('{') && p.ends_with('}') && p.len() >= 2;
     matches!(literal.split_once('/'), Some((a, b)) if placeholder(a) && placeholder(b))
