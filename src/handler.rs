@@ -15,7 +15,7 @@ use crate::classify::{classify, CfnRequest, ClassifyError, DirectAction, EcsEven
 use crate::continuation::Waiter;
 pub use crate::custom_resource::{Outcome, NOT_CREATED_PREFIX};
 use crate::heal::{DelegateReport, HealReport, HealSettings, Scope};
-use crate::model::{Home, Origin, Target};
+use crate::model::{Home, InvocationStatus, Origin, Target};
 use crate::operation::Claim;
 use crate::pipeline::{self, Converged, Done, ReconcileError};
 use crate::respond::{self, CfnResponse, RespondError, RetryPolicy};
@@ -215,7 +215,7 @@ impl Handler {
                 why
             }
         };
-        Ok(json!({"Status": "IGNORED", "Reason": why}))
+        Ok(json!({"Status": InvocationStatus::Ignored, "Reason": why}))
     }
 
     async fn heal(
@@ -298,12 +298,14 @@ impl Handler {
                     Converged::Replayed(answer) => return Ok(replayed(&answer)),
                     // A direct request's id is new each time, and its wait is never handed on.
                     Converged::HandedOn(_) | Converged::InProgress => {
-                        return Ok(json!({"Status": "WAITING"}))
+                        return Ok(json!({"Status": InvocationStatus::Waiting}))
                     }
                 };
                 pipeline::log_outcome("Reconcile", &spec, &result);
                 let (plan, applied) = result?;
-                Ok(json!({"Status": "SUCCESS", "Actions": plan.actions, "Data": applied}))
+                Ok(
+                    json!({"Status": InvocationStatus::Success, "Actions": plan.actions, "Data": applied}),
+                )
             }
             DirectAction::Delete => {
                 let target = crate::model::Target {
@@ -325,7 +327,7 @@ impl Handler {
                     Done::Ran(actions) => actions,
                     Done::Replayed(answer) => return Ok(replayed(&answer)),
                 };
-                Ok(json!({"Status": "SUCCESS", "Actions": actions}))
+                Ok(json!({"Status": InvocationStatus::Success, "Actions": actions}))
             }
         }
     }
@@ -380,7 +382,7 @@ impl Handler {
         let Some(outcome) = run_to_outcome(&req, respond_by(deadline), work).await else {
             tracing::info!(trigger = "CloudFormation", request_type = req.request_type_name(), logical_resource_id = %req.logical_resource_id, "not answered here: the wait for the delegate goes on in another invocation, which answers");
             return Ok(
-                json!({"Status": "WAITING", "Reason": "the wait for the delegate goes on in another invocation, which answers CloudFormation"}),
+                json!({"Status": InvocationStatus::Waiting, "Reason": "the wait for the delegate goes on in another invocation, which answers CloudFormation"}),
             );
         };
         let resp = CfnResponse {
@@ -509,7 +511,7 @@ fn direct_claim(what: &str, force: bool) -> Claim {
 /// What the record remembers of a direct request: never anything (its id is new each time and
 /// its answer is not kept), so this only answers what the type allows.
 fn replayed(answer: &str) -> Value {
-    serde_json::from_str(answer).unwrap_or_else(|_| json!({"Status": "FAILED"}))
+    serde_json::from_str(answer).unwrap_or_else(|_| json!({"Status": InvocationStatus::Failed}))
 }
 
 /// `by` less `margin`, or `by` itself when that would be before the clock's start.

@@ -187,7 +187,7 @@ impl HealReport {
     pub fn to_json(&self) -> Value {
         let failed = self.delegates.iter().any(|d| d.outcome.is_failure());
         json!({
-            "Status": if failed { "FAILED" } else { "SUCCESS" },
+            "Status": crate::model::InvocationStatus::of(failed),
             "Delegates": self.delegates,
         })
     }

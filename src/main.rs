@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use harness_ecs_delegate_bootstrap::classify::{classify, DirectAction, Trigger};
 use harness_ecs_delegate_bootstrap::handler::Handler;
+use harness_ecs_delegate_bootstrap::model::InvocationStatus;
 use harness_ecs_delegate_bootstrap::Clients;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
@@ -152,7 +153,7 @@ async fn run_local(handler: &Handler, plan: bool, path: &str) -> Result<(), lamb
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v)?);
             // A request answered FAILED was handled, but what it asked for did not happen.
-            if v["Status"] == "FAILED" {
+            if v["Status"] == InvocationStatus::Failed.as_str() {
                 std::process::exit(1);
             }
             Ok(())

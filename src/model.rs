@@ -102,6 +102,30 @@ string_enum! {
 }
 
 string_enum! {
+    /// What an invocation's result says it came to (its `Status`); a CloudFormation request's
+    /// result repeats what CloudFormation was told instead (`respond::Status`).
+    pub enum InvocationStatus {
+        Success = "SUCCESS",
+        Failed = "FAILED",
+        /// The wait for the delegate goes on in another invocation.
+        Waiting = "WAITING",
+        /// The event calls for nothing.
+        Ignored = "IGNORED",
+    }
+}
+
+impl InvocationStatus {
+    /// FAILED when anything failed, else SUCCESS.
+    pub fn of(failed: bool) -> Self {
+        if failed {
+            InvocationStatus::Failed
+        } else {
+            InvocationStatus::Success
+        }
+    }
+}
+
+string_enum! {
     /// A task's (or container's) health, from the container health check.
     #[derive(Default)]
     pub enum HealthStatus { Healthy = "HEALTHY", Unhealthy = "UNHEALTHY", #[default] Unknown = "UNKNOWN" }

@@ -98,7 +98,7 @@ impl UpgradeReport {
             .iter()
             .any(|d| matches!(d.outcome, Outcome::Failed | Outcome::RolledBack));
         json!({
-            "Status": if failed { "FAILED" } else { "SUCCESS" },
+            "Status": crate::model::InvocationStatus::of(failed),
             "Delegates": self.delegates,
         })
     }
