@@ -1,7 +1,7 @@
 //! The function's CloudWatch metrics: one Embedded Metric Format record per delegate a heal or
 //! an upgrade run covers, and one per converge, written as a line of its own to the log.
-//! CloudWatch Logs turns each record into metrics, with no API call and no permission. Written by hand: one record shape, a few lines of
-//! JSON, nothing added to the binary or its cold start.
+//! CloudWatch Logs turns each record into metrics, with no API call and no permission. Written
+//! by hand: one record shape, a few lines of JSON, nothing added to the binary or its cold start.
 
 use serde_json::{json, Map, Value};
 

@@ -147,12 +147,14 @@ fn aws_status_strings_live_only_in_the_vocabulary() {
             continue;
         }
         // The vocabulary's string tables spell them, and observe turns the SDK's into them.
-        for status in statuses.iter().filter(|_| name != "observe") {
-            let quoted = format!("\"{status}\"");
-            assert!(
-                !code.contains(&quoted),
-                "{name}.rs compares or writes {quoted}: use the enum in model.rs"
-            );
+        if name != "observe" {
+            for status in statuses {
+                let quoted = format!("\"{status}\"");
+                assert!(
+                    !code.contains(&quoted),
+                    "{name}.rs compares or writes {quoted}: use the enum in model.rs"
+                );
+            }
         }
         assert!(
             !code.split("format!(").skip(1).any(two_names_with_a_slash),
