@@ -84,7 +84,7 @@ async fn converge_request(
 ) -> Option<Outcome> {
     let spec = match request_spec(c, req, update).await {
         Ok(s) => s,
-        Err(p) => return Some(Outcome::failed(req, p.to_string())),
+        Err(e) => return Some(Outcome::failed(req, e.to_string())),
     };
     let claim = Claim {
         request_id: req.request_id.clone(),
@@ -128,7 +128,7 @@ async fn request_spec(
     c: &Clients,
     req: &CfnRequest,
     update: bool,
-) -> Result<DelegateSpec, Problems> {
+) -> Result<DelegateSpec, ReconcileError> {
     let mut spec = spec_of(&req.properties, c.region.as_deref())?;
     spec.owner = Some(custom_resource::owner_of(req));
     spec.owner_stack_id = Some(req.stack_id.clone());
@@ -142,8 +142,9 @@ async fn request_spec(
 
 /// With `ImageUpgrade: LatestSupported`, the image the request installs: Harness's latest
 /// supported version, unless the committed image is newer or that version failed here (see
-/// [`crate::image::choose`]). A spec that pins its image is left as it is.
-pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Problems> {
+/// [`crate::image::choose`]). A spec that pins its image is left as it is. The record table
+/// not answering is the store's failure, not the properties': a caller retries it as such.
+pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), ReconcileError> {
     let (ImageUpgrade::LatestSupported, Some(secret)) =
         (spec.image_upgrade, spec.api_key_secret.as_deref())
     else {
@@ -153,12 +154,7 @@ pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Pr
         .harness
         .latest(secret, &spec.manager_host_and_port, &spec.account_id)
         .await;
-    let item = c.store.get(&spec.key()).await.map_err(|e| {
-        Problems(vec![Problem::new(
-            "ImageUpgrade",
-            format!("the committed image could not be read to compare with Harness's: {e}"),
-        )])
-    })?;
+    let item = c.store.get(&spec.key()).await?;
     let committed = item.committed.as_ref().and_then(|r| r.follow.as_ref());
     let chosen = crate::image::choose(
         latest.as_ref(),

@@ -187,6 +187,38 @@ fn the_readme_layout_names_every_module() {
     );
 }
 
+/// Callers of a direct request branch on its `errorType`: README's table says what each means.
+#[test]
+fn the_readme_explains_every_error_type() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("| `"))
+        .filter_map(|l| l.trim_start().strip_prefix('|')?.split('|').next())
+        .collect();
+    let handler = &modules()["handler"];
+    let kinds = handler
+        .split("pub fn kind(&self)")
+        .nth(1)
+        .and_then(|rest| rest.split("\n    }\n").next())
+        .expect("handler.rs has HandlerError::kind");
+    let named: Vec<&str> = kinds
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(named.len() >= 10, "the kinds were not found: {named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|k| !table.iter().any(|cell| cell.contains(&format!("`{k}`"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's errorType table does not explain {missing:?}"
+    );
+}
+
 /// Whether a format string (what follows `format!(`, on its line or the next) is `{a}/{b}` and
 /// nothing else.
 fn two_names_with_a_slash(rest: &str) -> bool {

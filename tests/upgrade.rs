@@ -41,13 +41,18 @@ impl Upgrades {
     /// With `pinned`, the function's environment names the key and Manager it may use, as
     /// template.yaml sets them.
     async fn pinned(latest: &str, log_level: &str, pinned: bool) -> Upgrades {
+        Self::behind(latest, log_level, pinned, vec![]).await
+    }
+
+    /// With the function's AWS calls through a proxy that applies `rules`.
+    async fn behind(latest: &str, log_level: &str, pinned: bool, rules: Vec<Rule>) -> Upgrades {
         let region = fresh_region();
         let c = clients_at(&aws(), region).await;
         let w = seed(&c, false).await;
         ecs_sim::script(&w.cluster, SERVICE, Script::up());
         let harness = HarnessApi::start("/gratis", ACCOUNT, KEY, latest).await;
         let secret = put_secret(region, &unique("harness-api-key"), KEY).await;
-        let proxy = Proxy::start(vec![]).await;
+        let proxy = Proxy::start(rules).await;
         let env = [
             ("HARNESS_API_KEY_SECRET_ARN", secret.as_str()),
             ("HARNESS_MANAGER", harness.manager.as_str()),
@@ -462,6 +467,50 @@ async fn a_create_harness_refuses_fails_with_the_permission_and_creates_nothing(
         "{why}"
     );
     assert!(active_revisions(&c, &u.family()).await.is_empty());
+}
+
+/// The record table not answering while the image is chosen is the store's failure, which a
+/// caller retries, not a problem with the properties, which it would fix: a direct request
+/// reports it as `RecordStoreFailed`, a stack's Create fails without blaming a property, and
+/// nothing is created. The same requests succeed once the table answers.
+#[tokio::test]
+async fn a_record_table_that_does_not_answer_is_not_blamed_on_the_properties() {
+    let refused = Rule {
+        operation: "GetItem",
+        fault: Fault::Reject(
+            "AccessDeniedException",
+            "not authorized to perform: dynamodb:GetItem",
+        ),
+        times: 2,
+    };
+    let u = Upgrades::behind("25.10.87100", "info", false, vec![refused]).await;
+    let plan = json!({"Action": "Plan", "ResourceProperties": u.props(json!({}))});
+    let failed = u.lambda.silent(&u.rx, plan.clone()).await;
+    assert_eq!(failed["errorType"], "RecordStoreFailed", "{failed}");
+    let why = failed["errorMessage"].as_str().unwrap();
+    assert!(
+        why.contains("GetItem") && !why.contains("properties"),
+        "{why}"
+    );
+
+    let create = u.create(json!({})).await;
+    assert_eq!(create["Status"], "FAILED", "{create}");
+    let why = create["Reason"].as_str().unwrap();
+    assert!(
+        why.contains("GetItem") && !why.contains("ImageUpgrade"),
+        "{why}"
+    );
+    let c = u.clients().await;
+    assert!(service(&c, &u.w.cluster, SERVICE).await.is_none());
+    assert!(active_revisions(&c, &u.family()).await.is_empty());
+
+    let planned = u.lambda.silent(&u.rx, plan).await;
+    assert_eq!(
+        planned["Image"]["Image"], "harness/delegate:25.10.87100",
+        "{planned}"
+    );
+    let created = u.create(json!({})).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
 }
 
 #[tokio::test]
