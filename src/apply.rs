@@ -723,7 +723,7 @@ impl<'a> Applier<'a> {
                 Ok(Some(s)) if s.is_active() => {
                     let same = s.managed_by_us()
                         && s.is_delegate(&record.key)
-                        && s.owner() == record.owner.as_deref()
+                        && s.owner() == record.owner
                         && s.task_definition == task_definition_arn;
                     if same {
                         tracing::info!(service = %s.arn, "the same service was created meanwhile: using it");

@@ -73,8 +73,8 @@ impl Outcome {
 }
 
 /// The owner recorded on what a CloudFormation resource creates: `<stack name>/<logical id>`.
-pub fn owner_of(req: &CfnRequest) -> String {
-    crate::model::owner_label(&req.stack_id, &req.logical_resource_id)
+pub fn owner_of(req: &CfnRequest) -> crate::model::OwnerLabel {
+    crate::model::OwnerLabel::of(&req.stack_id, &req.logical_resource_id)
 }
 
 /// The stack resource behind a request, as the record store keeps it: the full StackId.
@@ -149,9 +149,12 @@ mod tests {
 
     #[test]
     fn owners_fit_in_a_tag_value() {
-        assert_eq!(owner_of(&request("prod", "Delegate")), "prod/Delegate");
+        assert_eq!(
+            owner_of(&request("prod", "Delegate")).as_str(),
+            "prod/Delegate"
+        );
         let long = owner_of(&request(&"s".repeat(128), &"L".repeat(255)));
-        assert_eq!(long.len(), 256);
+        assert_eq!(long.as_str().len(), 256);
         assert_ne!(
             long,
             owner_of(&request(&"s".repeat(128), &format!("{}M", "L".repeat(254))))
@@ -159,7 +162,7 @@ mod tests {
         // A multibyte character across the cut is kept whole or left out, never split.
         for shift in 0..4 {
             let logical = format!("{}{}", "L".repeat(100 + shift), "é".repeat(100));
-            let owner = owner_of(&request(&"s".repeat(40), &logical));
+            let owner = owner_of(&request(&"s".repeat(40), &logical)).to_string();
             assert!(
                 owner.len() <= 256 && owner.chars().count() <= 256,
                 "{owner}"

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ServiceTarget};
-use crate::model::{self, string_enum, DelegateKey, Target};
+use crate::model::{self, string_enum, DelegateKey, OwnerLabel, Target};
 use crate::observe::{self, ObserveError};
 use crate::observed::{
     ObservedForHeal, ObservedSecurityGroup, ObservedService, ObservedTaskDefinition,
@@ -53,7 +53,7 @@ pub struct HealSettings {
     /// `None`: every delegate it manages. A stack's function may only act on its own cluster
     /// and family, so it must leave other stacks' delegates, which the region scan also finds,
     /// to their own functions.
-    pub owner: Option<String>,
+    pub owner: Option<crate::model::OwnerLabel>,
     /// The function's role (`FUNCTION_ROLE_ARN`): a service ECS says it created proves the
     /// function made it, where tags prove nothing. `None`: no service is proven the function's.
     pub function_role: Option<String>,
@@ -84,14 +84,14 @@ impl HealSettings {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
         };
-        s.owner = var("HEAL_OWNER");
+        s.owner = var("HEAL_OWNER").map(|o| OwnerLabel::from_tag(&o));
         s.function_role = var("FUNCTION_ROLE_ARN");
         s
     }
 
     /// Whether a delegate recorded with this owner is this function's to heal.
-    pub(crate) fn heals(&self, owner: Option<&str>) -> bool {
-        self.owner.as_deref().is_none_or(|ours| owner == Some(ours))
+    pub(crate) fn heals(&self, owner: Option<&OwnerLabel>) -> bool {
+        self.owner.as_ref().is_none_or(|ours| owner == Some(ours))
     }
 }
 
@@ -309,7 +309,7 @@ async fn scan(
         let watched = item
             .deleted_at()
             .is_some_and(|t| now_s.saturating_sub(t) < ORPHAN_WATCH.as_secs());
-        if !(item.is_live() || watched) || !settings.heals(owner.as_deref()) {
+        if !(item.is_live() || watched) || !settings.heals(owner.as_ref()) {
             continue;
         }
         let target = Target {
@@ -468,11 +468,12 @@ fn committed<'a>(
         return Err(not_managed(no_record(&key, service)));
     }
     let owner = item.owner.as_ref().map(|o| o.label());
-    if !settings.heals(owner.as_deref()) {
-        let why = format!(
+    if !settings.heals(owner.as_ref()) {
+        let why =
+            format!(
             "belongs to {}, not to this function's stack (HEAL_OWNER {}): left to its own function",
-            owner.as_deref().unwrap_or("no stack (a direct invocation)"),
-            settings.owner.as_deref().unwrap_or_default()
+            owner.as_ref().map_or("no stack (a direct invocation)", OwnerLabel::as_str),
+            settings.owner.as_ref().map_or("", OwnerLabel::as_str)
         );
         return Err(DelegateReport::one(&key, Outcome::NotManaged, why));
     }
@@ -623,7 +624,7 @@ async fn tombstoned(
 ) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
     let owner = cand.item.owner.as_ref().map(|o| o.label());
-    if !settings.heals(owner.as_deref()) {
+    if !settings.heals(owner.as_ref()) {
         return Ok(DelegateReport::one(
             &key,
             Outcome::NotManaged,
@@ -888,14 +889,15 @@ mod tests {
 
     #[test]
     fn heal_owner_limits_heal_to_one_stacks_delegates() {
+        let label = crate::model::OwnerLabel::from_tag;
         let every = HealSettings::default();
-        assert!(every.heals(Some("stack/Delegate")) && every.heals(None));
+        assert!(every.heals(Some(&label("stack/Delegate"))) && every.heals(None));
         let one = HealSettings {
-            owner: Some("stack/Delegate".into()),
+            owner: Some(crate::model::OwnerLabel::from_tag("stack/Delegate")),
             ..Default::default()
         };
-        assert!(one.heals(Some("stack/Delegate")));
-        assert!(!one.heals(Some("other/Delegate")));
+        assert!(one.heals(Some(&label("stack/Delegate"))));
+        assert!(!one.heals(Some(&label("other/Delegate"))));
         assert!(
             !one.heals(None),
             "a direct invocation's delegate is no stack's"

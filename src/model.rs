@@ -446,12 +446,49 @@ pub fn stable_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// The owner label tags carry: `<stack name>/<logical id>` of a StackId
-/// (`arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>`), within a tag value's 256
-/// characters (long names keep a readable prefix and a stable hash).
-pub fn owner_label(stack_id: &str, logical_id: &str) -> String {
-    let stack = stack_id.split('/').nth(1).unwrap_or(stack_id);
-    within(&format!("{stack}/{logical_id}"), 256, '@')
+/// Who owns a delegate, as the owner tag on its resources (and `HEAL_OWNER`) shows it:
+/// `<stack name>/<logical id>` of the stack resource, within a tag value's 256 characters (long
+/// names keep a readable prefix and a stable hash). The record store names the owner by its
+/// full StackId; a label is what people read and what the function compares tags with.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnerLabel(String);
+
+impl OwnerLabel {
+    /// The label of the resource `logical_id` of the stack `stack_id`
+    /// (`arn:aws:cloudformation:<region>:<account>:stack/<name>/<guid>`).
+    pub fn of(stack_id: &str, logical_id: &str) -> OwnerLabel {
+        let mut label = Self::stack_prefix(stack_id);
+        label.push_str(logical_id);
+        OwnerLabel(within(&label, 256, '@'))
+    }
+
+    /// A label as a tag or `HEAL_OWNER` holds it: compared, never trusted for more.
+    pub fn from_tag(value: &str) -> OwnerLabel {
+        OwnerLabel(value.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it labels a resource of the stack `stack_id`, by the stack's name: how a service
+    /// tagged before owners carried their StackId is matched with one.
+    pub fn is_of_stack(&self, stack_id: &str) -> bool {
+        self.0.starts_with(&Self::stack_prefix(stack_id))
+    }
+
+    /// `<stack name>/`.
+    fn stack_prefix(stack_id: &str) -> String {
+        let mut name = stack_id.split('/').nth(1).unwrap_or(stack_id).to_string();
+        name.push('/');
+        name
+    }
+}
+
+impl std::fmt::Display for OwnerLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// `text` itself when it is at most `max` bytes; else its beginning, cut on a character
@@ -481,7 +518,7 @@ pub fn managed_security_group_name(service: &str) -> String {
 pub fn identity_tags(
     user: &BTreeMap<String, String>,
     key: &DelegateKey,
-    owner: Option<&str>,
+    owner: Option<&OwnerLabel>,
     owner_stack: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut t = user.clone();
@@ -501,9 +538,9 @@ pub fn managed_by_us(tags: &BTreeMap<String, String>) -> bool {
     tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
 }
 
-/// The owner tag's value, if any.
-pub fn owner_of(tags: &BTreeMap<String, String>) -> Option<&str> {
-    tags.get(OWNER_TAG).map(String::as_str)
+/// The owner tag's label, if any.
+pub fn owner_of(tags: &BTreeMap<String, String>) -> Option<OwnerLabel> {
+    tags.get(OWNER_TAG).map(|v| OwnerLabel::from_tag(v))
 }
 
 #[cfg(test)]
@@ -518,9 +555,27 @@ mod tests {
         for bad in ["prod", "/svc", "prod/", "a/b/c", ""] {
             assert_eq!(DelegateKey::parse(bad), None, "{bad}");
         }
-        let tags = identity_tags(&BTreeMap::new(), &k, Some("stack/Delegate"), None);
+        let owner = OwnerLabel::of(
+            "arn:aws:cloudformation:us-east-1:1:stack/stack/guid",
+            "Delegate",
+        );
+        let tags = identity_tags(&BTreeMap::new(), &k, Some(&owner), None);
         assert!(k.tagged_on(&tags) && managed_by_us(&tags));
-        assert_eq!(owner_of(&tags), Some("stack/Delegate"));
+        assert_eq!(tags[OWNER_TAG], "stack/Delegate");
+        assert_eq!(owner_of(&tags), Some(owner));
+    }
+
+    #[test]
+    fn an_owner_label_is_of_its_stack_by_the_whole_name() {
+        let stack = |name: &str| format!("arn:aws:cloudformation:us-east-1:1:stack/{name}/guid");
+        let label = OwnerLabel::of(&stack("prod"), "Delegate");
+        assert!(label.is_of_stack(&stack("prod")));
+        assert!(
+            !label.is_of_stack(&stack("pro")),
+            "a prefix of the name is another stack"
+        );
+        assert!(!OwnerLabel::of(&stack("production"), "Delegate").is_of_stack(&stack("prod")));
+        assert!(OwnerLabel::from_tag("prod/Other").is_of_stack(&stack("prod")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::aws_error::{AwsError, AwsErrorKind};
 use crate::model::{
-    AssignPublicIp, ClusterStatus, DelegateKey, HealthStatus, LaunchType, NetworkMode,
+    AssignPublicIp, ClusterStatus, DelegateKey, HealthStatus, LaunchType, NetworkMode, OwnerLabel,
     RevisionStatus, RolloutState, ServiceStatus, StopCode, Target, TaskStatus, MANAGED_BY_TAG,
     MANAGED_BY_VALUE, RESOURCE_TAG,
 };
@@ -853,15 +853,15 @@ async fn public_subnets(
 /// removes what carries its owner tag, and untagged leftovers only when the service is its own;
 /// never what a direct invocation or another stack made.
 struct Removable<'a> {
-    owner: Option<&'a str>,
+    owner: Option<&'a OwnerLabel>,
     service_is_ours: bool,
 }
 
 impl Removable<'_> {
-    fn allows(&self, tagged: Option<&str>) -> bool {
+    fn allows(&self, tagged: Option<OwnerLabel>) -> bool {
         match (self.owner, tagged) {
             (None, _) => true,
-            (Some(w), Some(h)) => w == h,
+            (Some(w), Some(h)) => *w == h,
             (Some(_), None) => self.service_is_ours,
         }
     }
@@ -874,7 +874,7 @@ pub async fn observe_for_delete(
     c: &Clients,
     target: &Target,
     family: &str,
-    owner: Option<&str>,
+    owner: Option<&OwnerLabel>,
 ) -> Result<ObservedForDelete, ObserveError> {
     let key = target.key();
     let mut o = ObservedForDelete {

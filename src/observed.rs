@@ -38,7 +38,7 @@ pub struct ObservedSecurityGroup {
 
 impl ObservedSecurityGroup {
     /// Its owner tag, for the groups this function created.
-    pub fn owner(&self) -> Option<&str> {
+    pub fn owner(&self) -> Option<model::OwnerLabel> {
         model::owner_of(&self.tags)
     }
 }
@@ -236,7 +236,7 @@ impl ObservedService {
     }
 
     /// The CloudFormation resource that owns the service, if one does.
-    pub fn owner(&self) -> Option<&str> {
+    pub fn owner(&self) -> Option<model::OwnerLabel> {
         model::owner_of(&self.tags)
     }
 
@@ -252,19 +252,19 @@ impl ObservedService {
 
     /// Whether a request from `owner` may change this service: its own, or one no stack owns
     /// yet (it is then adopted). Direct invocations (`None`) act on any managed service.
-    pub fn may_adopt(&self, owner: Option<&str>) -> bool {
+    pub fn may_adopt(&self, owner: Option<&model::OwnerLabel>) -> bool {
         match (self.owner(), owner) {
-            (Some(have), Some(want)) => have == want,
+            (Some(have), Some(want)) => &have == want,
             _ => true,
         }
     }
 
     /// Whether a request from `owner` may delete this service: a CloudFormation resource only
     /// its own, so a failed Create's rollback never removes a delegate it did not make.
-    pub fn owned_by(&self, owner: Option<&str>) -> bool {
+    pub fn owned_by(&self, owner: Option<&model::OwnerLabel>) -> bool {
         match owner {
             None => true,
-            Some(want) => self.owner() == Some(want),
+            Some(want) => self.owner().as_ref() == Some(want),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
 use crate::classify::{CfnRequest, RequestType};
 use crate::continuation::{self, Handoff, Waiter, HANDOFF_TIME};
 use crate::custom_resource::{self, Outcome};
-use crate::model::{cluster_short_name, DelegateKey, Target};
+use crate::model::{cluster_short_name, DelegateKey, OwnerLabel, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
 use crate::operation::{self, Claim, OperationError, Start};
 use crate::plan::{self, DeleteAction, Plan};
@@ -408,7 +408,7 @@ async fn retire_old_family(
         service: spec.service_name.clone(),
     };
     let retired = async {
-        let observed = observe::observe_for_delete(c, &target, &old, spec.owner.as_deref()).await?;
+        let observed = observe::observe_for_delete(c, &target, &old, spec.owner.as_ref()).await?;
         let others = revisions_of_other_delegates(c, &spec.key()).await?;
         let actions: Vec<DeleteAction> = observed
             .our_revisions
@@ -511,7 +511,7 @@ pub async fn remove(
     c: &Clients,
     target: &Target,
     family: &str,
-    owner: Option<&str>,
+    owner: Option<&OwnerLabel>,
     claim: &Claim,
     deadline: Instant,
     answer: Option<String>,
@@ -588,10 +588,7 @@ pub async fn prepare(
     let observed = observe::observe(c, spec).await?;
     let mut spec = spec.clone();
     if spec.owner.is_none() {
-        spec.owner = observed
-            .service
-            .as_ref()
-            .and_then(|s| s.owner().map(String::from));
+        spec.owner = observed.service.as_ref().and_then(|s| s.owner());
     }
     preflight::check(&spec, &observed)?;
     let plan = plan::plan(&spec, &observed);
@@ -655,7 +652,7 @@ async fn delete(
     c: &Clients,
     target: &Target,
     family: &str,
-    owner: Option<&str>,
+    owner: Option<&OwnerLabel>,
     force: bool,
     others: &BTreeSet<String>,
     deadline: Instant,
@@ -692,7 +689,7 @@ fn respect_stack(
         return Ok(());
     };
     if force {
-        tracing::warn!(delegate = %key, owner, action, "a stack's delegate changed by a forced direct request");
+        tracing::warn!(delegate = %key, %owner, action, "a stack's delegate changed by a forced direct request");
         return Ok(());
     }
     Err(Problems(vec![Problem::new(

@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::document;
 use crate::model::{
-    self, AssignPublicIp, ClusterStatus, LaunchType, NetworkMode, RolloutState, ServiceStatus,
+    self, AssignPublicIp, ClusterStatus, LaunchType, NetworkMode, OwnerLabel, RolloutState,
+    ServiceStatus,
 };
 use crate::observed::{
     AwsvpcConfig, Observed, ObservedForDelete, ObservedForHeal, ObservedSecurityGroup,
@@ -882,15 +883,20 @@ impl DeletePlan {
 /// Plan a Delete: the service, the revisions this delegate registered that no other managed
 /// service uses, and the security group it created. Only resources tagged as ours are touched,
 /// and nothing at all when the service belongs to another stack's delegate (`owner` differs).
-pub fn plan_delete(service_name: &str, o: &ObservedForDelete, owner: Option<&str>) -> DeletePlan {
+pub fn plan_delete(
+    service_name: &str,
+    o: &ObservedForDelete,
+    owner: Option<&OwnerLabel>,
+) -> DeletePlan {
     let live = o
         .service
         .as_ref()
         .filter(|s| s.status != ServiceStatus::Inactive);
     if let Some(s) = live.filter(|s| !s.owned_by(owner)) {
-        let theirs = s
-            .owner()
-            .unwrap_or("no stack (a direct invocation or another tool)");
+        let theirs = s.owner().map_or_else(
+            || "no stack (a direct invocation or another tool)".to_string(),
+            |o| o.to_string(),
+        );
         return DeletePlan {
             actions: vec![],
             left_alone: Some(format!(
@@ -988,7 +994,8 @@ pub enum CannotHeal {
     OtherOwner {
         cluster: String,
         service: String,
-        theirs: String,
+        theirs: OwnerLabel,
+        /// This delegate's owner, described.
         ours: String,
     },
     #[error("{reason}; the service was changed outside the stack and heal does not replace services: delete it (the next heal creates it as recorded) or run a stack Update")]
@@ -1210,11 +1217,14 @@ fn check_service_is_ours(r: &Record, s: &ObservedService) -> Result<(), CannotHe
         return Err(CannotHeal::NotTheDelegates { cluster, service });
     }
     match s.owner() {
-        Some(theirs) if Some(theirs) != r.owner.as_deref() => Err(CannotHeal::OtherOwner {
+        Some(theirs) if Some(&theirs) != r.owner.as_ref() => Err(CannotHeal::OtherOwner {
             cluster,
             service,
-            theirs: theirs.to_string(),
-            ours: r.owner.clone().unwrap_or_default(),
+            theirs,
+            ours: r.owner.as_ref().map_or_else(
+                || "no stack (a direct invocation)".to_string(),
+                |o| o.to_string(),
+            ),
         }),
         _ => Ok(()),
     }
@@ -1703,7 +1713,7 @@ mod tests {
     fn a_stack_adopts_a_service_created_without_an_owner_last() {
         let mut s = spec(json!({"DesiredCount": "2"}));
         let o = converged(&spec(json!({})));
-        s.owner = Some("stack/Delegate".into());
+        s.owner = Some(crate::model::OwnerLabel::from_tag("stack/Delegate"));
         let p = plan(&s, &o);
         assert_eq!(
             names(&p.actions),
@@ -2019,7 +2029,8 @@ mod tests {
             ),
         ];
         for (what, owner, o, expected, reason) in rows {
-            let p = plan_delete("harness-delegate", &o, owner);
+            let owner = owner.map(OwnerLabel::from_tag);
+            let p = plan_delete("harness-delegate", &o, owner.as_ref());
             assert_eq!(delete_names(&p.actions), expected, "{what}");
             let said = p.summary();
             assert!(said.contains(reason), "{what}: {said} lacks {reason:?}");

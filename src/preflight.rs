@@ -67,12 +67,12 @@ fn check_service(spec: &DelegateSpec, o: &Observed, p: &mut Vec<Problem>) {
                 "service {name} in cluster {cluster} belongs to the stack {theirs}, not to this one (a stack of the same name created again is another stack): pass another ServiceName, or, if that stack was deleted with the delegate retained and this stack is to take it over, set TakeOverFromStackId: {theirs}"
             ),
         ));
-    } else if !s.may_adopt(spec.owner.as_deref()) && !taken_over(spec, s) {
+    } else if !s.may_adopt(spec.owner.as_ref()) && !taken_over(spec, s) {
         p.push(Problem::new(
             "ServiceName",
             format!(
                 "service {name} in cluster {cluster} belongs to another stack's delegate ({}): pass another ServiceName, or remove that delegate from its stack first",
-                s.owner().unwrap_or_default()
+                s.owner().map(|o| o.to_string()).unwrap_or_default()
             ),
         ));
     }
@@ -95,8 +95,7 @@ fn taken_over(spec: &DelegateSpec, s: &ObservedService) -> bool {
     if let Some(theirs) = s.owner_stack_id() {
         return theirs == previous;
     }
-    let stack = crate::model::owner_label(previous, "");
-    s.owner().is_some_and(|o| o.starts_with(stack.as_str()))
+    s.owner().is_some_and(|o| o.is_of_stack(previous))
 }
 
 fn check_roles(o: &Observed, p: &mut Vec<Problem>) {
@@ -457,7 +456,7 @@ mod tests {
     fn a_stack_adopts_only_a_delegate_that_already_matches() {
         use crate::plan::Desired;
         let mut s = spec(json!({}));
-        s.owner = Some("stack/Delegate".into());
+        s.owner = Some(crate::model::OwnerLabel::from_tag("stack/Delegate"));
         let mut tags = std::collections::BTreeMap::new();
         tags.insert(
             crate::MANAGED_BY_TAG.to_string(),

@@ -15,8 +15,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    self, AssignPublicIp, DelegateKey, LaunchType, NetworkMode, MANAGED_TAG_PREFIX, OWNER_TAG,
-    RESOURCE_TAG,
+    self, AssignPublicIp, DelegateKey, LaunchType, NetworkMode, MANAGED_TAG_PREFIX, RESOURCE_TAG,
 };
 
 /// `launch=FARGATE network=awsvpc desired=1`.
@@ -77,7 +76,7 @@ pub enum On {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub key: DelegateKey,
-    pub owner: Option<String>,
+    pub owner: Option<crate::model::OwnerLabel>,
     /// The owning stack's StackId, when a stack's request wrote the record.
     pub owner_stack_id: Option<String>,
     pub launch_type: LaunchType,
@@ -111,7 +110,7 @@ impl Record {
         model::identity_tags(
             &self.user_tags,
             &self.key,
-            self.owner.as_deref(),
+            self.owner.as_ref(),
             self.owner_stack_id.as_deref(),
         )
     }
@@ -217,7 +216,7 @@ fn parse(
     };
     Ok(Record {
         key,
-        owner: tags.get(OWNER_TAG).cloned(),
+        owner: model::owner_of(tags),
         owner_stack_id: tags.get(model::OWNER_STACK_TAG).cloned(),
         launch_type,
         network_mode,
@@ -343,7 +342,7 @@ mod tests {
     fn fargate() -> Record {
         Record {
             key: DelegateKey::new("prod", "harness-delegate"),
-            owner: Some("stack/Delegate".into()),
+            owner: Some(crate::model::OwnerLabel::from_tag("stack/Delegate")),
             owner_stack_id: Some("arn:aws:cloudformation:us-east-1:1:stack/stack/guid".into()),
             launch_type: LaunchType::Fargate,
             network_mode: NetworkMode::Awsvpc,

@@ -207,7 +207,7 @@ pub struct DelegateSpec {
     pub owner_stack_id: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
     /// Two stacks declaring the same cluster and service must not take each other's delegate.
-    pub owner: Option<String>,
+    pub owner: Option<crate::model::OwnerLabel>,
 }
 
 impl DelegateSpec {
@@ -239,7 +239,7 @@ impl DelegateSpec {
         model::identity_tags(
             &self.tags,
             &self.key(),
-            self.owner.as_deref(),
+            self.owner.as_ref(),
             self.owner_stack_id.as_deref(),
         )
     }

@@ -57,8 +57,8 @@ pub struct Owner {
 
 impl Owner {
     /// `<stack name>/<logical id>`: what tags and `HEAL_OWNER` show.
-    pub fn label(&self) -> String {
-        crate::model::owner_label(&self.stack_id, &self.logical_id)
+    pub fn label(&self) -> crate::model::OwnerLabel {
+        crate::model::OwnerLabel::of(&self.stack_id, &self.logical_id)
     }
 }
 
@@ -688,7 +688,7 @@ mod tests {
     fn record() -> Record {
         Record {
             key: DelegateKey::new("prod", "harness-delegate"),
-            owner: Some("stack/Delegate".into()),
+            owner: Some(crate::model::OwnerLabel::from_tag("stack/Delegate")),
             owner_stack_id: None,
             launch_type: LaunchType::Ec2,
             network_mode: NetworkMode::Bridge,

@@ -950,7 +950,9 @@ async fn a_function_heals_only_its_own_stacks_delegates() {
 
     let mut only_a = handler(a.via.clone());
     // cfn_event's stack is "test", and Installed's resource is "Delegate".
-    only_a.heal.owner = Some("test/Delegate".into());
+    only_a.heal.owner = Some(harness_ecs_delegate_bootstrap::model::OwnerLabel::from_tag(
+        "test/Delegate",
+    ));
     a.proxy.reset_counts();
     let result = only_a
         .handle(a.event("heal-schedule"), deadline_in(120))
