@@ -48,6 +48,7 @@ impl HandlerError {
             HandlerError::Reconcile(ReconcileError::Observe(_)) => "AwsReadFailed",
             HandlerError::Reconcile(ReconcileError::Apply(_)) => "AwsWriteFailed",
             HandlerError::Reconcile(ReconcileError::NotReady(_)) => "DelegateNotReady",
+            HandlerError::Reconcile(ReconcileError::HarnessUnavailable(_)) => "HarnessUnavailable",
             HandlerError::Reconcile(ReconcileError::Operation(
                 crate::operation::OperationError::Refused(_),
             )) => "Refused",

@@ -92,13 +92,14 @@ pub enum HarnessError {
     /// 401 or 403: the key is wrong, expired, or lacks the permission.
     #[error("Harness refused the API key (HTTP {status}): check that the key in the secret is current, and that it belongs to account {account} with a role that may edit delegates at the account scope (core_delegate_edit: Harness asks that permission for the latest supported version)")]
     Unauthorized { status: u16, account: String },
-    /// 5xx, a timeout or no connection: nothing is changed, the next schedule asks again.
-    #[error("Harness did not answer ({0}): nothing was changed; the next schedule asks again")]
+    /// 5xx, a timeout or no connection. What follows depends on who asked: the upgrade run
+    /// asks again at its next schedule, a request fails or keeps its committed image.
+    #[error("Harness did not answer ({0})")]
     Unavailable(String),
     /// Any other refusal.
     #[error("Harness answered HTTP {status} ({message})")]
     Refused { status: u16, message: String },
-    #[error("Harness's answer is not the latest supported version ({0}): nothing was changed")]
+    #[error("Harness's answer is not the latest supported version ({0})")]
     Malformed(String),
     /// The API key could not be read from its secret (and not because Secrets Manager is down).
     #[error("{0}")]
@@ -107,6 +108,17 @@ pub enum HarnessError {
     /// the Manager it goes to).
     #[error("{0}")]
     KeyNotAllowed(String),
+}
+
+impl HarnessError {
+    /// Harness did not answer, or not with a version: a later question may get one, whatever
+    /// the properties.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            HarnessError::Unavailable(_) | HarnessError::Malformed(_)
+        )
+    }
 }
 
 /// Harness as the function reaches it: the key's secret read when needed, then the question.

@@ -215,7 +215,11 @@ pub fn decide(
 ) -> Decision {
     let latest = match latest {
         Ok(l) => l,
-        Err(e) => return Decision::Skip(e.to_string()),
+        Err(e) => {
+            return Decision::Skip(format!(
+                "{e}: nothing was changed; the next schedule asks again"
+            ))
+        }
     };
     let Some(running) = f.running() else {
         return Decision::Skip(format!(

@@ -17,6 +17,7 @@ use crate::apply::{Applied, Applier, ApplyError, ServiceTarget};
 use crate::classify::{CfnRequest, RequestType};
 use crate::continuation::{self, Handoff, Waiter, HANDOFF_TIME};
 use crate::custom_resource::{self, Outcome};
+use crate::harness::HarnessError;
 use crate::model::{cluster_short_name, DelegateKey, OwnerLabel, Target};
 use crate::observe::{self, ObserveError, Observed, ObservedService};
 use crate::operation::{self, Claim, OperationError, Start};
@@ -44,6 +45,10 @@ pub enum ReconcileError {
     /// AWS was changed, but the change could not be committed to the record.
     #[error("the delegate was changed in AWS but its record could not be committed ({0}); the configuration committed before stays the one self-healing restores: retry the request")]
     NotCommitted(#[source] StoreError),
+    /// Harness did not answer, or not with a version, and the delegate has no committed image
+    /// to keep: nothing was changed, and a retry may succeed where new properties would not.
+    #[error("{0}: the delegate's version cannot be chosen without Harness's answer, and it has no committed image to keep; nothing was changed: retry, or pin Image")]
+    HarnessUnavailable(#[source] HarnessError),
 }
 
 /// The spec the properties declare in `region`, its rendered task definition checked:
@@ -142,8 +147,8 @@ async fn request_spec(
 
 /// With `ImageUpgrade: LatestSupported`, the image the request installs: Harness's latest
 /// supported version, unless the committed image is newer or that version failed here (see
-/// [`crate::image::choose`]). A spec that pins its image is left as it is. The record table
-/// not answering is the store's failure, not the properties': a caller retries it as such.
+/// [`crate::image::choose`]). A spec that pins its image is left as it is. Neither the record
+/// table nor Harness failing to answer is a problem with the properties: a caller retries them.
 pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), ReconcileError> {
     let (ImageUpgrade::LatestSupported, Some(secret)) =
         (spec.image_upgrade, spec.api_key_secret.as_deref())
@@ -162,8 +167,16 @@ pub async fn choose_image(c: &Clients, spec: &mut DelegateSpec) -> Result<(), Re
         item.failed_version.as_deref(),
         &spec.image_repository,
         spec.minimal_image,
-    )
-    .map_err(|why| Problems(vec![Problem::new("ImageUpgrade", why)]))?;
+    );
+    let chosen = match chosen {
+        Ok(chosen) => chosen,
+        Err(why) => {
+            return Err(match latest {
+                Err(e) if e.is_unavailable() => ReconcileError::HarnessUnavailable(e),
+                _ => Problems(vec![Problem::new("ImageUpgrade", why)]).into(),
+            })
+        }
+    };
     if latest.is_err() {
         tracing::warn!(delegate = %spec.key(), image = %chosen.image, reason = %chosen.why, "Harness could not be asked: the committed image is kept");
     } else {

@@ -469,18 +469,16 @@ async fn a_create_harness_refuses_fails_with_the_permission_and_creates_nothing(
     assert!(active_revisions(&c, &u.family()).await.is_empty());
 }
 
-/// The record table not answering while the image is chosen is the store's failure, which a
-/// caller retries, not a problem with the properties, which it would fix: a direct request
-/// reports it as `RecordStoreFailed`, a stack's Create fails without blaming a property, and
-/// nothing is created. The same requests succeed once the table answers.
+/// The record table or Harness failing while the image is chosen is not a problem with the
+/// properties, which a caller would fix, but a failure it retries: a direct request reports
+/// `RecordStoreFailed` or `HarnessUnavailable`, naming the call; a stack's Create fails without
+/// blaming a property; nothing is created and no record is written. The same requests succeed
+/// once both answer.
 #[tokio::test]
-async fn a_record_table_that_does_not_answer_is_not_blamed_on_the_properties() {
+async fn a_store_or_harness_failure_is_not_blamed_on_the_properties() {
     let refused = Rule {
         operation: "GetItem",
-        fault: Fault::Reject(
-            "AccessDeniedException",
-            "not authorized to perform: dynamodb:GetItem",
-        ),
+        fault: Fault::Reject("AccessDeniedException", "User is not authorized"),
         times: 2,
     };
     let u = Upgrades::behind("25.10.87100", "info", false, vec![refused]).await;
@@ -489,7 +487,7 @@ async fn a_record_table_that_does_not_answer_is_not_blamed_on_the_properties() {
     assert_eq!(failed["errorType"], "RecordStoreFailed", "{failed}");
     let why = failed["errorMessage"].as_str().unwrap();
     assert!(
-        why.contains("GetItem") && !why.contains("properties"),
+        why.starts_with("the record store: dynamodb:GetItem") && !why.contains("properties"),
         "{why}"
     );
 
@@ -497,13 +495,33 @@ async fn a_record_table_that_does_not_answer_is_not_blamed_on_the_properties() {
     assert_eq!(create["Status"], "FAILED", "{create}");
     let why = create["Reason"].as_str().unwrap();
     assert!(
-        why.contains("GetItem") && !why.contains("ImageUpgrade"),
+        why.contains("the record store: dynamodb:GetItem") && !why.contains("ImageUpgrade"),
         "{why}"
     );
     let c = u.clients().await;
     assert!(service(&c, &u.w.cluster, SERVICE).await.is_none());
     assert!(active_revisions(&c, &u.family()).await.is_empty());
+    let key = DelegateKey::new(&u.w.cluster, SERVICE);
+    assert_eq!(c.store.get(&key).await.unwrap().version, 0, "no record");
 
+    // Harness down, and no image of the delegate's own to keep.
+    u.harness.answer(Answer::Status(503));
+    let failed = u.lambda.silent(&u.rx, plan.clone()).await;
+    assert_eq!(failed["errorType"], "HarnessUnavailable", "{failed}");
+    let why = failed["errorMessage"].as_str().unwrap();
+    assert!(
+        why.contains("Harness did not answer (HTTP 503)") && why.contains("retry, or pin Image"),
+        "{why}"
+    );
+    let create = u.create(json!({})).await;
+    assert_eq!(create["Status"], "FAILED", "{create}");
+    assert!(service(&c, &u.w.cluster, SERVICE).await.is_none());
+    // A key Harness refuses is still the properties' (the secret they name).
+    u.harness.answer(Answer::Status(401));
+    let failed = u.lambda.silent(&u.rx, plan.clone()).await;
+    assert_eq!(failed["errorType"], "InvalidProperties", "{failed}");
+
+    u.harness.answer(Answer::Versions);
     let planned = u.lambda.silent(&u.rx, plan).await;
     assert_eq!(
         planned["Image"]["Image"], "harness/delegate:25.10.87100",
