@@ -529,9 +529,15 @@ pub async fn remove(
     deadline: Instant,
     answer: Option<String>,
 ) -> Result<Done<Vec<DeleteAction>>, ReconcileError> {
+    let key = target.key();
+    if owner.is_none() && !claim.force {
+        // Refused before the record is marked deleted: a refused Delete changes nothing. The
+        // same check runs again under the lease, on what is there then.
+        let service = observe::service(c, &target.cluster, &target.service).await?;
+        respect_stack(&key, service.as_ref(), false, "Delete")?;
+    }
     let now_s = record::now_millis() / 1000;
     let begin = |item: &Item, holder: &str, until| item.tombstone(now_s, Some((holder, until)));
-    let key = target.key();
     let item = match operation::start(&c.store, &key, claim, deadline, begin).await? {
         Start::Answered(a) => return Ok(Done::Replayed(a)),
         // A Delete never shares its id with a request whose wait goes on; were it to, it must
@@ -691,13 +697,14 @@ async fn delete(
 }
 
 /// A direct request leaves a stack's delegate (its service carries the stack's owner tag, even
-/// deleted) to its stack, unless forced; a forced one is logged at WARN with the owner.
+/// deleted) to its stack, unless forced; a forced one is logged at WARN with the owner. Refused
+/// as the record's owner refuses it ([`operation::check_claim`]): the properties are not wrong.
 fn respect_stack(
     key: &DelegateKey,
     service: Option<&ObservedService>,
     force: bool,
     action: &str,
-) -> Result<(), Problems> {
+) -> Result<(), OperationError> {
     let Some(owner) = service.and_then(ObservedService::owner) else {
         return Ok(());
     };
@@ -705,12 +712,12 @@ fn respect_stack(
         tracing::warn!(delegate = %key, %owner, action, "a stack's delegate changed by a forced direct request");
         return Ok(());
     }
-    Err(Problems(vec![Problem::new(
+    Err(OperationError::Refused(Problems(vec![Problem::new(
         "ServiceName",
         format!(
             "{key} belongs to the stack resource {owner}: change it through that stack, or add \"Force\": true to this {action} (the stack's next update may undo it)"
         ),
-    )]))
+    )])))
 }
 
 /// The plan as shown to a person: actions with reasons, a summary, the desired state, the

@@ -769,6 +769,60 @@ async fn a_changed_family_retires_the_old_ones_revisions() {
     );
 }
 
+/// A stack's owner label put on a direct delegate's service by someone else (its record names
+/// no stack) still stops a direct Delete, as a label the function wrote would: refused, and the
+/// refusal changes nothing, the record included, so self-healing goes on restoring the delegate.
+/// Forced, the same Delete removes it.
+#[tokio::test]
+async fn a_refused_direct_delete_leaves_even_the_record_as_it_was() {
+    use harness_ecs_delegate_bootstrap::model::DelegateKey;
+    let c = clients().await;
+    let w = seed(&c, true).await;
+    let props = w.ec2_props();
+    let h = handler(c.clone());
+    let reconcile = json!({"Action": "Reconcile", "ResourceProperties": props});
+    h.handle(reconcile, deadline_in(60)).await.unwrap();
+    let key = DelegateKey::new(&w.cluster, "harness-delegate");
+    assert!(c.store.get(&key).await.unwrap().is_live());
+    let arn = service(&c, &w.cluster, "harness-delegate")
+        .await
+        .unwrap()
+        .service_arn()
+        .unwrap()
+        .to_string();
+    let label = aws_sdk_ecs::types::Tag::builder()
+        .key("harness-delegate:owner")
+        .value("someone/Delegate")
+        .build();
+    c.ecs
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(label)
+        .send()
+        .await
+        .unwrap();
+
+    let delete = json!({"Action": "Delete", "ResourceProperties": props});
+    let refused = h.handle(delete, deadline_in(60)).await.unwrap_err();
+    assert_eq!(refused.kind(), "Refused", "{refused}");
+    assert!(
+        refused.to_string().contains("someone/Delegate"),
+        "{refused}"
+    );
+    let item = c.store.get(&key).await.unwrap();
+    assert!(
+        item.is_live(),
+        "the refused Delete marked the record deleted"
+    );
+    let s = service(&c, &w.cluster, "harness-delegate").await.unwrap();
+    assert_eq!(s.status(), Some("ACTIVE"));
+
+    let forced = json!({"Action": "Delete", "ResourceProperties": props, "Force": true});
+    let deleted = h.handle(forced, deadline_in(60)).await.unwrap();
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert!(!c.store.get(&key).await.unwrap().is_live());
+}
+
 #[tokio::test]
 async fn unanswerable_and_odd_requests() {
     let c = clients().await;
@@ -1191,8 +1245,9 @@ async fn a_direct_repair_of_a_stacks_delegate_needs_force_and_keeps_the_stack_as
                 deadline_in(60),
             )
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!(refused.kind(), "Refused", "{action}: {refused}");
+        let refused = refused.to_string();
         assert!(
             refused.contains("belongs to the stack resource test/Delegate")
                 && refused.contains("\"Force\": true"),
