@@ -53,7 +53,7 @@ pub struct HealSettings {
     /// `None`: every delegate it manages. A stack's function may only act on its own cluster
     /// and family, so it must leave other stacks' delegates, which the region scan also finds,
     /// to their own functions.
-    pub owner: Option<crate::model::OwnerLabel>,
+    pub owner: Option<OwnerLabel>,
     /// The function's role (`FUNCTION_ROLE_ARN`): a service ECS says it created proves the
     /// function made it, where tags prove nothing. `None`: no service is proven the function's.
     pub function_role: Option<String>,
@@ -469,12 +469,11 @@ fn committed<'a>(
     }
     let owner = item.owner.as_ref().map(|o| o.label());
     if !settings.heals(owner.as_ref()) {
-        let why =
-            format!(
-            "belongs to {}, not to this function's stack (HEAL_OWNER {}): left to its own function",
-            owner.as_ref().map_or("no stack (a direct invocation)", OwnerLabel::as_str),
-            settings.owner.as_ref().map_or("", OwnerLabel::as_str)
-        );
+        let theirs = owner
+            .as_ref()
+            .map_or("no stack (a direct invocation)", OwnerLabel::as_str);
+        let ours = settings.owner.as_ref().map_or("", OwnerLabel::as_str);
+        let why = format!("belongs to {theirs}, not to this function's stack (HEAL_OWNER {ours}): left to its own function");
         return Err(DelegateReport::one(&key, Outcome::NotManaged, why));
     }
     if let Some(busy) = busy(cand) {

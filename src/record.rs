@@ -76,7 +76,7 @@ pub enum On {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub key: DelegateKey,
-    pub owner: Option<crate::model::OwnerLabel>,
+    pub owner: Option<model::OwnerLabel>,
     /// The owning stack's StackId, when a stack's request wrote the record.
     pub owner_stack_id: Option<String>,
     pub launch_type: LaunchType,

@@ -207,7 +207,7 @@ pub struct DelegateSpec {
     pub owner_stack_id: Option<String>,
     /// The CloudFormation resource (`<stack name>/<logical id>`) asking, if any: not a property.
     /// Two stacks declaring the same cluster and service must not take each other's delegate.
-    pub owner: Option<crate::model::OwnerLabel>,
+    pub owner: Option<model::OwnerLabel>,
 }
 
 impl DelegateSpec {
