@@ -101,7 +101,7 @@ pub enum HarnessError {
     Refused { status: u16, message: String },
     #[error("Harness's answer is not the latest supported version ({0})")]
     Malformed(String),
-    /// The API key could not be read from its secret (and not because Secrets Manager is down).
+    /// The API key could not be read from its secret.
     #[error("{0}")]
     Key(#[source] crate::secrets::SecretError),
     /// The key asked for is not one this function may send there (its stack pins the key and
@@ -111,12 +111,14 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    /// Harness did not answer, or not with a version: a later question may get one, whatever
-    /// the properties.
+    /// Harness, or Secrets Manager for its key, did not answer, or not with a version: a later
+    /// question may get one, whatever the properties.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            HarnessError::Unavailable(_) | HarnessError::Malformed(_)
+            HarnessError::Unavailable(_)
+                | HarnessError::Malformed(_)
+                | HarnessError::Key(crate::secrets::SecretError::Unavailable { .. })
         )
     }
 }
@@ -184,12 +186,7 @@ impl Harness {
             .secrets
             .api_key(key_secret)
             .await
-            .map_err(|e| match e {
-                crate::secrets::SecretError::Unavailable { .. } => {
-                    HarnessError::Unavailable(e.to_string())
-                }
-                _ => HarnessError::Key(e),
-            })?;
+            .map_err(HarnessError::Key)?;
         latest_supported(manager, account, &key, self.allow_loopback).await
     }
 }
@@ -282,6 +279,43 @@ fn read_latest(body: &[u8]) -> Result<LatestSupported, HarnessError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which failures a later question may get past, whatever the request's properties.
+    #[test]
+    fn unavailable_is_harness_or_its_secret_not_answering() {
+        use crate::secrets::SecretError;
+        let arn = || "arn:aws:secretsmanager:us-east-1:1:secret:k".to_string();
+        let unavailable = [
+            HarnessError::Unavailable("HTTP 503".into()),
+            HarnessError::Malformed("not JSON".into()),
+            HarnessError::Key(SecretError::Unavailable {
+                arn: arn(),
+                why: "timed out".into(),
+            }),
+        ];
+        for e in unavailable {
+            assert!(e.is_unavailable(), "{e}");
+        }
+        let for_the_properties = [
+            HarnessError::Unauthorized {
+                status: 401,
+                account: "a".into(),
+            },
+            HarnessError::Refused {
+                status: 400,
+                message: "no".into(),
+            },
+            HarnessError::Key(SecretError::NotFound { arn: arn() }),
+            HarnessError::Key(SecretError::Denied {
+                arn: arn(),
+                kind: "AccessDenied".into(),
+            }),
+            HarnessError::KeyNotAllowed("not this key".into()),
+        ];
+        for e in for_the_properties {
+            assert!(!e.is_unavailable(), "{e}");
+        }
+    }
 
     #[test]
     fn delegate_versions_as_harness_spells_them() {

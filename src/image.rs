@@ -166,7 +166,7 @@ pub fn choose(
                 why: format!("{e}: the committed image is kept"),
             })
         }
-        (Err(e), None) => return Err(format!("{e}: the delegate's version cannot be chosen without Harness's answer; retry, or pin Image")),
+        (Err(e), None) => return Err(format!("{e}: the delegate's version cannot be chosen without Harness's latest supported version: correct what was refused, or pin Image")),
     };
     let (latest, kept) = latest;
     let (image, version) = image_in(repository, minimal, latest);

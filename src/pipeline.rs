@@ -45,9 +45,10 @@ pub enum ReconcileError {
     /// AWS was changed, but the change could not be committed to the record.
     #[error("the delegate was changed in AWS but its record could not be committed ({0}); the configuration committed before stays the one self-healing restores: retry the request")]
     NotCommitted(#[source] StoreError),
-    /// Harness did not answer, or not with a version, and the delegate has no committed image
-    /// to keep: nothing was changed, and a retry may succeed where new properties would not.
-    #[error("{0}: the delegate's version cannot be chosen without Harness's answer, and it has no committed image to keep; nothing was changed: retry, or pin Image")]
+    /// Harness (or Secrets Manager, for its key) did not answer, or not with a version, and the
+    /// delegate has no committed image to keep: nothing was changed, and a retry may succeed
+    /// where new properties would not.
+    #[error("{0}: the delegate's version cannot be chosen without Harness's latest supported version, and it has no committed image to keep; nothing was changed: retry, or pin Image")]
     HarnessUnavailable(#[source] HarnessError),
 }
 
@@ -532,7 +533,8 @@ pub async fn remove(
     let key = target.key();
     if owner.is_none() && !claim.force {
         // Refused before the record is marked deleted: a refused Delete changes nothing. The
-        // same check runs again under the lease, on what is there then.
+        // same check runs again under the lease, on what is there then; a label put on in
+        // between is refused there, after the mark.
         let service = observe::service(c, &target.cluster, &target.service).await?;
         respect_stack(&key, service.as_ref(), false, "Delete")?;
     }

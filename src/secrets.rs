@@ -46,7 +46,7 @@ pub enum SecretError {
     NotFound { arn: String },
     #[error("HarnessApiKeySecretArn {arn}: {why}: store the Harness API key itself as the secret's value (SecretString), e.g. aws secretsmanager put-secret-value --secret-id <arn> --secret-string <key>")]
     Unusable { arn: String, why: &'static str },
-    #[error("HarnessApiKeySecretArn {arn}: Secrets Manager did not answer ({why}): nothing was changed; the next run reads it again")]
+    #[error("HarnessApiKeySecretArn {arn}: Secrets Manager did not answer ({why})")]
     Unavailable { arn: String, why: String },
 }
 
@@ -135,9 +135,15 @@ impl SecretReader {
             },
             _ if status.is_client_error() && status.as_u16() != 429 => SecretError::Denied {
                 arn: arn.to_string(),
-                kind: format!("HTTP {} {kind}", status.as_u16()),
+                kind: format!("HTTP {} {kind}", status.as_u16())
+                    .trim_end()
+                    .to_string(),
             },
-            _ => unavailable(format!("HTTP {} {kind}", status.as_u16())),
+            _ => unavailable(
+                format!("HTTP {} {kind}", status.as_u16())
+                    .trim_end()
+                    .to_string(),
+            ),
         })
     }
 }

@@ -531,6 +531,32 @@ async fn a_store_or_harness_failure_is_not_blamed_on_the_properties() {
     assert_eq!(created["Status"], "SUCCESS", "{created}");
 }
 
+/// Secrets Manager not answering for the API key is not Harness's fault, nor the properties':
+/// the request fails as `HarnessUnavailable`, naming Secrets Manager.
+#[tokio::test]
+async fn secrets_manager_not_answering_for_the_key_is_retried_not_fixed() {
+    let down = Rule {
+        operation: "GetSecretValue",
+        fault: Fault::ServerError,
+        times: u32::MAX,
+    };
+    let u = Upgrades::behind("25.10.87100", "info", false, vec![down]).await;
+    let plan = json!({"Action": "Plan", "ResourceProperties": u.props(json!({}))});
+    let failed = u.lambda.silent(&u.rx, plan).await;
+    assert_eq!(failed["errorType"], "HarnessUnavailable", "{failed}");
+    let why = failed["errorMessage"].as_str().unwrap();
+    assert!(
+        why.starts_with("HarnessApiKeySecretArn")
+            && why.contains("Secrets Manager did not answer (HTTP 500):"),
+        "{why}"
+    );
+    assert!(!why.contains("Harness did not answer"), "{why}");
+    assert!(
+        u.harness.asked.lock().unwrap().is_empty(),
+        "Harness was asked without its key"
+    );
+}
+
 #[tokio::test]
 async fn a_version_that_fails_on_one_delegate_is_not_tried_on_the_clusters_others() {
     let u = Upgrades::new("25.10.87100", "info").await;
