@@ -38,7 +38,8 @@ pub struct Claim {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
-    #[error(transparent)]
+    /// The delegate is not the requester's to change: its properties may be right.
+    #[error("refused, nothing was changed: {}", .0.listed())]
     Refused(#[from] Problems),
     #[error("another operation ({holder}) is changing {key} and did not end in the time this one had (its lease runs {left_s} s more): retry once it has ended")]
     Busy {

@@ -276,16 +276,18 @@ impl fmt::Display for Problems {
         let n = self.0.len();
         write!(
             f,
-            "{n} problem{} with the delegate properties, nothing was changed: ",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
+            "{n} problem{} with the delegate properties, nothing was changed: {}",
+            if n == 1 { "" } else { "s" },
+            self.listed()
+        )
+    }
+}
+
+impl Problems {
+    /// The problems alone, each with its property, without saying what they are problems with.
+    pub fn listed(&self) -> String {
+        let each: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        each.join("; ")
     }
 }
 
