@@ -125,6 +125,9 @@ impl SecretReader {
         }
         let kind = answer["__type"].as_str().unwrap_or_default();
         let kind = kind.rsplit('#').next().unwrap_or(kind).to_string();
+        let answered = format!("HTTP {} {kind}", status.as_u16())
+            .trim_end()
+            .to_string();
         Err(match kind.as_str() {
             "ResourceNotFoundException" => SecretError::NotFound {
                 arn: arn.to_string(),
@@ -135,15 +138,9 @@ impl SecretReader {
             },
             _ if status.is_client_error() && status.as_u16() != 429 => SecretError::Denied {
                 arn: arn.to_string(),
-                kind: format!("HTTP {} {kind}", status.as_u16())
-                    .trim_end()
-                    .to_string(),
+                kind: answered,
             },
-            _ => unavailable(
-                format!("HTTP {} {kind}", status.as_u16())
-                    .trim_end()
-                    .to_string(),
-            ),
+            _ => unavailable(answered),
         })
     }
 }
