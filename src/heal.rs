@@ -28,7 +28,7 @@ use crate::observed::{
 use crate::pipeline::ReconcileError;
 use crate::plan::{self, Action, Backoff, HealPlan, Tombstoned};
 use crate::record::{self, Record, RecordedGroups};
-use crate::store::{Item, State, StoreError};
+use crate::store::{Item, Owner, State, StoreError};
 use crate::{metrics, Clients};
 
 /// How many clusters are healed at once: enough to finish a region quickly, few enough not to
@@ -89,9 +89,12 @@ impl HealSettings {
         s
     }
 
-    /// Whether a delegate recorded with this owner is this function's to heal.
-    pub(crate) fn heals(&self, owner: Option<&OwnerLabel>) -> bool {
-        self.owner.as_ref().is_none_or(|ours| owner == Some(ours))
+    /// Whether a delegate recorded with this owner is this function's to heal. The owner's
+    /// label is made only when `HEAL_OWNER` is set: a scan asks this of every item.
+    pub(crate) fn heals(&self, owner: Option<&Owner>) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|ours| owner.map(Owner::label).as_ref() == Some(ours))
     }
 }
 
@@ -305,11 +308,10 @@ async fn scan(
                 continue;
             }
         };
-        let owner = item.owner.as_ref().map(|o| o.label());
         let watched = item
             .deleted_at()
             .is_some_and(|t| now_s.saturating_sub(t) < ORPHAN_WATCH.as_secs());
-        if !(item.is_live() || watched) || !settings.heals(owner.as_ref()) {
+        if !(item.is_live() || watched) || !settings.heals(item.owner.as_ref()) {
             continue;
         }
         let target = Target {
@@ -467,8 +469,8 @@ fn committed<'a>(
     if item.version == 0 {
         return Err(not_managed(no_record(&key, service)));
     }
-    let owner = item.owner.as_ref().map(|o| o.label());
-    if !settings.heals(owner.as_ref()) {
+    if !settings.heals(item.owner.as_ref()) {
+        let owner = item.owner.as_ref().map(Owner::label);
         let theirs = owner
             .as_ref()
             .map_or("no stack (a direct invocation)", OwnerLabel::as_str);
@@ -622,8 +624,7 @@ async fn tombstoned(
     deadline: Instant,
 ) -> Result<DelegateReport, ReconcileError> {
     let key = cand.target.key();
-    let owner = cand.item.owner.as_ref().map(|o| o.label());
-    if !settings.heals(owner.as_ref()) {
+    if !settings.heals(cand.item.owner.as_ref()) {
         return Ok(DelegateReport::one(
             &key,
             Outcome::NotManaged,
@@ -888,15 +889,18 @@ mod tests {
 
     #[test]
     fn heal_owner_limits_heal_to_one_stacks_delegates() {
-        let label = crate::model::OwnerLabel::from_tag;
+        let owner = |stack: &str| Owner {
+            stack_id: format!("arn:aws:cloudformation:us-east-1:1:stack/{stack}/guid"),
+            logical_id: "Delegate".into(),
+        };
         let every = HealSettings::default();
-        assert!(every.heals(Some(&label("stack/Delegate"))) && every.heals(None));
+        assert!(every.heals(Some(&owner("stack"))) && every.heals(None));
         let one = HealSettings {
-            owner: Some(crate::model::OwnerLabel::from_tag("stack/Delegate")),
+            owner: Some(OwnerLabel::from_tag("stack/Delegate")),
             ..Default::default()
         };
-        assert!(one.heals(Some(&label("stack/Delegate"))));
-        assert!(!one.heals(Some(&label("other/Delegate"))));
+        assert!(one.heals(Some(&owner("stack"))));
+        assert!(!one.heals(Some(&owner("other"))));
         assert!(
             !one.heals(None),
             "a direct invocation's delegate is no stack's"

@@ -191,7 +191,7 @@ async fn candidates(
     Ok(items
         .into_iter()
         .filter(|i| i.is_live() && followed(i).is_some())
-        .filter(|i| settings.heals(i.owner.as_ref().map(|o| o.label()).as_ref()))
+        .filter(|i| settings.heals(i.owner.as_ref()))
         .collect())
 }
 
